@@ -1,0 +1,30 @@
+"""The project's small error hierarchy.
+
+Every error a user can cause or meet derives from `MiniCPMError`, and its message is written for
+that user: what went wrong and what to do. The HTTP API maps these classes to status codes once
+(`minicpm_core.api`), and the Streamlit app shows them with `st.error`; neither shows a traceback.
+"""
+
+
+class MiniCPMError(Exception):
+    """Base class: the message is user-facing and says what to do."""
+
+
+class InvalidRequest(MiniCPMError):
+    """The caller sent something we cannot serve (bad parameter, bad messages). HTTP 400."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class ContextOverflow(InvalidRequest):
+    """The newest question alone does not fit in the context window. HTTP 400."""
+
+
+class ModelNotFound(MiniCPMError):
+    """No usable checkpoint where we looked: the message names the path and the fix command."""
+
+
+class GenerationFailed(MiniCPMError):
+    """Generation broke inside the model (out of memory, CUDA error). HTTP 500; the engine stays usable."""

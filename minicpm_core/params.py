@@ -1,0 +1,109 @@
+"""Generation parameters: defined once, used by the engine, the HTTP API and the sidebar.
+
+Each field carries its default, its allowed range and its help text, so validation, the API's
+error messages and the sliders' limits can never disagree. Defaults are the seed tutorial's
+(temperature 0.5, top_p 0.8, repetition_penalty 1.02); `max_length` counts prompt + reply tokens,
+as in the model's own `chat()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidRequest
+
+MODEL_CONTEXT = 4096  # MiniCPM-2B's max_position_embeddings
+MIN_MAX_LENGTH = 16
+
+
+class GenerationParams(BaseModel):
+    """Sampling and length settings for one reply. `temperature == 0` means greedy decoding."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(
+        0.5, ge=0.0, le=2.0,
+        description="Randomness. 0 always picks the most likely token; higher values give more varied, "
+        "less focused replies.",
+    )
+    top_p: float = Field(
+        0.8, gt=0.0, le=1.0,
+        description="Nucleus sampling: sample only among the most likely tokens whose probabilities add "
+        "up to top_p. Lower is more focused.",
+    )
+    top_k: int = Field(
+        0, ge=0, le=1000,
+        description="Sample only among the k most likely tokens; 0 turns the limit off.",
+    )
+    repetition_penalty: float = Field(
+        1.02, ge=1.0, le=2.0,
+        description="Discourages repeating tokens already in the conversation. 1.0 is off; MiniCPM-2B "
+        "answers suffer above about 1.1.",
+    )
+    max_length: int = Field(
+        MODEL_CONTEXT, ge=MIN_MAX_LENGTH, le=MODEL_CONTEXT,
+        description="Token budget for prompt plus reply, as in the model's chat(). Old turns are dropped "
+        "when the conversation no longer fits.",
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=MODEL_CONTEXT,
+        description="Optional cap on the reply's length in tokens.",
+    )
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1,
+        description="Random seed: the same seed, question and settings give the same reply.",
+    )
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @classmethod
+    def parse(cls, values: dict[str, Any] | None = None, **overrides: Any) -> "GenerationParams":
+        """Validate user input; raise InvalidRequest naming the field and its allowed range."""
+        data = {**(values or {}), **overrides}
+        data = {k: v for k, v in data.items() if v is not None}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_request_from(exc) from None
+
+    @classmethod
+    def field_range(cls, name: str) -> tuple[float | None, float | None]:
+        """(lowest, highest) allowed for a field, for sliders and messages."""
+        low = high = None
+        for rule in cls.model_fields[name].metadata:
+            low = getattr(rule, "ge", getattr(rule, "gt", low))
+            high = getattr(rule, "le", getattr(rule, "lt", high))
+        return low, high
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return cls.model_fields[name].description or ""
+
+
+PRESETS: dict[str, dict[str, float]] = {
+    "precise": {"temperature": 0.1, "top_p": 0.5, "repetition_penalty": 1.02},
+    "balanced": {"temperature": 0.5, "top_p": 0.8, "repetition_penalty": 1.02},
+    "creative": {"temperature": 0.9, "top_p": 0.95, "repetition_penalty": 1.05},
+}
+
+
+def describe_range(name: str) -> str:
+    low, high = GenerationParams.field_range(name)
+    return f"{name} must be between {low} and {high}"
+
+
+def invalid_request_from(exc: ValidationError) -> InvalidRequest:
+    """Turn pydantic's first error into one sentence that names the field and what it accepts."""
+    err = exc.errors()[0]
+    name = ".".join(str(p) for p in err["loc"]) or "request"
+    field = err["loc"][0] if err["loc"] else None
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(GenerationParams.model_fields)
+        return InvalidRequest(f"Unknown parameter '{name}'. Allowed: {allowed}.", param=name)
+    if field in GenerationParams.model_fields and err["type"].startswith(("greater", "less")):
+        return InvalidRequest(f"{describe_range(field)}; got {err.get('input')!r}.", param=name)
+    return InvalidRequest(f"Invalid value for '{name}': {err['msg']} (got {err.get('input')!r}).", param=name)
