@@ -1,0 +1,308 @@
+"""Load a MiniCPM-2B checkpoint as transformers' native Granite model.
+
+What this module does, and why it exists at all rather than one `from_pretrained` call:
+- maps MiniCPM's config onto Granite (`config.py`), so no code shipped in a checkpoint ever runs
+  unless the caller passes `trust_remote_code=True`;
+- streams the weights tensor by tensor, converting to the target dtype on the way, so loading the
+  seed's ~10 GB fp32 `pytorch_model.bin` as bf16 never holds an fp32 copy of the model in memory
+  (plain `from_pretrained` reads the whole .bin first: 3x the bf16 size);
+- picks device, dtype and attention implementation with safe fallbacks, and reports what it chose.
+
+It does not download anything (`download.py` does) and knows nothing about prompts or generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import importlib.util
+import json
+import logging
+import mmap
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, GraniteForCausalLM, GenerationConfig, PreTrainedTokenizerBase
+
+from .config import granite_config_from_minicpm, read_minicpm_config
+from .errors import InvalidRequest, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+          "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
+DEVICES = ("auto", "cuda", "cpu")
+COPY_CHUNK_BYTES = 64 << 20  # source bytes converted at a time; bounds the transient memory of a load
+_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model plus what a status page shows about it."""
+
+    model: GraniteForCausalLM
+    tokenizer: PreTrainedTokenizerBase
+    path: Path
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+    attn_implementation: str
+    num_parameters: int
+    memory_bytes: int
+    load_seconds: float
+    context_length: int
+    demo: bool = False
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
+               attn_implementation: str = "auto", trust_remote_code: bool = False,
+               cache_dir: str | Path | None = None, demo: bool = False) -> LoadedModel:
+    """Load a MiniCPM-2B checkpoint from a local directory or a ModelScope model id.
+
+    `source` may be a directory in the upstream layout or an id such as `OpenBMB/MiniCPM-2B-sft-fp32`,
+    looked up where the seed tutorial downloads it (`cache_dir`, default `/root/autodl-tmp`).
+    """
+    started = time.perf_counter()
+    path = _resolve(source, cache_dir)
+    target_device = choose_device(device)
+    target_dtype = choose_dtype(dtype, target_device)
+    tokenizer = load_tokenizer(path)
+    if trust_remote_code:
+        model, attn = _load_remote_code_model(path, target_device, target_dtype)
+    else:
+        model, attn = _load_native_model(path, target_device, target_dtype, attn_implementation)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id)
+    loaded = LoadedModel(
+        model=model, tokenizer=tokenizer, path=path, source=str(source), device=target_device,
+        dtype=target_dtype, attn_implementation=attn,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        memory_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+        load_seconds=time.perf_counter() - started,
+        context_length=model.config.max_position_embeddings, demo=demo)
+    log.info("loaded %s on %s as %s with %s attention in %.1fs", path, target_device,
+             loaded.dtype_name, attn, loaded.load_seconds)
+    return loaded
+
+
+def _resolve(source: str | Path, cache_dir: str | Path | None) -> Path:
+    from .download import resolve_source  # the download module owns "where do model ids live"
+
+    return resolve_source(str(source), cache_dir)
+
+
+# --- device, dtype, attention -------------------------------------------------------------------
+
+def choose_device(device: str = "auto") -> torch.device:
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise InvalidRequest(f"device must be one of {', '.join(DEVICES)} or cuda:N; got {device!r}.", "device")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidRequest("device 'cuda' was asked for but no CUDA GPU is visible to PyTorch. "
+                             "Use --device cpu, or check `nvidia-smi` and your torch build.", "device")
+    return torch.device(device)
+
+
+def choose_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto`: bf16 where the hardware does it natively (MiniCPM was trained in bf16), else fp16 on
+    older GPUs, else fp32 on CPUs without bf16 arithmetic."""
+    if dtype != "auto":
+        if dtype not in DTYPES:
+            raise InvalidRequest(f"dtype must be auto, bfloat16, float16 or float32; got {dtype!r}.", "dtype")
+        return DTYPES[dtype]
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        log.warning("This GPU has no bfloat16 support; using float16. MiniCPM-2B was trained in bf16: "
+                    "the dpo-fp16 checkpoint is the one OpenBMB tuned for such GPUs.")
+        return torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def cpu_supports_bf16() -> bool:
+    with contextlib.suppress(Exception):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def choose_attention(requested: str, device: torch.device, dtype: torch.dtype) -> str:
+    if requested != "auto":
+        return requested
+    flash_ok = (device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+                and importlib.util.find_spec("flash_attn") is not None)
+    return "flash_attention_2" if flash_ok else "sdpa"
+
+
+# --- tokenizer ----------------------------------------------------------------------------------
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    # trust_remote_code=False: config.json carries an auto_map, and transformers would otherwise
+    # stop to ask on stdin whether to run the checkpoint's code.
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFound(f"Could not load the tokenizer from {path}: {exc}. The download may be "
+                            "incomplete: tokenizer.model and tokenizer_config.json are needed.") from None
+
+
+# --- model --------------------------------------------------------------------------------------
+
+def _load_native_model(path: Path, device: torch.device, dtype: torch.dtype,
+                       attn_requested: str) -> tuple[GraniteForCausalLM, str]:
+    config = granite_config_from_minicpm(read_minicpm_config(path))
+    attn = choose_attention(attn_requested, device, dtype)
+    model = _empty_model(config, dtype, attn)
+    if model.config._attn_implementation != attn:
+        attn = model.config._attn_implementation
+    _fill_weights(model, path, device, dtype)
+    model.tie_weights()  # MiniCPM ties lm_head to the embedding; the files have no lm_head.weight
+    model.to(device)  # moves the (small) rotary buffers; parameters are already there
+    model.eval()
+    return model, attn
+
+
+def _empty_model(config, dtype: torch.dtype, attn: str) -> GraniteForCausalLM:
+    """Parameters on the meta device (no memory, no random init); buffers real."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        try:
+            return GraniteForCausalLM._from_config(config, dtype=dtype, attn_implementation=attn)
+        except (ImportError, ValueError) as exc:
+            if attn == "sdpa":
+                raise
+            log.warning("attention %r unavailable (%s); falling back to sdpa", attn, exc)
+            return GraniteForCausalLM._from_config(config, dtype=dtype, attn_implementation="sdpa")
+
+
+def _fill_weights(model: torch.nn.Module, path: Path, device: torch.device, dtype: torch.dtype) -> None:
+    expected = {name for name, _ in model.named_parameters()}
+    expected.discard("lm_head.weight")
+    seen: set[str] = set()
+    for name, source in iter_checkpoint_tensors(path):
+        if name not in expected:
+            continue  # e.g. rotary buffers some exports include
+        param = model.get_parameter(name)
+        if tuple(param.shape) != tuple(source.shape):
+            raise ModelNotFound(f"{path}: tensor {name} has shape {tuple(source.shape)}, config.json "
+                                f"implies {tuple(param.shape)}. The checkpoint and its config disagree.")
+        _set_parameter(model, name, copy_converted(source, device, dtype))
+        seen.add(name)
+    missing = sorted(expected - seen)
+    if missing:
+        raise ModelNotFound(f"{path}: the weights lack {len(missing)} tensors (e.g. {missing[0]}). "
+                            "The download is incomplete; run the download command again.")
+
+
+def _set_parameter(model: torch.nn.Module, name: str, value: torch.Tensor) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    module._parameters[leaf] = torch.nn.Parameter(value, requires_grad=False)
+
+
+def copy_converted(source: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Copy a memory-mapped tensor to `device`/`dtype` in chunks, releasing each source chunk's pages
+    once copied, so a load never holds more than one chunk of the source format at a time."""
+    out = torch.empty(source.shape, dtype=dtype, device=device)
+    rows = source.shape[0] if source.dim() else 1
+    row_bytes = max(1, source.numel() * source.element_size() // max(rows, 1))
+    step = max(1, COPY_CHUNK_BYTES // row_bytes)
+    if source.dim() == 0:
+        out.copy_(source)
+        return out
+    for start in range(0, rows, step):
+        chunk = source[start:start + step]
+        out[start:start + step].copy_(chunk)
+        release_pages(chunk)
+    return out
+
+
+# --- reading checkpoint files -------------------------------------------------------------------
+
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a checkpoint directory, in the order upstream names them."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = path / index_name
+        if index.exists():
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            return [path / name for name in sorted(set(weight_map.values()))]
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if (path / single).exists():
+            return [path / single]
+    raise ModelNotFound(f"No weights in {path}: expected model.safetensors, pytorch_model.bin or a "
+                        "sharded index. The download is incomplete; run the download command again.")
+
+
+def iter_checkpoint_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) for every stored tensor; tensors are memory-mapped, not read."""
+    for file in weight_files(path):
+        if not file.exists():
+            raise ModelNotFound(f"{file} is listed in the index but missing: the download is incomplete.")
+        reader = _mapped_safetensors if file.suffix == ".safetensors" else _mapped_torch_bin
+        yield from reader(file)
+
+
+def _mapped_torch_bin(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    try:
+        state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        raise ModelNotFound(f"{file} could not be read ({type(exc).__name__}: {exc}). It may be "
+                            "truncated; delete it and run the download command again.") from None
+    yield from state.items()
+
+
+def _mapped_safetensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    # safetensors' own reader copies every tensor out of its private mapping, which keeps the
+    # whole file resident until closed; a plain mapping lets copy_converted release pages as it goes.
+    with file.open("rb") as handle:
+        header_len = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(header_len))
+    size = file.stat().st_size
+    storage = torch.UntypedStorage.from_file(str(file), shared=False, nbytes=size)
+    base = torch.empty(0, dtype=torch.uint8).set_(storage)
+    data_start = 8 + header_len
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in _SAFETENSORS_DTYPES:
+            raise ModelNotFound(f"{file}: tensor {name} has dtype {info['dtype']}, not bf16/fp16/fp32.")
+        begin, end = info["data_offsets"]
+        raw = base[data_start + begin:data_start + end]
+        yield name, raw.view(_SAFETENSORS_DTYPES[info["dtype"]]).view(info["shape"])
+
+
+_MADV_DONTNEED = 4
+_libc = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform.startswith("linux") else None
+
+
+def release_pages(tensor: torch.Tensor) -> None:
+    """Drop the resident pages of a read-only file mapping (they are re-read if touched again)."""
+    if _libc is None or tensor.device.type != "cpu":
+        return
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+    last = end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        _libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+
+
+def _load_remote_code_model(path: Path, device: torch.device, dtype: torch.dtype):
+    """Only on the user's explicit request: run the modeling code shipped with the checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    log.warning("trust_remote_code=True: executing the Python code shipped in %s", path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=True).to(device).eval()
+    return model, model.config._attn_implementation or "eager"
