@@ -307,33 +307,30 @@ class Engine:
                     return
                 generation = self._waiting.popleft()
                 self._running.append(generation)
-            try:
-                self._run(generation)
-            finally:
-                with self._cond:
-                    self._running.remove(generation)
-                if generation.stats is not None:
-                    self.recent.append(generation.stats)
+            outcome = self._run(generation)
+            with self._cond:
+                self._running.remove(generation)
+            generation._finish(*outcome)  # after leaving `running`, so a finished reply is never counted
+            self.recent.append(generation.stats)
 
     # --- generation ---------------------------------------------------------------------------
 
-    def _run(self, generation: Generation) -> None:
+    def _run(self, generation: Generation) -> tuple:
+        """Generate one reply; return the arguments for `Generation._finish`. Never raises."""
         generation._started = time.perf_counter()
         if generation.cancelled:
-            generation._finish("cancelled")
-            return
+            return ("cancelled",)
         ids = generation.prompt.ids
         cache, cached = self.prefix_cache.take(ids)
         try:
             output = self.model.generate(**self._generate_kwargs(generation, cache))
+            generated = output.sequences[0, len(ids):].tolist()
+            self.prefix_cache.put(ids + generated, output.cache)
+            return self._finish_reason(generation, generated), cached
         except Exception as exc:  # noqa: BLE001 - every failure must reach the consumer, not kill the worker
             log.exception("generation %s failed", generation.id)
             self._release_device_memory()
-            generation._finish("error", cached, GenerationFailed(describe_failure(exc)))
-            return
-        generated = output.sequences[0, len(ids):].tolist()
-        self.prefix_cache.put(ids + generated, output.cache)
-        generation._finish(self._finish_reason(generation, generated), cached)
+            return "error", cached, GenerationFailed(describe_failure(exc))
 
     def _generate_kwargs(self, generation: Generation, cache) -> dict:
         params = generation.params

@@ -1,0 +1,289 @@
+"""The engine on a real tiny model: streaming, stop markers, cancel, errors, budget, queue, cache."""
+
+import threading
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from minicpm_core.engine import Engine
+from minicpm_core.errors import ContextOverflow, GenerationFailed, InvalidRequest
+from minicpm_core.loader import load_model
+from minicpm_core.prefix_cache import PrefixCache
+
+GREEDY = {"temperature": 0, "max_new_tokens": 24}
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_ckpt):
+    return load_model(tiny_ckpt, device="cpu", dtype="float32")
+
+
+@pytest.fixture()
+def engine(lm):
+    engine = Engine(lm)
+    yield engine
+    engine.close()
+
+
+def ask(text):
+    return [{"role": "user", "content": text}]
+
+
+class ForceTokens(LogitsProcessor):
+    """Makes the real model emit a chosen sequence (then EOS), so tests can steer the stream."""
+
+    def __init__(self, ids, eos):
+        self.ids, self.eos, self.start = list(ids), eos, None
+
+    def __call__(self, input_ids, scores):
+        self.start = input_ids.shape[1] if self.start is None else self.start
+        step = input_ids.shape[1] - self.start
+        forced = self.ids[step] if step < len(self.ids) else self.eos
+        out = torch.full_like(scores, float("-inf"))
+        out[:, forced] = 0.0
+        return out
+
+
+def force(engine, monkeypatch, ids):
+    original = engine._generate_kwargs
+
+    def with_forced_tokens(generation, cache):
+        kwargs = original(generation, cache)
+        kwargs["logits_processor"] = LogitsProcessorList([ForceTokens(ids, engine.tokenizer.eos_token_id)])
+        return kwargs
+
+    monkeypatch.setattr(engine, "_generate_kwargs", with_forced_tokens)
+
+
+def token_ids(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_deltas_concatenate_to_the_reply(engine):
+    generation = engine.submit(ask("你好"), GREEDY)
+    deltas = list(generation)
+    assert "".join(deltas) == generation.text
+    stats = generation.stats
+    assert stats.completion_tokens > 0 and stats.prompt_tokens == len(generation.prompt.ids)
+    assert stats.finish_reason in ("stop", "length") and stats.ttft_seconds > 0
+
+
+def test_reply_text_matches_plain_decoding(engine, monkeypatch):
+    text = "MiniCPM 说：你好，世界！Hello, world."
+    force(engine, monkeypatch, token_ids(engine.tokenizer, text))
+    generation = engine.submit(ask("hi"), GREEDY | {"max_new_tokens": 100})
+    assert "".join(generation) == engine.tokenizer.decode(token_ids(engine.tokenizer, text))
+    assert generation.stats.finish_reason == "stop"
+
+
+def test_byte_fallback_characters_never_stream_half(engine, monkeypatch):
+    text = "表情😀和生僻字龘"
+    ids = token_ids(engine.tokenizer, text)
+    assert any(engine.tokenizer.convert_ids_to_tokens(i).startswith("<0x") for i in ids)
+    force(engine, monkeypatch, ids)
+    deltas = list(engine.submit(ask("hi"), GREEDY | {"max_new_tokens": 100}))
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas).endswith("😀和生僻字龘")
+
+
+def test_chinese_flows_without_waiting_for_a_space(engine, monkeypatch):
+    text = "一二三四五六七八"
+    force(engine, monkeypatch, token_ids(engine.tokenizer, text))
+    deltas = [d for d in engine.submit(ask("hi"), GREEDY | {"max_new_tokens": 100})]
+    assert len(deltas) >= 4
+
+
+@pytest.mark.parametrize("marker", ["<用户>", "<AI>"])
+def test_marker_split_across_tokens_ends_the_reply_and_never_shows(engine, monkeypatch, marker):
+    ids = token_ids(engine.tokenizer, "好的。" + marker + "下一个问题")
+    force(engine, monkeypatch, ids)
+    generation = engine.submit(ask("hi"), GREEDY | {"max_new_tokens": 100})
+    deltas = list(generation)
+    assert "".join(deltas) == "好的。"
+    assert not any("<" in d for d in deltas)
+    assert generation.stats.finish_reason == "stop"
+    assert generation.stats.completion_tokens < len(ids)  # stopped right at the marker
+
+
+def test_budget_ends_the_reply_with_length(engine):
+    generation = engine.submit(ask("hello"), {"temperature": 0, "max_new_tokens": 3})
+    generation.result()
+    assert generation.stats.completion_tokens <= 3
+    if generation.stats.completion_tokens == 3:
+        assert generation.stats.finish_reason in ("length", "stop")
+
+
+def test_max_length_counts_prompt_and_reply(engine):
+    question = ask("hello " * 10)
+    prompt_len = len(engine.prepare(question).ids)
+    generation = engine.submit(question, {"temperature": 0, "max_length": prompt_len + 2})
+    generation.result()
+    assert generation.stats.completion_tokens <= 2
+
+
+def test_greedy_with_integer_parameters(engine):
+    text, stats = engine.chat(ask("hello"), {"temperature": 0, "top_p": 1, "repetition_penalty": 1})
+    again, _ = engine.chat(ask("hello"), {"temperature": 0, "top_p": 1, "repetition_penalty": 1})
+    assert text == again and stats.finish_reason in ("stop", "length")
+
+
+def test_same_seed_same_sampled_reply(engine):
+    params = {"temperature": 1.5, "top_p": 1.0, "seed": 1234, "max_new_tokens": 16}
+    assert engine.chat(ask("hello"), params)[0] == engine.chat(ask("hello"), params)[0]
+
+
+def test_bad_parameters_raise_before_anything_is_queued(engine):
+    with pytest.raises(InvalidRequest, match="temperature must be between 0.0 and 2.0"):
+        engine.submit(ask("hi"), {"temperature": 3})
+    with pytest.raises(InvalidRequest, match="Unknown parameter 'topp'"):
+        engine.submit(ask("hi"), {"topp": 0.5})
+    assert engine.queue_depth == 0 and engine.running == 0
+
+
+def test_history_budget_drops_old_turns_and_reports_it(engine):
+    messages = []
+    for i in range(30):
+        messages += [{"role": "user", "content": f"第{i}个问题 question {i}"},
+                     {"role": "assistant", "content": f"answer number {i} 回答"}]
+    messages.append({"role": "user", "content": "last"})
+    generation = engine.submit(messages, {"temperature": 0, "max_length": 200, "max_new_tokens": 20})
+    generation.result()
+    assert generation.stats.turns_dropped > 0
+    assert generation.stats.prompt_tokens + 20 <= 200
+
+
+def test_question_longer_than_context_is_rejected(engine):
+    with pytest.raises(ContextOverflow):
+        engine.submit(ask("长" * 300), {"max_length": 64})
+
+
+def stream_until_tokens(generation, n):
+    it = iter(generation)
+    with generation._cond:
+        generation._cond.wait_for(lambda: len(generation._token_ids) >= n or generation.done)
+    return it
+
+
+def test_cancel_stops_within_one_step(engine):
+    generation = engine.submit(ask("hello"), {"temperature": 1.0, "max_new_tokens": 2000})
+    stream_until_tokens(generation, 3)
+    seen = len(generation._token_ids)
+    generation.cancel()
+    assert generation.wait(10)
+    assert generation.stats.finish_reason == "cancelled"
+    assert generation.stats.completion_tokens <= seen + 2
+
+
+def test_abandoned_iterators_leave_no_generation_running(engine):
+    threads_before = threading.active_count()
+    for _ in range(5):
+        generation = engine.submit(ask("hello"), {"temperature": 1.0, "max_new_tokens": 2000})
+        it = iter(generation)
+        next(it, None)
+        it.close()  # what a Streamlit rerun does to st.write_stream's generator
+        assert generation.wait(10)
+        assert generation.stats.finish_reason == "cancelled"
+    assert engine.running == 0 and engine.queue_depth == 0
+    assert threading.active_count() == threads_before
+
+
+def test_cancel_while_waiting_in_the_queue(engine):
+    first = engine.submit(ask("hello"), {"temperature": 1.0, "max_new_tokens": 2000})
+    stream_until_tokens(first, 1)
+    second = engine.submit(ask("hello"), GREEDY)
+    assert second.position == 1
+    second.cancel()
+    assert second.wait(5) and second.stats.finish_reason == "cancelled" and second.stats.completion_tokens == 0
+    first.cancel()
+    assert first.wait(10)
+
+
+def test_errors_in_the_worker_reach_the_consumer_and_the_engine_recovers(engine, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine.model, "forward", out_of_memory)
+    generation = engine.submit(ask("hi"), GREEDY)
+    with pytest.raises(GenerationFailed, match="ran out of memory.*Lower max_length"):
+        list(generation)
+    assert generation.stats.finish_reason == "error"
+    monkeypatch.undo()
+    assert engine.chat(ask("hi"), GREEDY)[1].finish_reason in ("stop", "length")
+
+
+def test_requests_are_served_first_come_first_served(engine):
+    blocker = engine.submit(ask("hello"), {"temperature": 1.0, "max_new_tokens": 2000})
+    stream_until_tokens(blocker, 1)
+    waiting = [engine.submit(ask(f"question {i}"), GREEDY) for i in range(3)]
+    assert [g.position for g in waiting] == [1, 2, 3]
+    assert engine.queue_depth == 3
+    blocker.cancel()
+    finished = []
+    for g in waiting:
+        g.result()
+        finished.append(g.stats.queue_seconds)
+    assert finished == sorted(finished)
+
+
+def test_concurrent_requests_get_only_their_own_tokens(lm):
+    prompts = [f"问题 {i} question" for i in range(4)]
+    solo = Engine(lm)
+    expected = [solo.chat(ask(p), GREEDY)[0] for p in prompts]
+    solo.close()
+    shared = Engine(lm, max_concurrent=2, prefix_cache=PrefixCache(max_entries=0))
+    generations = [shared.submit(ask(p), GREEDY) for p in prompts]
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, generations[i].result())) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    shared.close()
+    assert results == expected
+
+
+def multi_turn(engine, turns=4):
+    messages, replies, cached = [], [], []
+    for i in range(turns):
+        messages.append({"role": "user", "content": f"第{i}轮 turn {i}: tell me more"})
+        text, stats = engine.chat(messages, GREEDY)
+        messages.append({"role": "assistant", "content": text})
+        replies.append(text)
+        cached.append(stats.cached_tokens)
+    return replies, cached
+
+
+def test_prefix_cache_reuse_gives_identical_greedy_output(lm):
+    with_cache = Engine(lm)
+    without_cache = Engine(lm, prefix_cache=PrefixCache(max_entries=0))
+    replies_cached, cached = multi_turn(with_cache)
+    replies_plain, not_cached = multi_turn(without_cache)
+    with_cache.close()
+    without_cache.close()
+    assert replies_cached == replies_plain
+    assert cached[0] == 0 and all(c > 0 for c in cached[1:])
+    assert not any(not_cached)
+
+
+def test_prefix_cache_matches_by_tokens_not_by_session(engine):
+    history = [{"role": "user", "content": "the same long question about MiniCPM models"}]
+    first, _ = engine.chat(history, GREEDY)
+    # a different client resending the whole history
+    follow_up = history + [{"role": "assistant", "content": first}, {"role": "user", "content": "and?"}]
+    _, stats = engine.chat(follow_up, GREEDY)
+    assert stats.cached_tokens >= len(engine.prepare(history).ids) - 1
+
+
+def test_prefix_cache_is_bounded(lm):
+    cache = PrefixCache(max_entries=2)
+    engine = Engine(lm, prefix_cache=cache)
+    for i in range(5):
+        engine.chat(ask(f"distinct question number {i} 不同的问题"), GREEDY)
+    assert len(cache) <= 2
+    engine.close()
+    tiny = PrefixCache(max_bytes=1)
+    engine = Engine(lm, prefix_cache=tiny)
+    engine.chat(ask("a question long enough to cache"), GREEDY)
+    assert len(tiny) == 0 and tiny.total_bytes() == 0
+    engine.close()
