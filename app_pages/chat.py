@@ -1,0 +1,69 @@
+"""Chat: the conversation in ?c=<id>, replayed from the store, and one streamed reply per question.
+
+Order as in every Streamlit chat: title, history, actions on the last turn, input, stream. The logic
+(saving before and while streaming, regenerate/edit/clear) lives in ui/chat.py.
+"""
+
+import streamlit as st
+
+from ui import chat, state
+from ui.backend import active_backend, get_store
+from ui.i18n import t
+
+store = get_store()
+backend = active_backend()
+settings = state.settings()
+params = state.params_from(settings)
+system_prompt = settings["system_prompt"]
+
+conv_id = state.current_conversation_id()
+conversation = store.get(conv_id) if conv_id else None
+if conv_id and conversation is None:
+    st.warning(t("conversation_not_found"))
+    state.set_conversation(None)
+    conv_id = None
+
+st.title(conversation.title if conversation and conversation.title else t("chat_title"))
+
+usage = chat.context_usage(backend, conversation, params, system_prompt)
+if usage is not None and conversation is not None:
+    with st.container(key="context_meter"):
+        st.progress(usage.fraction, text=t("context_meter", used=usage.tokens, budget=usage.budget))
+        if usage.turns_dropped:
+            st.caption(t("turns_dropped", n=usage.turns_dropped))
+
+for message in conversation.messages if conversation else ():
+    if message.role == "system":
+        continue
+    with st.chat_message(message.role):
+        st.markdown(message.content or " ")
+        caption = chat.reply_caption(message.meta) if message.role == "assistant" else ""
+        if caption:
+            st.caption(caption)
+
+question_msg = chat.last_question(conversation)
+if conversation is not None and question_msg is not None:
+    with st.container(horizontal=True, key="turn_actions"):
+        st.button(t("regenerate"), key="regenerate", icon=":material/refresh:", type="tertiary",
+                  on_click=chat.run_action, args=(chat.regenerate, store, conv_id))
+        if st.session_state.get("_edit_for") != question_msg.id or "edit_text" not in st.session_state:
+            st.session_state["edit_text"] = question_msg.content
+            st.session_state["_edit_for"] = question_msg.id
+        with st.popover(t("edit_question"), icon=":material/edit:", type="tertiary", key="edit_question"):
+            st.text_area(t("edit_question"), key="edit_text", label_visibility="collapsed")
+            st.button(t("edit_send"), key="edit_send", type="primary",
+                      on_click=chat.run_action, args=(chat.edit_question, store, conv_id, "edit_text"))
+        st.button(t("clear_conversation"), key="clear_conversation", icon=":material/delete_sweep:",
+                  type="tertiary", on_click=chat.run_action, args=(chat.clear, store, conv_id))
+
+question = st.chat_input(t("chat_placeholder"), key="chat_input", submit_mode="stop")
+if question and question.strip():
+    conv_id = chat.ask(store, conv_id, question)  # stored before anything is generated
+    state.set_conversation(conv_id)
+    with st.chat_message("user"):
+        st.markdown(question)
+    st.session_state[state.PENDING_REPLY] = conv_id
+
+if conv_id and st.session_state.pop(state.PENDING_REPLY, None) == conv_id:
+    if chat.answer_here(store, backend, conv_id, params, system_prompt):
+        st.rerun()  # redraw from the store: stats caption, meter, actions under the new reply

@@ -1,0 +1,37 @@
+"""Compare: one prompt, two parameter sets (A = the sidebar, B = the sliders here), side by side."""
+
+import streamlit as st
+
+from ui import compare, sidebar, state
+from ui.backend import active_backend
+from ui.i18n import t
+
+st.set_page_config(layout="wide")  # two replies side by side need the room
+backend = active_backend()
+st.title(t("compare_title"))
+st.caption(t("compare_intro"))
+
+with st.expander(t("compare_b_settings"), expanded=True, key="compare_b_settings"):
+    preset_columns = st.columns(4)
+    for column, name in zip(preset_columns, ("precise", "balanced", "creative")):
+        column.button(t(f"preset_{name}"), key=f"b_preset_{name}", width="stretch",
+                      on_click=sidebar.apply_preset, args=(name, state.B_PREFIX))
+    preset_columns[3].button(t("reset_settings"), key="b_reset", width="stretch",
+                             on_click=sidebar.reset_settings, args=(state.B_PREFIX,))
+    sidebar.param_sliders(prefix=state.B_PREFIX)
+
+state.seed_widget("compare_prompt", "")
+prompt = state.keep("compare_prompt", st.text_area(t("compare_prompt"), key="compare_prompt", height=100))
+run = st.button(t("compare_run"), key="compare_run", type="primary", icon=":material/compare_arrows:",
+                disabled=not prompt.strip())
+
+shared = state.settings()
+params = {"a": state.params_from(shared), "b": state.params_from(state.settings(state.B_PREFIX))}
+left, right = st.columns(2)
+columns = {"a": left, "b": right}
+if run and prompt.strip():
+    results = compare.run_both(backend, prompt, params, shared["system_prompt"], columns)
+    if results is not None:
+        st.session_state[compare.RESULTS] = results
+elif compare.RESULTS in st.session_state:
+    compare.show_results(st.session_state[compare.RESULTS], columns)

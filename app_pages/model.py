@@ -1,0 +1,27 @@
+"""Model: what is loaded (source, device, dtype, attention, size, load time, context), the queue,
+and the speed of the last replies."""
+
+import streamlit as st
+
+from ui import model_info
+from ui.backend import active_backend
+from ui.i18n import t
+
+backend = active_backend()
+st.title(t("model_title"))
+st.button(t("refresh"), key="refresh_model", icon=":material/refresh:")
+
+st.subheader(t("model_loaded"))
+st.table(model_info.info_rows(backend.info()), hide_index=True)
+
+st.subheader(t("queue_state"))
+running, waiting = st.columns(2)
+running.metric(t("queue_running"), backend.running)
+waiting.metric(t("queue_waiting"), backend.queue_depth)
+
+st.subheader(t("recent_replies"))
+rows = model_info.recent_rows(backend.recent)
+if rows:
+    st.dataframe(rows, hide_index=True, key="recent_replies")
+else:
+    st.caption(t("no_replies_yet"))

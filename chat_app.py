@@ -1,0 +1,73 @@
+"""MiniCPM-2B Chat, the Streamlit entrypoint.
+
+    streamlit run chat_app.py                       # the model named by MINICPM_MODEL or the default
+    streamlit run chat_app.py -- --model DIR_OR_ID  # flags after `--`; see minicpm_core.options
+    streamlit run chat_app.py -- --demo             # a tiny demo model, no download
+    streamlit run chat_app.py -- --backend openai --base-url http://HOST:PORT/v1
+
+This file draws the frame every page shares, in order: page config, language switch, the optional
+password, the model (loaded once per process), the demo banner, the sidebar, notices; then it runs
+the page chosen in st.navigation. Pages (app_pages/*.py) are thin; their logic lives in ui/.
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # `streamlit run` adds it; AppTest and other runners may not
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from minicpm_core.errors import MiniCPMError, ModelNotFound  # noqa: E402
+from ui import auth, notices, setup, sidebar  # noqa: E402
+from ui.backend import activate, get_store, load_backend, parse_app_options, script_argv  # noqa: E402
+from ui.i18n import t  # noqa: E402
+
+st.set_page_config(page_title="MiniCPM-2B Chat", page_icon=":material/chat:", layout="centered")
+sidebar.language_switch()
+
+
+def app_pages() -> list:
+    # Not a folder named `pages/`: with one, Streamlit 1.67's first run in a process (and every
+    # AppTest rerun) uses the legacy pages-directory mode and runs e.g. /compare WITHOUT this
+    # entrypoint: no password gate, no sidebar, no model.
+    return [
+        st.Page("app_pages/chat.py", title=t("page_chat"), icon=":material/chat:", default=True),
+        st.Page("app_pages/compare.py", title=t("page_compare"), icon=":material/compare_arrows:"),
+        st.Page("app_pages/model.py", title=t("page_model"), icon=":material/memory:"),
+    ]
+
+
+def only(render, title: str, url_path: str) -> None:
+    """Show a single page (login, setup) with no navigation, so no other page can be reached."""
+    st.navigation([st.Page(render, title=title, url_path=url_path)], position="hidden").run()
+
+
+def main() -> None:
+    if not auth.is_authenticated():
+        only(auth.login_page, t("auth_title"), "login")
+        return
+    try:
+        options = parse_app_options(script_argv(__file__))
+        with st.spinner(t("loading_model"), show_time=True):
+            backend = load_backend(options)
+    except ModelNotFound as exc:
+        only(lambda: setup.missing_model_page(options, exc), t("setup_title"), "setup")
+        return
+    except MiniCPMError as exc:
+        only(lambda: setup.load_error_page(exc), t("load_failed_title"), "error")
+        return
+    activate(backend)
+    if backend.demo:
+        notices.demo_banner()
+    sidebar.render_sidebar(get_store())
+    notices.show_flashes()
+    page = st.navigation(app_pages())
+    try:
+        page.run()
+    except MiniCPMError as exc:  # last line of defence: a message, never a traceback
+        notices.show_error(exc)
+
+
+main()

@@ -1,0 +1,154 @@
+"""The app's logic below the pages: strings, settings from the schema, and streaming a reply into
+the store when the reader goes away (what a Streamlit rerun or Stop does to `st.write_stream`).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+
+import pytest
+
+from minicpm_core import checkpoint
+from minicpm_core.engine import Engine
+from minicpm_core.loader import load_model
+from minicpm_core.params import PRESETS, GenerationParams
+from minicpm_core.store import ConversationStore
+from ui import chat, i18n, state
+
+
+# --- strings ----------------------------------------------------------------------------------------
+
+def _placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def test_both_languages_have_the_same_keys_no_empty_values_and_the_same_placeholders():
+    en, zh = i18n.STRINGS["en"], i18n.STRINGS["zh"]
+    assert set(en) == set(zh)
+    for key in en:
+        assert en[key].strip() and zh[key].strip(), key
+        assert _placeholders(en[key]) == _placeholders(zh[key]), key
+
+
+def test_every_parameter_on_the_sidebar_has_a_label_and_help_in_both_languages():
+    for name in (*state.SLIDER_PARAMS, "seed"):
+        for language in ("en", "zh"):
+            assert i18n.STRINGS[language][f"param_{name}"] and i18n.STRINGS[language][f"help_{name}"]
+    assert i18n.STRINGS["en"]["help_temperature"] == GenerationParams.help("temperature")
+
+
+@pytest.mark.parametrize(("choice", "locale", "expected"), [
+    ("auto", "zh-CN", "zh"), ("auto", "zh-TW", "zh"), ("auto", "en-US", "en"), ("auto", None, "en"),
+    ("en", "zh-CN", "en"), ("zh", "de-DE", "zh"), (None, "zh", "zh"),
+])
+def test_language_follows_the_choice_then_the_browser(choice, locale, expected):
+    assert i18n.resolve_language(choice, locale) == expected
+
+
+def test_every_string_key_used_in_the_code_exists():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    used = set()
+    for path in [root / "chat_app.py", *(root / "ui").glob("*.py"), *(root / "app_pages").glob("*.py")]:
+        used |= set(re.findall(r'\bt\("([a-z0-9_]+)"', path.read_text(encoding="utf-8")))
+    assert used and used <= set(i18n.STRINGS["en"])
+
+
+# --- settings from the schema -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", state.SLIDER_PARAMS)
+def test_sliders_take_range_and_default_from_the_schema(name):
+    spec = state.slider_spec(name)
+    low, high = GenerationParams.field_range(name)
+    assert low <= spec.low < spec.high <= high
+    assert spec.default == GenerationParams.model_fields[name].default
+    GenerationParams.parse({name: spec.low})  # both ends are valid values
+    GenerationParams.parse({name: spec.high})
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_land_on_the_slider_grid(preset):
+    for name, value in PRESETS[preset].items():
+        spec = state.slider_spec(name)
+        steps = (value - spec.low) / spec.step
+        assert spec.low <= value <= spec.high and abs(steps - round(steps)) < 1e-6, (name, value)
+
+
+def test_default_settings_are_the_default_parameters():
+    assert state.params_from(state.default_settings()) == GenerationParams()
+
+
+# --- a reply streamed into the store, and what happens when its reader leaves ----------------------
+
+class Interrupted(Exception):
+    """Stands in for Streamlit's RerunException/StopException, raised by a drawing call."""
+
+
+@pytest.fixture(scope="module")
+def demo_engine(demo_ckpt):
+    engine = Engine(load_model(demo_ckpt, device="cpu", dtype="float32"))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = ConversationStore(tmp_path / "chat.sqlite3")
+    yield store
+    store.close()
+
+
+GREEDY = GenerationParams(temperature=0.0)
+
+
+def _recorder(store, engine, question, on_queue=None):
+    conv_id = chat.ask(store, None, question)
+    generation = engine.submit(chat.prompt_messages(store.get(conv_id)), GREEDY)
+    message = store.append(conv_id, "assistant", "", chat.reply_meta(None, GREEDY))
+    return conv_id, generation, chat.ReplyRecorder(store, conv_id, message.id, generation, GREEDY, on_queue)
+
+
+def test_a_finished_reply_is_stored_with_its_numbers(store, demo_engine):
+    question, answer = checkpoint.DEMO_QA[0]
+    conv_id, generation, recorder = _recorder(store, demo_engine, question)
+    assert "".join(recorder.stream()) == answer
+    reply = store.get(conv_id).messages[-1]
+    assert reply.content == answer
+    assert reply.meta["finish_reason"] == "stop"
+    assert reply.meta["completion_tokens"] == generation.stats.completion_tokens
+
+
+def test_leaving_mid_reply_keeps_the_partial_text_marked_stopped_and_frees_the_engine(store, demo_engine):
+    question, answer = checkpoint.DEMO_QA[1]
+    conv_id, generation, recorder = _recorder(store, demo_engine, question)
+    stream = recorder.stream()
+    first = next(stream)
+    stream.close()  # what a rerun does to the generator st.write_stream was reading
+    assert generation.wait(timeout=30)
+    assert demo_engine.running == 0 and demo_engine.queue_depth == 0
+    messages = store.get(conv_id).messages
+    assert [m.role for m in messages] == ["user", "assistant"] and messages[0].content == question
+    assert messages[1].content == first and answer.startswith(first) and first != answer
+    assert messages[1].meta["finish_reason"] == "cancelled"
+    assert "stopped" in chat.reply_caption(messages[1].meta)
+
+
+def test_leaving_while_queued_withdraws_the_request(store, demo_engine):
+    busy = demo_engine.submit([{"role": "user", "content": checkpoint.DEMO_QA[2][0]}], GREEDY)
+    positions = []
+
+    def interrupt(position):
+        positions.append(position)
+        raise Interrupted
+
+    conv_id, queued, recorder = _recorder(store, demo_engine, checkpoint.DEMO_QA[3][0], interrupt)
+    with pytest.raises(Interrupted):
+        next(recorder.stream())
+    assert positions and positions[0] >= 1
+    assert queued.done and queued.stats.finish_reason == "cancelled" and queued.stats.completion_tokens == 0
+    assert store.get(conv_id).messages[-1].meta["finish_reason"] == "cancelled"
+    busy.result()  # the request ahead is unaffected
+    assert busy.stats.finish_reason == "stop"
+    assert demo_engine.running == 0 and demo_engine.queue_depth == 0

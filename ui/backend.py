@@ -1,0 +1,206 @@
+"""What the app talks to for replies: the in-process engine or an OpenAI-compatible server.
+
+The pages code against the small `Backend` interface below, never against `Engine` directly, so
+`streamlit run chat_app.py -- --backend openai --base-url URL` drives a remote server with the same
+pages. `load_backend` builds it once per process (`st.cache_resource`): every browser session
+shares one model and one queue. The conversation store is likewise one per process and data file.
+
+This module does not draw anything except through the caller; errors propagate as MiniCPMError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import streamlit as st
+
+from minicpm_core.errors import InvalidRequest
+from minicpm_core.options import ModelOptions, add_model_arguments, model_options
+from minicpm_core.params import GenerationParams
+from minicpm_core.store import ConversationStore, default_db_path
+
+class ReplyStream(Protocol):
+    """What `submit` returns (engine.Generation or the remote equivalent)."""
+
+    text: str
+    stats: Any  # ReplyStats once done, else None
+
+    def __iter__(self) -> Iterator[str]: ...
+    def cancel(self) -> None: ...
+
+
+class Backend(Protocol):
+    demo: bool
+
+    def submit(self, messages: list[dict], params: GenerationParams) -> ReplyStream: ...
+    def prepare(self, messages: list[dict], params: GenerationParams) -> Any | None: ...
+    def budget(self, params: GenerationParams) -> int: ...
+    @property
+    def queue_depth(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def recent(self) -> Sequence[Any]: ...
+    @property
+    def context_length(self) -> int | None: ...
+    def info(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    model: ModelOptions
+    backend: str = "local"
+    base_url: str | None = None
+    api_key: str | None = None
+    remote_model: str | None = None
+
+
+def parse_app_options(argv: Sequence[str] | None) -> AppOptions:
+    """Flags after `--` on `streamlit run chat_app.py -- ...`, each falling back to the environment:
+    the model flags of minicpm_core.options and the backend flags of minicpm_core.remote."""
+    from minicpm_core.remote import add_backend_arguments
+
+    try:
+        parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+        add_model_arguments(parser)
+        add_backend_arguments(parser)
+        args, _ = parser.parse_known_args(list(argv or []))
+    except (argparse.ArgumentError, ValueError) as exc:  # never SystemExit inside a Streamlit run
+        raise InvalidRequest(f"Bad command-line option or environment variable: {exc}") from None
+    return AppOptions(model=model_options(args), backend=args.backend, base_url=args.base_url,
+                      api_key=args.api_key, remote_model=args.remote_model)
+
+
+def script_argv(script: str) -> list[str]:
+    """sys.argv[1:] when `script` is what `streamlit run` started, else [] (e.g. under pytest)."""
+    if sys.argv and Path(sys.argv[0]).resolve() == Path(script).resolve():
+        return sys.argv[1:]
+    return []
+
+
+class LocalBackend:
+    """The in-process engine, as the pages see it."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.demo = bool(engine.lm.demo)
+
+    def submit(self, messages, params):
+        return self.engine.submit(messages, params)
+
+    def prepare(self, messages, params):
+        return self.engine.prepare(messages, params)
+
+    def budget(self, params):
+        return self.engine.budget(params)
+
+    @property
+    def queue_depth(self):
+        return self.engine.queue_depth
+
+    @property
+    def running(self):
+        return self.engine.running
+
+    @property
+    def recent(self):
+        return list(self.engine.recent)
+
+    @property
+    def context_length(self):
+        return self.engine.context_length
+
+    def info(self) -> dict[str, Any]:
+        lm = self.engine.lm
+        return {
+            "backend": "local", "source": lm.source, "path": str(lm.path), "device": str(lm.device),
+            "dtype": lm.dtype_name, "attention": lm.attn_implementation, "parameters": lm.num_parameters,
+            "memory_bytes": lm.memory_bytes, "load_seconds": lm.load_seconds,
+            "context_length": lm.context_length, "max_concurrent": self.engine.max_concurrent,
+        }
+
+
+class RemoteAdapter:
+    """An OpenAI-compatible server through minicpm_core.remote.RemoteBackend, which already offers
+    the engine's consumer interface; this adds `budget` and `info`. Its `prepare` returns None (no
+    tokenizer here), so the context meter appears only after the first reply."""
+
+    def __init__(self, remote):
+        self.remote = remote
+        self.demo = False
+
+    def submit(self, messages, params):
+        return self.remote.submit(messages, params)
+
+    def prepare(self, messages, params):
+        return self.remote.prepare(messages, params)
+
+    def budget(self, params):
+        return min(params.max_length, self.context_length or params.max_length)
+
+    @property
+    def queue_depth(self):
+        return self.remote.queue_depth
+
+    @property
+    def running(self):
+        return self.remote.running
+
+    @property
+    def recent(self):
+        return list(self.remote.recent)
+
+    @property
+    def context_length(self):
+        return self.remote.context_length
+
+    def info(self) -> dict[str, Any]:
+        return self.remote.describe()
+
+
+def make_remote(options: AppOptions) -> RemoteAdapter:
+    from minicpm_core.remote import make_remote_backend
+
+    args = argparse.Namespace(backend=options.backend, base_url=options.base_url, api_key=options.api_key,
+                              remote_model=options.remote_model)
+    return RemoteAdapter(make_remote_backend(args))
+
+
+@st.cache_resource(show_spinner=False)
+def load_backend(options: AppOptions) -> Backend:
+    """Once per process and options: the model stays loaded across reruns and sessions.
+
+    A failure (ModelNotFound, ...) is not cached, so fixing the cause and rerunning tries again.
+    """
+    if options.backend == "openai":
+        return make_remote(options)
+    from minicpm_core.options import load_engine
+
+    return LocalBackend(load_engine(options.model))
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(path: str) -> ConversationStore:
+    return ConversationStore(path)
+
+
+def get_store() -> ConversationStore:
+    """The process's conversation store for the current data dir (MINICPM_DATA_DIR)."""
+    return _open_store(str(default_db_path()))
+
+
+_ACTIVE = "_backend"
+
+
+def activate(backend: Backend) -> None:
+    """Called by the entrypoint each run, so pages get the backend without re-parsing options."""
+    st.session_state[_ACTIVE] = backend
+
+
+def active_backend() -> Backend:
+    return st.session_state[_ACTIVE]

@@ -1,0 +1,312 @@
+"""The chat page's logic: history to prompt, streaming a reply into the store, and the actions on
+the last turn (regenerate, edit the question, clear).
+
+The invariant: nothing the user typed or saw is lost.
+- The question is stored before generation starts.
+- The reply is created in the store when generation starts, saved at least every SAVE_EVERY_S
+  while it streams, and finalised in a `finally`. Stop, a click elsewhere (a rerun abandons
+  `st.write_stream` and does not return the partial text) or a closed tab therefore leaves the
+  partial reply in the store, marked finish_reason "cancelled".
+- Leaving the stream early always cancels the generation, so no abandoned reply keeps the model
+  busy (engine.running drops back to 0).
+
+Drawing happens in `app_pages/chat.py` and `answer_here`; the rest is plain functions over the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from minicpm_core.errors import MiniCPMError
+from minicpm_core.params import GenerationParams
+from minicpm_core.store import Conversation, ConversationStore, Message, NotFound
+
+from ui import state
+from ui.i18n import t
+from ui.notices import error_text
+
+SAVE_EVERY_S = 0.5  # how much of a streamed reply a crash or a killed session can lose at most
+QUEUE_POLL_S = 0.25  # how often the queue position is refreshed while waiting
+STATS_WAIT_S = 2.0  # after a stop, how long to wait for the engine's final numbers
+FINISH_REASONS = ("stop", "length", "cancelled", "error")
+
+
+# --- history ---------------------------------------------------------------------------------------
+
+def prompt_messages(conversation: Conversation | None, system_prompt: str = "") -> list[dict[str, str]]:
+    """The model's input: the sidebar's system prompt, then the stored messages that have text."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+    for message in conversation.messages if conversation else ():
+        if message.content.strip():  # an interrupted reply that produced nothing is not history
+            messages.append({"role": message.role, "content": message.content})
+    return messages
+
+
+def last_question(conversation: Conversation | None) -> Message | None:
+    for message in reversed(conversation.messages if conversation else ()):
+        if message.role == "user":
+            return message
+    return None
+
+
+def reply_meta(stats: Any, params: GenerationParams, finish_reason: str | None = None) -> dict[str, Any]:
+    """What the store keeps about a reply: the engine's numbers and the settings that produced it."""
+    meta: dict[str, Any] = {"params": params.model_dump(exclude_none=True)}
+    if stats is not None:
+        meta.update(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
+                    tokens_per_second=stats.tokens_per_second, turns_dropped=stats.turns_dropped,
+                    finish_reason=stats.finish_reason)
+    if finish_reason is not None:
+        meta["finish_reason"] = finish_reason
+    return meta
+
+
+def reply_caption(meta: dict[str, Any]) -> str:
+    """'42 tokens · 12.3 tokens/s · finished' under a reply; '' for a message without numbers."""
+    parts = []
+    if meta.get("completion_tokens") is not None:
+        parts.append(t("stat_tokens", n=meta["completion_tokens"]))
+    if meta.get("tokens_per_second"):
+        parts.append(t("stat_speed", speed=meta["tokens_per_second"]))
+    reason = meta.get("finish_reason")
+    if reason in FINISH_REASONS:
+        parts.append(t(f"finish_{reason}"))
+    elif "params" in meta and reason is None:
+        parts.append(t("finish_unfinished"))  # still streaming in another run, or the process died
+    return " · ".join(parts)
+
+
+# --- the context meter -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ContextUsage:
+    tokens: int
+    budget: int
+    turns_dropped: int
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.tokens / self.budget) if self.budget else 0.0
+
+
+def context_usage(backend, conversation: Conversation | None, params: GenerationParams,
+                  system_prompt: str = "") -> ContextUsage | None:
+    """Tokens the conversation takes in the model's context, against the budget (max_length).
+
+    After a reply: its real prompt + reply tokens and how many old turns it had to leave out.
+    Otherwise (no reply yet, an imported conversation): what the backend would encode now.
+    None when unknown (a remote backend before its first reply).
+    """
+    budget = backend.budget(params)
+    messages = prompt_messages(conversation, system_prompt)
+    last = conversation.messages[-1] if conversation and conversation.messages else None
+    if last is not None and last.role == "assistant" and last.meta.get("prompt_tokens") is not None:
+        tokens = last.meta["prompt_tokens"] + (last.meta.get("completion_tokens") or 0)
+        return ContextUsage(tokens, budget, last.meta.get("turns_dropped") or 0)
+    if not any(m["role"] != "system" for m in messages):
+        return ContextUsage(0, budget, 0)
+    if messages[-1]["role"] != "user":  # measure what the next question would start from
+        messages = [*messages, {"role": "user", "content": "?"}]
+    try:
+        prompt = backend.prepare(messages, params)
+    except MiniCPMError:
+        return None
+    if prompt is None:
+        return None
+    return ContextUsage(len(prompt.ids), budget, prompt.turns_dropped)
+
+
+# --- streaming ----------------------------------------------------------------------------------------
+
+def wait_in_queue(generation, on_queue: Callable[[int | None], None]) -> None:
+    """Report the place in the queue until generation starts (a no-op if it already has).
+
+    Call it from inside the generator that `st.write_stream` iterates: drawing there lets a rerun
+    or Stop interrupt the wait, and the generator's cleanup then cancels the queued request.
+    """
+    position = getattr(generation, "position", None)
+    if not position:
+        return
+    wait = getattr(generation, "wait", None)
+    while position:
+        on_queue(position)
+        if wait is not None:
+            wait(QUEUE_POLL_S)  # returns early if the request finishes (e.g. cancelled elsewhere)
+        else:
+            time.sleep(QUEUE_POLL_S)
+        position = generation.position
+    on_queue(None)
+
+
+def queue_notice(placeholder) -> Callable[[int | None], None]:
+    """An `on_queue` that writes "waiting: n in front" into a placeholder and clears it at the start."""
+    def show(position: int | None) -> None:
+        if position:
+            placeholder.caption(t("queue_position", n=position))
+        else:
+            placeholder.empty()
+    return show
+
+
+def follow(generation, on_queue: Callable[[int | None], None]) -> Iterator[str]:
+    """Text deltas of a generation, queue position reported first; leaving early cancels it."""
+    finished = False
+    try:
+        wait_in_queue(generation, on_queue)
+        yield from generation
+        finished = True
+    finally:
+        if not finished:
+            generation.cancel()
+
+
+class ReplyRecorder:
+    """Iterates a generation for `st.write_stream` while saving the text to the store as it grows."""
+
+    def __init__(self, store: ConversationStore, conv_id: str, message_id: str, generation,
+                 params: GenerationParams, on_queue: Callable[[int | None], None] | None = None):
+        self.store = store
+        self.conv_id = conv_id
+        self.message_id = message_id
+        self.generation = generation
+        self.params = params
+        self.on_queue = on_queue or (lambda position: None)
+        self.text = ""
+        self.meta: dict[str, Any] = {}
+        self.finished = False
+
+    def stream(self) -> Iterator[str]:
+        """Text deltas. Closing this iterator early cancels the generation and keeps the partial text."""
+        inner = iter(self.generation)
+        outcome: str | None = "cancelled"  # None: finished normally, the engine's reason stands
+        try:
+            wait_in_queue(self.generation, self.on_queue)
+            last_save = time.monotonic()
+            for delta in inner:
+                self.text += delta
+                yield delta
+                if time.monotonic() - last_save >= SAVE_EVERY_S:
+                    self._save()
+                    last_save = time.monotonic()
+            outcome = None
+        except MiniCPMError:
+            outcome = "error"
+            raise
+        finally:
+            if outcome == "cancelled":
+                close = getattr(inner, "close", None)
+                if close:
+                    close()
+                self.generation.cancel()  # also when iteration never started (still queued)
+            self.finish(outcome)
+
+    def _save(self, meta: dict[str, Any] | None = None) -> None:
+        try:
+            self.store.update_message(self.conv_id, self.message_id, content=self.text, meta=meta)
+        except NotFound:
+            pass  # the conversation was deleted in another tab while this reply streamed
+
+    def finish(self, outcome: str | None) -> None:
+        """Save the final text and meta; `outcome` overrides the engine's finish reason."""
+        self.finished = True
+        stats = getattr(self.generation, "stats", None)
+        wait = getattr(self.generation, "wait", None)
+        if stats is None and wait is not None:
+            wait(STATS_WAIT_S)  # a cancelled request stops within one decoding step
+            stats = self.generation.stats
+        self.meta = reply_meta(stats, self.params, outcome)
+        self.meta.setdefault("finish_reason", "stop")
+        self._save(self.meta)
+
+
+def ask(store: ConversationStore, conv_id: str | None, question: str) -> str:
+    """Store the question (creating the conversation if needed) before anything is generated."""
+    if conv_id is None or store.get(conv_id) is None:
+        conv_id = store.create().id
+    store.append(conv_id, "user", question)
+    return conv_id
+
+
+def answer_here(store: ConversationStore, backend, conv_id: str, params: GenerationParams,
+                system_prompt: str = "") -> bool:
+    """Stream a reply to the conversation's last question into an assistant bubble on this page.
+
+    Returns True when the reply finished (the caller reruns to redraw from the store). Errors are
+    shown as st.error; the question stays stored either way.
+    """
+    conversation = store.get(conv_id)
+    try:
+        generation = backend.submit(prompt_messages(conversation, system_prompt), params)
+    except MiniCPMError as exc:
+        st.error(error_text(exc))
+        return False
+    recorder = None
+    try:
+        message = store.append(conv_id, "assistant", "", reply_meta(None, params))
+        recorder = ReplyRecorder(store, conv_id, message.id, generation, params)
+        with st.chat_message("assistant"):
+            recorder.on_queue = queue_notice(st.empty())
+            stream = recorder.stream()
+            try:
+                st.write_stream(stream)
+            except MiniCPMError as exc:  # GenerationFailed: the partial reply is already saved as "error"
+                state.flash("error", error_text(exc))
+            finally:
+                stream.close()  # a rerun abandons write_stream: close now, not whenever GC runs
+    finally:
+        # Interrupted before streaming began (a rerun can strike at any st call): cancel anyway.
+        if recorder is None or not recorder.finished:
+            generation.cancel()
+            if recorder is not None:
+                recorder.finish("cancelled")
+    return True
+
+
+# --- actions on the last turn (button callbacks) ---------------------------------------------------
+
+def regenerate(store: ConversationStore, conv_id: str) -> None:
+    """Drop every reply after the last question and ask for a new one."""
+    conversation = store.get(conv_id)
+    question = last_question(conversation)
+    if question is None:
+        return
+    after = conversation.messages[conversation.messages.index(question) + 1:]
+    if after:
+        store.delete_messages_from(conv_id, after[0].id)
+    st.session_state[state.PENDING_REPLY] = conv_id
+
+
+def edit_question(store: ConversationStore, conv_id: str, text_key: str) -> None:
+    """Replace the last question with the edited text (from widget `text_key`) and answer it anew."""
+    text = st.session_state.get(text_key, "")
+    if not text.strip():
+        state.flash("warning", t("edit_empty"))
+        return
+    question = last_question(store.get(conv_id))
+    if question is None:
+        return
+    store.delete_messages_from(conv_id, question.id)
+    store.append(conv_id, "user", text)
+    st.session_state[state.PENDING_REPLY] = conv_id
+
+
+def clear(store: ConversationStore, conv_id: str) -> None:
+    """Remove every message; the conversation stays (it takes its next question's title)."""
+    conversation = store.get(conv_id)
+    if conversation and conversation.messages:
+        store.delete_messages_from(conv_id, conversation.messages[0].id)
+    store.rename(conv_id, "")
+    st.session_state.pop(state.PENDING_REPLY, None)
+
+
+def run_action(action: Callable[..., None], *args: Any) -> None:
+    """Button callback wrapper: a MiniCPMError (e.g. deleted in another tab) becomes a notice."""
+    try:
+        action(*args)
+    except MiniCPMError as exc:
+        state.flash("error", error_text(exc))

@@ -1,0 +1,84 @@
+"""Compare: one question answered under two parameter sets, side by side.
+
+A is the sidebar's settings; B has its own sliders (keys `b_<field>`), kept like the sidebar's.
+Seed and system prompt are shared. Both requests are submitted at once (the engine's queue serves
+them in turn) and both are cancelled if the run is interrupted, so nothing generates for nobody.
+Results live in session state, not in the conversation store.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from minicpm_core.errors import MiniCPMError
+from minicpm_core.params import GenerationParams
+
+from ui import chat
+from ui.i18n import t
+from ui.notices import error_text
+
+RESULTS = "_compare_results"
+SIDES = ("a", "b")
+
+
+def params_summary(params: GenerationParams) -> str:
+    return (f"temperature {params.temperature:g} · top_p {params.top_p:g} · "
+            f"repetition_penalty {params.repetition_penalty:g} · max_length {params.max_length}")
+
+
+def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_prompt: str,
+             columns: dict[str, Any]) -> dict[str, Any] | None:
+    """Stream A into its column, then B into its; return both texts and stats (None on a refused request)."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+    messages.append({"role": "user", "content": prompt})
+    generations: dict[str, Any] = {}
+    try:
+        for side in SIDES:
+            generations[side] = backend.submit(messages, params[side])
+    except MiniCPMError as exc:
+        for generation in generations.values():
+            generation.cancel()
+        st.error(error_text(exc))
+        return None
+    results: dict[str, Any] = {"prompt": prompt}
+    try:
+        for side in SIDES:
+            with columns[side]:
+                header(side, params[side])
+                generation = generations[side]
+                stream = chat.follow(generation, chat.queue_notice(st.empty()))
+                try:
+                    with st.container(key=f"compare_reply_{side}"):
+                        st.write_stream(stream)
+                except MiniCPMError as exc:
+                    st.error(error_text(exc))
+                finally:
+                    stream.close()
+                if getattr(generation, "stats", None) is None and hasattr(generation, "wait"):
+                    generation.wait(chat.STATS_WAIT_S)
+                meta = chat.reply_meta(generation.stats, params[side])
+                results[side] = {"text": generation.text, "meta": meta}
+                st.caption(chat.reply_caption(meta))
+    finally:
+        for generation in generations.values():
+            if not getattr(generation, "done", False):
+                generation.cancel()  # interrupted while A streamed: B must not generate for nobody
+    return results
+
+
+def header(side: str, params: GenerationParams) -> None:
+    st.subheader(t(f"compare_side_{side}"))
+    st.caption(params_summary(params))
+
+
+def show_results(results: dict[str, Any], columns: dict[str, Any]) -> None:
+    for side in SIDES:
+        if side not in results:
+            continue
+        with columns[side]:
+            header(side, GenerationParams.parse(results[side]["meta"]["params"]))
+            with st.container(key=f"compare_reply_{side}"):
+                st.markdown(results[side]["text"] or " ")
+            st.caption(chat.reply_caption(results[side]["meta"]))

@@ -1,0 +1,324 @@
+"""Every string the app shows, in Chinese and English, and the choice between them.
+
+The language is the user's pick in the sidebar (auto / 中文 / English); "auto" follows the
+browser's language (`st.context.locale`), Chinese for any `zh-*`, English otherwise. A test checks
+that both languages have the same keys, no empty values and the same {placeholders}.
+
+English help texts for the generation parameters are taken from the GenerationParams schema, so
+they cannot drift from validation; the Chinese ones are translations of them. Messages of core
+errors (minicpm_core) are English; the app puts a translated headline above them.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from minicpm_core.params import GenerationParams
+
+from ui import state
+
+LANGUAGES = ("auto", "zh", "en")
+LANGUAGE_KEY = "language"  # the sidebar widget's key; its kept value is the user's choice
+
+_PARAMS = ("temperature", "top_p", "repetition_penalty", "max_length", "seed")
+
+EN: dict[str, str] = {
+    # frame and navigation
+    "language": "Language",
+    "language_auto": "Auto",
+    "page_chat": "Chat",
+    "page_compare": "Compare",
+    "page_model": "Model",
+    "loading_model": "Loading the model (once per server process)…",
+    "demo_banner": "Demo model with random weights — answers are canned. It only knows a few questions; "
+                   "start the app with a real MiniCPM-2B checkpoint to chat for real.",
+    # password
+    "auth_title": "MiniCPM-2B Chat",
+    "auth_password": "Password",
+    "auth_submit": "Enter",
+    "auth_wrong": "Wrong password.",
+    # missing model / load errors
+    "setup_title": "The model is not here yet",
+    "setup_download_intro": "Download **{model}** into `{cache_dir}` now (about 5–10 GB; this takes a while):",
+    "setup_download": "Download the model",
+    "setup_or_command": "Or run this in a terminal, then reload this page:",
+    "setup_local_dir": "`{path}` is a folder, so there is nothing to download into it automatically. "
+                       "Point `--model` at a folder holding a MiniCPM-2B checkpoint, for example:",
+    "setup_try_demo": "Just trying the app? Start it with `--demo`: a tiny built-in model, no download.",
+    "setup_downloading": "Downloading {model} into {cache_dir}…",
+    "setup_downloaded": "Downloaded to {path}. Loading it…",
+    "setup_download_failed": "The download failed.",
+    "load_failed_title": "The model could not be loaded",
+    # error headlines (the core's message follows)
+    "err_import": "This file cannot be imported.",
+    "err_context_overflow": "The question does not fit in the context window.",
+    "err_invalid_request": "This request cannot be served.",
+    "err_model_not_found": "No model found.",
+    "err_generation_failed": "Generation failed.",
+    "err_not_found": "Not found.",
+    "err_generic": "Something went wrong.",
+    # sidebar: conversations
+    "conversations": "Conversations",
+    "new_conversation": "New conversation",
+    "untitled": "Untitled conversation",
+    "rename": "Rename",
+    "title": "Title",
+    "save": "Save",
+    "delete": "Delete",
+    "delete_warning": "This deletes the conversation and all its messages for good.",
+    "delete_confirm": "Delete permanently",
+    "deleted": "Conversation deleted.",
+    "conversation_gone": "That conversation no longer exists (deleted in another tab?).",
+    "export_markdown": "Export as Markdown",
+    "export_json": "Export as JSON",
+    "import_json": "Import a conversation (JSON)",
+    "import_help": "A JSON file exported from this app, or a JSON list of {\"role\", \"content\"} messages.",
+    "imported": "Imported “{title}” ({n} messages).",
+    # sidebar: settings
+    "settings": "Generation settings",
+    "preset_precise": "Precise",
+    "preset_precise_help": "Low randomness: focused, repeatable answers.",
+    "preset_balanced": "Balanced",
+    "preset_balanced_help": "The defaults: MiniCPM-2B's usual settings.",
+    "preset_creative": "Creative",
+    "preset_creative_help": "More randomness: varied, imaginative answers.",
+    "param_temperature": "Temperature",
+    "param_top_p": "Top-p",
+    "param_repetition_penalty": "Repetition penalty",
+    "param_max_length": "Max length (tokens)",
+    "param_seed": "Seed",
+    **{f"help_{name}": GenerationParams.help(name) for name in _PARAMS},
+    "seed_placeholder": "Random",
+    "system_prompt": "System prompt",
+    "system_prompt_placeholder": "Optional: instructions placed before the conversation",
+    "system_prompt_help": "Plain text put before the first question of every request. MiniCPM-2B has no "
+                          "system role; it reads this as context.",
+    "reset_settings": "Reset to defaults",
+    # chat page
+    "chat_title": "MiniCPM-2B Chat",
+    "chat_placeholder": "Ask MiniCPM-2B anything…",
+    "conversation_not_found": "That conversation does not exist (it may have been deleted). Starting a new one.",
+    "context_meter": "Context: {used:,} / {budget:,} tokens",
+    "turns_dropped": "The {n} oldest turn(s) no longer fit in max_length and were left out of what the model saw.",
+    "regenerate": "Regenerate",
+    "edit_question": "Edit question",
+    "edit_send": "Send edited question",
+    "edit_empty": "The edited question is empty; nothing was changed.",
+    "clear_conversation": "Clear conversation",
+    "queue_position": "Waiting in the queue: {n} ahead of you…",
+    "stat_tokens": "{n} tokens",
+    "stat_speed": "{speed:.1f} tokens/s",
+    "finish_stop": "finished",
+    "finish_length": "cut off at max_length",
+    "finish_cancelled": "stopped",
+    "finish_error": "error",
+    "finish_unfinished": "unfinished",
+    # compare page
+    "compare_title": "Compare settings",
+    "compare_intro": "One question, answered under two parameter sets side by side. A uses the sidebar's "
+                     "settings; B uses the sliders below. Seed and system prompt are shared.",
+    "compare_b_settings": "Settings B",
+    "compare_prompt": "Question",
+    "compare_run": "Answer with A and B",
+    "compare_side_a": "A · sidebar settings",
+    "compare_side_b": "B · settings B",
+    # model page
+    "model_title": "Model",
+    "refresh": "Refresh",
+    "model_loaded": "Loaded model",
+    "model_property": "Property",
+    "model_value": "Value",
+    "info_backend": "Backend",
+    "info_source": "Source",
+    "info_path": "Path",
+    "info_base_url": "Server URL",
+    "info_model": "Served model",
+    "info_device": "Device",
+    "info_dtype": "Data type",
+    "info_attention": "Attention implementation",
+    "info_parameters": "Parameters",
+    "info_memory_bytes": "Weights memory",
+    "info_load_seconds": "Load time",
+    "info_context_length": "Context length",
+    "info_max_concurrent": "Replies generated at once",
+    "info_reachable": "Server reachable",
+    "info_error": "Error",
+    "info_served_models": "Models on the server",
+    "info_owned_by": "Owned by",
+    "info_health": "Server health",
+    "n_tokens": "{n:,} tokens",
+    "queue_state": "Queue",
+    "queue_running": "Generating now",
+    "queue_waiting": "Waiting",
+    "recent_replies": "Recent replies",
+    "no_replies_yet": "No replies yet.",
+    "col_completion_tokens": "Tokens",
+    "col_tokens_per_second": "Tokens/s",
+    "col_ttft_seconds": "First token (s)",
+    "col_queue_seconds": "Queued (s)",
+    "col_total_seconds": "Total (s)",
+    "col_prompt_tokens": "Prompt tokens",
+    "col_cached_tokens": "Cached prompt tokens",
+    "col_finish_reason": "Finish",
+}
+
+ZH: dict[str, str] = {
+    "language": "语言",
+    "language_auto": "自动",
+    "page_chat": "聊天",
+    "page_compare": "对比",
+    "page_model": "模型",
+    "loading_model": "正在加载模型（每个服务进程只加载一次）…",
+    "demo_banner": "演示模型，权重随机——回答是预设的。它只会回答几个固定的问题；"
+                   "用真正的 MiniCPM-2B 权重启动应用才能真正聊天。",
+    "auth_title": "MiniCPM-2B 聊天",
+    "auth_password": "密码",
+    "auth_submit": "进入",
+    "auth_wrong": "密码错误。",
+    "setup_title": "还没有模型",
+    "setup_download_intro": "现在把 **{model}** 下载到 `{cache_dir}`（约 5–10 GB，需要一段时间）：",
+    "setup_download": "下载模型",
+    "setup_or_command": "或者在终端里运行下面的命令，然后刷新本页：",
+    "setup_local_dir": "`{path}` 是一个文件夹路径，无法自动下载到这里。"
+                       "请让 `--model` 指向存有 MiniCPM-2B 权重的文件夹，例如：",
+    "setup_try_demo": "只是想试试这个应用？用 `--demo` 启动：内置的小模型，无需下载。",
+    "setup_downloading": "正在把 {model} 下载到 {cache_dir}…",
+    "setup_downloaded": "已下载到 {path}，正在加载…",
+    "setup_download_failed": "下载失败。",
+    "load_failed_title": "模型加载失败",
+    "err_import": "无法导入这个文件。",
+    "err_context_overflow": "问题太长，放不进上下文窗口。",
+    "err_invalid_request": "无法处理这个请求。",
+    "err_model_not_found": "找不到模型。",
+    "err_generation_failed": "生成失败。",
+    "err_not_found": "找不到。",
+    "err_generic": "出错了。",
+    "conversations": "对话",
+    "new_conversation": "新对话",
+    "untitled": "未命名对话",
+    "rename": "重命名",
+    "title": "标题",
+    "save": "保存",
+    "delete": "删除",
+    "delete_warning": "将永久删除这个对话及其全部消息。",
+    "delete_confirm": "永久删除",
+    "deleted": "对话已删除。",
+    "conversation_gone": "这个对话已不存在（也许在另一个标签页里删除了？）。",
+    "export_markdown": "导出为 Markdown",
+    "export_json": "导出为 JSON",
+    "import_json": "导入对话（JSON）",
+    "import_help": "从本应用导出的 JSON 文件，或由 {\"role\", \"content\"} 消息组成的 JSON 列表。",
+    "imported": "已导入“{title}”（{n} 条消息）。",
+    "settings": "生成参数",
+    "preset_precise": "精确",
+    "preset_precise_help": "低随机性：回答集中、可复现。",
+    "preset_balanced": "均衡",
+    "preset_balanced_help": "默认值：MiniCPM-2B 的常用设置。",
+    "preset_creative": "创意",
+    "preset_creative_help": "高随机性：回答更多样、更有想象力。",
+    "param_temperature": "温度 (temperature)",
+    "param_top_p": "核采样 (top_p)",
+    "param_repetition_penalty": "重复惩罚 (repetition_penalty)",
+    "param_max_length": "最大长度 (max_length，token)",
+    "param_seed": "随机种子 (seed)",
+    "help_temperature": "随机程度。0 总是选择最可能的 token；越高，回答越多样、越不集中。",
+    "help_top_p": "核采样：只在累计概率达到 top_p 的最可能的 token 中采样。越低越集中。",
+    "help_repetition_penalty": "抑制重复对话中已出现的 token。1.0 为关闭；超过约 1.1 时 MiniCPM-2B 的回答会变差。",
+    "help_max_length": "问题加回答的 token 总预算，与模型自带的 chat() 相同。对话放不下时，会丢弃最早的几轮。",
+    "help_seed": "随机种子：相同的种子、问题和参数会得到相同的回答。",
+    "seed_placeholder": "随机",
+    "system_prompt": "系统提示词",
+    "system_prompt_placeholder": "可选：放在对话之前的说明",
+    "system_prompt_help": "每次请求时放在第一个问题之前的纯文本。MiniCPM-2B 没有 system 角色，会把它当作上下文来读。",
+    "reset_settings": "恢复默认",
+    "chat_title": "MiniCPM-2B 聊天",
+    "chat_placeholder": "向 MiniCPM-2B 提问…",
+    "conversation_not_found": "这个对话不存在（可能已被删除），将开始一个新对话。",
+    "context_meter": "上下文：{used:,} / {budget:,} token",
+    "turns_dropped": "最早的 {n} 轮对话超出了 max_length，模型这次没有看到它们。",
+    "regenerate": "重新生成",
+    "edit_question": "编辑问题",
+    "edit_send": "发送修改后的问题",
+    "edit_empty": "修改后的问题是空的，未做任何更改。",
+    "clear_conversation": "清空对话",
+    "queue_position": "正在排队：前面还有 {n} 个请求…",
+    "stat_tokens": "{n} 个 token",
+    "stat_speed": "{speed:.1f} token/秒",
+    "finish_stop": "已完成",
+    "finish_length": "达到 max_length 被截断",
+    "finish_cancelled": "已停止",
+    "finish_error": "出错",
+    "finish_unfinished": "未完成",
+    "compare_title": "参数对比",
+    "compare_intro": "同一个问题，用两组参数并排回答。A 使用侧边栏的参数，B 使用下面的滑块。随机种子和系统提示词共用。",
+    "compare_b_settings": "参数 B",
+    "compare_prompt": "问题",
+    "compare_run": "用 A 和 B 回答",
+    "compare_side_a": "A · 侧边栏参数",
+    "compare_side_b": "B · 参数 B",
+    "model_title": "模型",
+    "refresh": "刷新",
+    "model_loaded": "已加载的模型",
+    "model_property": "项目",
+    "model_value": "值",
+    "info_backend": "后端",
+    "info_source": "来源",
+    "info_path": "路径",
+    "info_base_url": "服务器地址",
+    "info_model": "服务端模型",
+    "info_device": "设备",
+    "info_dtype": "数据类型",
+    "info_attention": "注意力实现",
+    "info_parameters": "参数量",
+    "info_memory_bytes": "权重占用内存",
+    "info_load_seconds": "加载耗时",
+    "info_context_length": "上下文长度",
+    "info_max_concurrent": "同时生成的回答数",
+    "info_reachable": "服务器可达",
+    "info_error": "错误",
+    "info_served_models": "服务器上的模型",
+    "info_owned_by": "所有者",
+    "info_health": "服务器状态",
+    "n_tokens": "{n:,} 个 token",
+    "queue_state": "队列",
+    "queue_running": "正在生成",
+    "queue_waiting": "排队中",
+    "recent_replies": "最近的回答",
+    "no_replies_yet": "还没有回答。",
+    "col_completion_tokens": "token 数",
+    "col_tokens_per_second": "token/秒",
+    "col_ttft_seconds": "首 token (秒)",
+    "col_queue_seconds": "排队 (秒)",
+    "col_total_seconds": "总耗时 (秒)",
+    "col_prompt_tokens": "提示 token",
+    "col_cached_tokens": "命中缓存的提示 token",
+    "col_finish_reason": "结束原因",
+}
+
+STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
+
+
+def resolve_language(choice: str | None, locale: str | None) -> str:
+    """'zh' or 'en' from the user's choice; 'auto' (or nothing) follows the browser's locale."""
+    if choice in STRINGS:
+        return choice
+    return "zh" if (locale or "").lower().startswith("zh") else "en"
+
+
+def current_language() -> str:
+    choice = st.session_state.get(LANGUAGE_KEY) or state.get(LANGUAGE_KEY)
+    try:
+        locale = st.context.locale
+    except Exception:  # noqa: BLE001 - outside a script run there is no browser to ask
+        locale = None
+    return resolve_language(choice, locale)
+
+
+def has(key: str) -> bool:
+    return key in EN
+
+
+def t(key: str, **values) -> str:
+    """The string `key` in the current language, with {placeholders} filled in."""
+    text = STRINGS[current_language()][key]
+    return text.format(**values) if values else text

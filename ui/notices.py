@@ -1,0 +1,44 @@
+"""Errors and notices as the user sees them: one translated headline per error class, then the
+core's message (which says what to do). Never a traceback.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from minicpm_core.errors import ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound
+from minicpm_core.store import InvalidImport, NotFound
+
+from ui import state
+from ui.i18n import t
+
+# Most specific first: InvalidImport and ContextOverflow are InvalidRequests.
+_HEADLINES = (
+    (InvalidImport, "err_import"),
+    (ContextOverflow, "err_context_overflow"),
+    (InvalidRequest, "err_invalid_request"),
+    (ModelNotFound, "err_model_not_found"),
+    (GenerationFailed, "err_generation_failed"),
+    (NotFound, "err_not_found"),
+    (MiniCPMError, "err_generic"),
+)
+
+
+def error_text(exc: MiniCPMError) -> str:
+    headline = next(key for cls, key in _HEADLINES if isinstance(exc, cls))
+    return f"**{t(headline)}**\n\n{exc}"
+
+
+def show_error(exc: MiniCPMError) -> None:
+    st.error(error_text(exc), icon=":material/error:")
+
+
+def show_flashes() -> None:
+    """Notices queued by callbacks (import results, failed actions), shown once."""
+    for kind, text in state.take_flashes():
+        getattr(st, kind, st.info)(text)
+
+
+def demo_banner() -> None:
+    with st.container(key="demo_banner"):
+        st.warning(t("demo_banner"), icon=":material/science:")

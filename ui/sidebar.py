@@ -1,0 +1,159 @@
+"""The sidebar every page shares: language, conversations (new, switch, rename, delete, export,
+import) and the generation settings (sliders from the GenerationParams schema, presets, seed,
+system prompt, reset).
+
+It is drawn by the entrypoint on every run, before the page. Values the user picks are kept under
+our own session keys (`ui.state`), so they survive page switches and language changes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import streamlit as st
+
+from minicpm_core.errors import MiniCPMError
+from minicpm_core.params import PRESETS
+from minicpm_core.store import ConversationStore
+
+from ui import state
+from ui.i18n import LANGUAGE_KEY, LANGUAGES, t
+from ui.notices import error_text
+
+CONVERSATIONS_SHOWN = 50
+CONVERSATION_LIST_HEIGHT = 280  # px; longer lists scroll
+
+
+def language_switch() -> None:
+    """Auto (the browser's language), 中文 or English. Drawn first: every later label depends on it."""
+    state.seed_widget(LANGUAGE_KEY, "auto")
+    names = {"auto": t("language_auto"), "zh": "中文", "en": "English"}
+    with st.sidebar:
+        choice = st.segmented_control(t("language"), LANGUAGES, format_func=names.__getitem__,
+                                      key=LANGUAGE_KEY, required=True)
+    state.keep(LANGUAGE_KEY, choice or "auto")
+
+
+def render_sidebar(store: ConversationStore) -> None:
+    with st.sidebar:
+        conversations(store)
+        st.divider()
+        settings()
+
+
+# --- conversations ---------------------------------------------------------------------------------
+
+def conversations(store: ConversationStore) -> None:
+    st.subheader(t("conversations"))
+    current = store.get(state.current_conversation_id() or "")
+    st.button(t("new_conversation"), key="new_conversation", icon=":material/add:", width="stretch",
+              on_click=state.set_conversation, args=(None,))
+    listed = store.list(limit=CONVERSATIONS_SHOWN)
+    if listed:
+        with st.container(height=CONVERSATION_LIST_HEIGHT if len(listed) > 6 else "content",
+                          key="conversation_list", border=False):
+            for summary in listed:
+                is_current = current is not None and summary.id == current.id
+                st.button(summary.title or t("untitled"), key=f"conv_{summary.id}", width="stretch",
+                          type="primary" if is_current else "tertiary", on_click=state.set_conversation,
+                          args=(summary.id,))
+    if current is not None:
+        manage_current(store, current)
+    st.file_uploader(t("import_json"), type=["json"], key="import_file", help=t("import_help"),
+                     on_change=import_uploaded, args=(store,))
+
+
+def manage_current(store: ConversationStore, conversation) -> None:
+    if "rename_title" not in st.session_state or st.session_state.get("_rename_for") != conversation.id:
+        st.session_state["rename_title"] = conversation.title
+        st.session_state["_rename_for"] = conversation.id
+    left, right = st.columns(2)
+    with left.popover(t("rename"), icon=":material/edit:", key="rename_popover", width="stretch"):
+        st.text_input(t("title"), key="rename_title", max_chars=200)
+        st.button(t("save"), key="rename_save", type="primary",
+                  on_click=_rename, args=(store, conversation.id))
+    with right.popover(t("delete"), icon=":material/delete:", key="delete_popover", width="stretch"):
+        st.caption(t("delete_warning"))
+        st.button(t("delete_confirm"), key="delete_conversation", type="primary",
+                  on_click=_delete, args=(store, conversation.id))
+    stem = _file_stem(conversation.title) or conversation.id
+    st.download_button(t("export_markdown"), store.export_markdown(conversation.id), file_name=f"{stem}.md",
+                       mime="text/markdown", on_click="ignore", key="export_markdown",
+                       icon=":material/download:", width="stretch")
+    st.download_button(t("export_json"), store.export_json(conversation.id), file_name=f"{stem}.json",
+                       mime="application/json", on_click="ignore", key="export_json",
+                       icon=":material/download:", width="stretch")
+
+
+def _rename(store: ConversationStore, conv_id: str) -> None:
+    if not store.rename(conv_id, st.session_state.get("rename_title", "")):
+        state.flash("error", t("conversation_gone"))
+
+
+def _delete(store: ConversationStore, conv_id: str) -> None:
+    store.delete(conv_id)
+    state.set_conversation(None)
+    state.flash("success", t("deleted"))
+
+
+def import_uploaded(store: ConversationStore) -> None:
+    """on_change of the uploader: runs once per newly chosen file, not on every rerun."""
+    uploaded = st.session_state.get("import_file")
+    if uploaded is None:
+        return
+    try:
+        conversation = store.import_json(uploaded.getvalue())
+    except MiniCPMError as exc:  # InvalidImport says what is wrong with the file
+        state.flash("error", error_text(exc))
+        return
+    state.set_conversation(conversation.id)
+    state.flash("success", t("imported", title=conversation.title or t("untitled"),
+                             n=len(conversation.messages)))
+
+
+def _file_stem(title: str) -> str:
+    """A download file name from a title: letters (CJK included), digits, - and _."""
+    return re.sub(r"[^\w-]+", "-", title, flags=re.UNICODE).strip("-")[:60]
+
+
+# --- generation settings ---------------------------------------------------------------------------
+
+def settings() -> None:
+    st.subheader(t("settings"))
+    columns = st.columns(len(PRESETS))
+    for column, name in zip(columns, PRESETS):
+        column.button(t(f"preset_{name}"), key=f"preset_{name}", help=t(f"preset_{name}_help"),
+                      width="stretch", on_click=apply_preset, args=(name,))
+    param_sliders()
+    state.seed_widget("seed", None)
+    state.keep("seed", st.number_input(t("param_seed"), min_value=0, max_value=2**32 - 1, step=1, value=None,
+                                       key="seed", placeholder=t("seed_placeholder"), help=t("help_seed")))
+    state.seed_widget("system_prompt", "")
+    state.keep("system_prompt", st.text_area(t("system_prompt"), key="system_prompt", height=80,
+                                             placeholder=t("system_prompt_placeholder"),
+                                             help=t("system_prompt_help")))
+    st.button(t("reset_settings"), key="reset_settings", icon=":material/restart_alt:", width="stretch",
+              on_click=reset_settings)
+
+
+def param_sliders(prefix: str = "") -> None:
+    """The four sliders, ranges and defaults from the schema; keys `<prefix><field name>`."""
+    for name in state.SLIDER_PARAMS:
+        spec = state.slider_spec(name)
+        key = prefix + name
+        state.seed_widget(key, spec.default)
+        value = st.slider(t(f"param_{name}"), min_value=spec.low, max_value=spec.high, step=spec.step,
+                          key=key, help=t(f"help_{name}"))
+        state.keep(key, value)
+
+
+def apply_preset(name: str, prefix: str = "") -> None:
+    for field, value in PRESETS[name].items():
+        state.put(prefix + field, value)
+
+
+def reset_settings(prefix: str = "") -> None:
+    for name, value in state.default_settings().items():
+        if prefix and name not in state.SLIDER_PARAMS:
+            continue  # B has only sliders; seed and system prompt are shared
+        state.put(prefix + name, value)

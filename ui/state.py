@@ -1,0 +1,140 @@
+"""Session state that must outlive a rerun or a page switch, kept in one place.
+
+Streamlit deletes a widget's state on any run that does not draw it (a page switch, a run stopped
+early), so every value the user chose is copied into our own dict under `KEEP`, and each widget is
+re-seeded from that dict before it is drawn. The conversation on screen lives in the URL (`?c=<id>`),
+so a reload or a new tab shows it again; `st.session_state` alone would lose it.
+
+Generation settings are read from `GenerationParams` (ranges, defaults, help text), never restated
+here; only the slider step sizes are ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from minicpm_core.params import GenerationParams
+
+KEEP = "_keep"  # {widget key: value} that survives page switches
+FLASH = "_flash"  # notices to show once on the next run: [(kind, text)]
+PENDING_REPLY = "_pending_reply"  # conversation id whose last question awaits a reply
+CURRENT_CONVERSATION = "_conversation"  # mirror of ?c=, for when a page switch drops the query string
+CONVERSATION_PARAM = "c"
+
+SLIDER_PARAMS = ("temperature", "top_p", "repetition_penalty", "max_length")
+SLIDER_STEPS: dict[str, float | int] = {"temperature": 0.05, "top_p": 0.05, "repetition_penalty": 0.01,
+                                        "max_length": 16}
+B_PREFIX = "b_"  # the compare page's second parameter set
+
+
+@dataclass(frozen=True)
+class SliderSpec:
+    name: str
+    low: float | int
+    high: float | int
+    step: float | int
+    default: float | int
+
+
+def slider_spec(name: str) -> SliderSpec:
+    """Range and default from the schema; an exclusive bound (top_p > 0) becomes one step inside."""
+    field = GenerationParams.model_fields[name]
+    step = SLIDER_STEPS[name]
+    low, high = GenerationParams.field_range(name)
+    if any(getattr(rule, "gt", None) is not None for rule in field.metadata):
+        low = low + step
+    if any(getattr(rule, "lt", None) is not None for rule in field.metadata):
+        high = high - step
+    cast = int if isinstance(step, int) else float
+    return SliderSpec(name, cast(low), cast(high), step, cast(field.default))
+
+
+def default_settings() -> dict[str, Any]:
+    """The sidebar's values when nothing was chosen: schema defaults, no seed, no system prompt."""
+    values: dict[str, Any] = {name: slider_spec(name).default for name in SLIDER_PARAMS}
+    values.update(seed=None, system_prompt="")
+    return values
+
+
+def params_from(values: dict[str, Any]) -> GenerationParams:
+    """GenerationParams from sidebar-style values (extra keys such as system_prompt are ignored)."""
+    chosen = {name: values.get(name) for name in (*SLIDER_PARAMS, "seed")}
+    if chosen["seed"] is not None:
+        chosen["seed"] = int(chosen["seed"])
+    return GenerationParams.parse(chosen)
+
+
+# --- values that survive page switches ------------------------------------------------------------
+
+def kept() -> dict[str, Any]:
+    return st.session_state.setdefault(KEEP, {})
+
+
+def seed_widget(key: str, default: Any) -> None:
+    """Before drawing widget `key`: give it the kept value (or `default`) if Streamlit dropped it."""
+    keep = kept()
+    keep.setdefault(key, default)
+    if key not in st.session_state:
+        st.session_state[key] = keep[key]
+
+
+def keep(key: str, value: Any) -> Any:
+    """After drawing a widget: remember what it returned."""
+    kept()[key] = value
+    return value
+
+
+def put(key: str, value: Any) -> None:
+    """Set a widget's value from a callback (presets, reset): both the widget and the kept copy."""
+    kept()[key] = value
+    st.session_state[key] = value
+
+
+def get(key: str, default: Any = None) -> Any:
+    return kept().get(key, default)
+
+
+def settings(prefix: str = "") -> dict[str, Any]:
+    """The sidebar's values (prefix "") or the compare page's B set (prefix "b_"): B has its own
+    sliders and shares the sidebar's seed and system prompt."""
+    defaults = default_settings()
+    values = {name: get(prefix + name, defaults[name]) for name in SLIDER_PARAMS}
+    values.update(seed=get("seed"), system_prompt=get("system_prompt", ""))
+    return values
+
+
+# --- the conversation on screen -------------------------------------------------------------------
+
+def current_conversation_id() -> str | None:
+    """?c= from the URL; if a page switch dropped it, the id this session last showed."""
+    from_url = st.query_params.get(CONVERSATION_PARAM)
+    if from_url:
+        st.session_state[CURRENT_CONVERSATION] = from_url
+        return from_url
+    remembered = st.session_state.get(CURRENT_CONVERSATION)
+    if remembered:
+        st.query_params[CONVERSATION_PARAM] = remembered
+    return remembered
+
+
+def set_conversation(conv_id: str | None) -> None:
+    if conv_id:
+        st.query_params[CONVERSATION_PARAM] = conv_id
+        st.session_state[CURRENT_CONVERSATION] = conv_id
+    else:
+        st.query_params.pop(CONVERSATION_PARAM, None)
+        st.session_state.pop(CURRENT_CONVERSATION, None)
+
+
+# --- one-shot notices ------------------------------------------------------------------------------
+
+def flash(kind: str, text: str) -> None:
+    """Queue a notice ("error", "warning", "success", "info") for the next run, e.g. from a callback."""
+    st.session_state.setdefault(FLASH, []).append((kind, text))
+
+
+def take_flashes() -> list[tuple[str, str]]:
+    return st.session_state.pop(FLASH, [])
