@@ -1,0 +1,384 @@
+"""The HTTP API's wire formats: every request and response schema, in one place.
+
+Two dialects are served:
+- the seed tutorial's `POST /` (`{"prompt": ...}` → `{"response", "status", "time"}`), extended
+  compatibly with `history` and the generation parameters;
+- OpenAI's chat completions (`/v1/chat/completions`, `/v1/models`), fields in the order of the
+  OpenAI reference, our extras (`top_k`, `repetition_penalty`, `max_length`) fenced off at the end.
+
+Parameter resolution happens once, in `ChatCompletionRequest.to_params()` / `SeedRequest.to_params()`:
+a value the request sets wins, anything unset takes the server default, which is the
+`GenerationParams` default (the seed's temperature 0.5, top_p 0.8, repetition_penalty 1.02), NOT
+OpenAI's temperature 1.0: the model answers worse that hot. Ranges live in `GenerationParams` only.
+
+Requests are validated strictly (`"0.5"` is not a number, unknown fields are refused, naming the
+closest known one), because a silently ignored typo such as `temprature` is worse than a 400.
+The `model` field accepts any name: this server serves one model, and clients written for other
+servers (`gpt-4o-mini`, a path, `minicpm`) should work unchanged; responses carry our model's name.
+
+This module knows nothing about FastAPI, the engine or threads.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import InvalidRequest
+from ..params import GenerationParams
+from ..prompt import ROLES
+
+MAX_BODY_BYTES = 8 << 20  # far above any 4,096-token conversation; stops a runaway upload early
+MAX_STOP_STRINGS = 4  # OpenAI's limit
+MAX_STOP_LENGTH = 100
+ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
+
+_Strict = ConfigDict(strict=True, extra="forbid")
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body. The seed endpoint adds `status`, as its clients read that field."""
+
+    error: ErrorDetail
+    status: int | None = None
+
+
+# --- the seed tutorial's endpoint ---------------------------------------------------------------
+
+class SeedRequest(BaseModel):
+    """`POST /`: the seed's `{"prompt": ...}`; everything else is optional and ours."""
+
+    model_config = _Strict
+
+    prompt: str = Field(description="The user's question.")
+    history: list[Any] | None = Field(
+        None, description="Earlier turns: OpenAI-shaped messages, or the seed era's [[question, answer], ...].")
+    max_length: int | None = Field(None, description=GenerationParams.help("max_length"))
+    max_new_tokens: int | None = Field(None, description=GenerationParams.help("max_new_tokens"))
+    temperature: float | None = Field(None, description=GenerationParams.help("temperature"))
+    top_p: float | None = Field(None, description=GenerationParams.help("top_p"))
+    top_k: int | None = Field(None, description=GenerationParams.help("top_k"))
+    repetition_penalty: float | None = Field(None, description=GenerationParams.help("repetition_penalty"))
+    seed: int | None = Field(None, description=GenerationParams.help("seed"))
+
+    def to_messages(self) -> list[dict[str, str]]:
+        if not self.prompt.strip():
+            raise InvalidRequest("prompt is empty: send the question as a non-empty string.", "prompt")
+        return history_messages(self.history) + [{"role": "user", "content": self.prompt}]
+
+    def to_params(self) -> GenerationParams:
+        return GenerationParams.parse(self.model_dump(exclude={"prompt", "history"}, exclude_none=True))
+
+
+class SeedResponse(BaseModel):
+    response: str
+    status: int = 200
+    time: str = Field(description="Local time the reply finished, YYYY-MM-DD HH:MM:SS, as the seed.")
+    history: list[dict[str, str]] = Field(description="The conversation including this turn, as messages.")
+
+
+def history_messages(history: list[Any] | None) -> list[dict[str, str]]:
+    """Seed-era `[[q, a], ...]` pairs or OpenAI-shaped messages → messages (validated later)."""
+    if not history:
+        return []
+    messages: list[dict[str, str]] = []
+    for i, item in enumerate(history):
+        if isinstance(item, dict):
+            if item.get("role") not in ROLES or not isinstance(item.get("content"), str):
+                raise InvalidRequest(f"history[{i}] must have a role ({', '.join(ROLES)}) and a string content; "
+                                     f"got {_short(item)}.", f"history[{i}]")
+            messages.append({"role": item["role"], "content": item["content"]})
+        elif isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(s, str) for s in item):
+            messages += [{"role": "user", "content": item[0]}, {"role": "assistant", "content": item[1]}]
+        else:
+            raise InvalidRequest(f"history[{i}] must be a message object {{\"role\", \"content\"}} or a "
+                                 f"[question, answer] pair of strings; got {_short(item)}.", f"history[{i}]")
+    return messages
+
+
+# --- OpenAI chat completions: request -----------------------------------------------------------
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")  # `name` and friends: accepted, unused
+
+    role: str
+    content: Any = None  # a string, or a list of {"type": "text", "text": ...} parts
+
+
+class StreamOptions(BaseModel):
+    model_config = _Strict
+
+    include_usage: bool = False
+
+
+# OpenAI fields this server accepts only at their neutral value, and what to say otherwise.
+UNSUPPORTED = {
+    "frequency_penalty": "use repetition_penalty (an extra body field) instead",
+    "presence_penalty": "use repetition_penalty (an extra body field) instead",
+    "logit_bias": "MiniCPM-2B sampling here has no logit bias",
+    "logprobs": "log probabilities are not returned",
+    "top_logprobs": "log probabilities are not returned",
+    "tools": "MiniCPM-2B was not trained for tool calls",
+    "response_format": "only plain text replies are produced",
+}
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = _Strict
+
+    messages: list[ChatMessage] = Field(description="The conversation so far; the last must be the user's.")
+    model: str | None = Field(None, description="Any name: this server serves one model.")
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    max_completion_tokens: int | None = Field(None, description="Cap on the reply's tokens.")
+    max_tokens: int | None = Field(None, description="Cap on the reply's tokens (older name).")
+    metadata: dict[str, Any] | None = None
+    n: int | None = Field(None, description="Must be 1.")
+    parallel_tool_calls: bool | None = None
+    presence_penalty: float | None = None
+    response_format: dict[str, Any] | None = None
+    seed: int | None = Field(None, description=GenerationParams.help("seed"))
+    stop: Any = Field(None, description=f"Up to {MAX_STOP_STRINGS} extra strings that end the reply; "
+                      "MiniCPM's own turn markers always do.")
+    store: bool | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, description=GenerationParams.help("temperature")
+                                      + " Server default 0.5, not OpenAI's 1.0.")
+    tool_choice: Any = None
+    tools: list[Any] | None = None
+    top_logprobs: int | None = None
+    top_p: float | None = Field(None, description=GenerationParams.help("top_p"))
+    user: str | None = None
+    # --- extras, not in OpenAI's protocol (the official client sends them with extra_body=) ---
+    top_k: int | None = Field(None, description=GenerationParams.help("top_k"))
+    repetition_penalty: float | None = Field(None, description=GenerationParams.help("repetition_penalty"))
+    max_length: int | None = Field(None, description=GenerationParams.help("max_length"))
+
+    def to_messages(self) -> list[dict[str, str]]:
+        if not self.messages:
+            raise InvalidRequest("messages is empty: send at least one {\"role\": \"user\", \"content\": ...}.",
+                                 "messages")
+        out = []
+        for i, message in enumerate(self.messages):
+            role = ROLE_ALIASES.get(message.role, message.role)
+            if role not in ROLES:
+                raise InvalidRequest(f"messages[{i}].role is {message.role!r}; it must be one of "
+                                     f"{', '.join(ROLES)} (or developer).", f"messages[{i}].role")
+            out.append({"role": role, "content": _content_text(message.content, i)})
+        return out
+
+    def to_params(self) -> GenerationParams:
+        """Request value → server default (GenerationParams); OpenAI names mapped to ours."""
+        self._check_supported()
+        if self.n not in (None, 1):
+            raise InvalidRequest(f"n must be 1: this server returns one choice per request; got {self.n}.", "n")
+        max_new, name = self.max_completion_tokens, "max_completion_tokens"
+        if self.max_tokens is not None:
+            if max_new is not None and max_new != self.max_tokens:
+                raise InvalidRequest("max_tokens and max_completion_tokens disagree; send only one of them.",
+                                     "max_tokens")
+            max_new, name = self.max_tokens, "max_tokens"
+        if max_new is not None:
+            low, high = GenerationParams.field_range("max_new_tokens")
+            if not low <= max_new <= high:
+                raise InvalidRequest(f"{name} must be between {low} and {high}; got {max_new}.", name)
+        return GenerationParams.parse(dict(
+            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+            repetition_penalty=self.repetition_penalty, max_length=self.max_length,
+            max_new_tokens=max_new, seed=self.seed))
+
+    def stop_strings(self) -> tuple[str, ...]:
+        stop = self.stop
+        if stop is None:
+            return ()
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise InvalidRequest(f"stop must be a string or a list of strings; got {_short(stop)}.", "stop")
+        if len(stops) > MAX_STOP_STRINGS:
+            raise InvalidRequest(f"stop has {len(stops)} strings; at most {MAX_STOP_STRINGS} are allowed.", "stop")
+        for s in stops:
+            if not s or len(s) > MAX_STOP_LENGTH:
+                raise InvalidRequest(f"Each stop string must be 1 to {MAX_STOP_LENGTH} characters; got "
+                                     f"{_short(s)}.", "stop")
+        return tuple(stops)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def _check_supported(self) -> None:
+        for name, hint in UNSUPPORTED.items():
+            value = getattr(self, name)
+            if name == "response_format" and value is not None and value.get("type") == "text":
+                continue
+            if value not in (None, 0, False, [], {}):
+                raise InvalidRequest(f"{name} is not supported by this server: {hint}.", name)
+        if self.tool_choice not in (None, "none", "auto"):
+            raise InvalidRequest("tool_choice is not supported by this server: MiniCPM-2B was not trained for "
+                                 "tool calls.", "tool_choice")
+
+
+def _content_text(content: Any, i: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise InvalidRequest(f"messages[{i}].content must be a string (or a list of {{\"type\": \"text\", \"text\": "
+                         f"...}} parts; MiniCPM-2B reads text only); got {_short(content)}.",
+                         f"messages[{i}].content")
+
+
+# --- OpenAI chat completions: responses ---------------------------------------------------------
+
+FinishReason = Literal["stop", "length"]
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+def _omit_none(value: Any) -> bool:
+    return value is None
+
+
+class Delta(BaseModel):
+    """OpenAI sends `{"role": "assistant", "content": ""}` first, then `{"content": ...}`, then `{}`."""
+
+    role: Literal["assistant"] | None = Field(None, exclude_if=_omit_none)
+    content: str | None = Field(None, exclude_if=_omit_none)
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: FinishReason | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = Field(None, exclude_if=_omit_none)  # only on the include_usage chunk
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "openbmb"
+    max_model_len: int = Field(description="Context length in tokens (vLLM's field name).")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model_loaded: bool
+    model: str
+    queue_depth: int
+    running: int
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# --- turning validation errors into sentences ---------------------------------------------------
+
+_KINDS = {
+    "string": "a string", "float": "a number", "int": "an integer", "bool": "true or false",
+    "list": "a list", "dict": "an object", "model": "an object", "model_attributes": "an object",
+}
+
+
+def describe_validation_error(errors: list[dict], known_fields: list[str] | tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """First pydantic/FastAPI error → (one sentence for a human, the offending parameter)."""
+    err = errors[0]
+    loc = [p for p in err.get("loc", ()) if p != "body"]
+    kind, value = err.get("type", ""), err.get("input")
+    if kind == "json_invalid":
+        detail = (err.get("ctx") or {}).get("error", "")
+        return f"The request body is not valid JSON ({detail}, at character {loc[0] if loc else '?'}).", None
+    if not loc or isinstance(loc[0], int):
+        if kind == "missing":
+            return "The request body is empty: send a JSON object.", None
+        if isinstance(value, (bytes, bytearray)):
+            return ("The request body must be JSON, sent with the header Content-Type: application/json.", None)
+        return f"The request body must be a JSON object; got {_json_kind(value)}.", None
+    param = _path(loc)
+    if kind == "missing":
+        return f"{param} is required.", param
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), known_fields, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"Unknown parameter '{param}'.{hint}", param
+    base = kind.removesuffix("_type").removesuffix("_parsing").removesuffix("_from_float")
+    if base in _KINDS:
+        return f"{param} must be {_KINDS[base]}; got {_short(value)}.", param
+    return f"Invalid {param}: {err.get('msg', kind)} (got {_short(value)}).", param
+
+
+def _path(loc: list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _json_kind(value: Any) -> str:
+    for kind, name in ((list, "an array"), (str, "a string"), (bool, "a boolean"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
