@@ -1,0 +1,359 @@
+"""A remote model behind any OpenAI-compatible server, driven like the local `Engine`.
+
+`RemoteBackend(base_url)` talks to this project's `/v1` (`python -m minicpm_core.api`), vLLM or
+SGLang through the official `openai` client, and offers the consumer interface the Streamlit app
+uses on an `Engine`: `submit(messages, params)` returns a handle to iterate for text deltas, with
+`cancel()`, `text`, `stats`, `position`; plus `prepare`, `context_length`, `queue_depth`, `running`,
+`recent`, `chat`, and `describe()` for the Model page.
+
+What is known remotely, and what is not:
+- `stats` is a `ReplyStats`: token counts from the server's usage (requested with
+  `stream_options.include_usage`), time to first token and tokens/s measured here, so they include
+  the network. Queue time and dropped turns are unknown (0).
+- `prepare()` validates the messages and parameters but cannot count tokens without the server's
+  tokenizer: it returns None. `context_length` is the server's `max_model_len` when /v1/models
+  reports it (this project's server and vLLM do), else 4096.
+- `position` is 0 while the reply streams and None once done: a remote queue is invisible.
+  `queue_depth` / `running` come from this project's `/health`; other servers give 0.
+- `cancel()` closes the HTTP stream; a server that watches its connections (ours does) stops
+  generating. The text never shows MiniCPM's turn markers: they are sent as stop strings.
+
+Errors arrive as the project's own classes: a bad request as InvalidRequest (ContextOverflow when
+the server says the context is exceeded), an unreachable or failing server as GenerationFailed
+naming the URL, an unknown model as ModelNotFound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+
+from .engine import FINISH_REASONS, RECENT_STATS, ReplyStats
+from .errors import ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound
+from .params import GenerationParams
+from .prompt import STOP_MARKERS, validate_messages
+
+DEFAULT_CONTEXT = 4096  # MiniCPM-2B's, when the server does not say
+HEALTH_TIMEOUT = 2.0  # seconds; /health is a status nicety, never worth a stalled page
+METADATA_TIMEOUT = 10.0  # seconds for /v1/models; replies themselves may take minutes
+PLACEHOLDER_KEY = "EMPTY"  # the openai client insists on a key; servers without one ignore it
+BACKENDS = ("local", "openai")
+
+
+class RemoteGeneration:
+    """One streamed reply. Iterate it (once) for text deltas; they add up to `text`."""
+
+    def __init__(self, backend: RemoteBackend, stream, submitted: float):
+        self.text = ""
+        self.stats: ReplyStats | None = None
+        self._backend = backend
+        self._stream = stream
+        self._submitted = submitted
+        self._cancelled = threading.Event()
+        self._finished = threading.Event()
+        self._usage = None
+        self._finish_reason: str | None = None
+        self._chunks = 0
+        self._iterated = False
+        self._lock = threading.Lock()
+        self._first: float | None = None
+        self._last: float | None = None
+
+    @property
+    def position(self) -> int | None:
+        return None if self._finished.is_set() else 0
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        self._stream.close()  # the server sees the disconnect and stops generating
+        if not self._iterated:
+            self._finish("cancelled")
+
+    def __iter__(self) -> Iterator[str]:
+        return self._deltas()
+
+    def _deltas(self) -> Iterator[str]:
+        self._iterated = True
+        try:
+            for chunk in self._stream:
+                if chunk.usage is not None:
+                    self._usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.finish_reason:
+                        self._finish_reason = choice.finish_reason
+                    delta = choice.delta.content if choice.delta else None
+                    if delta:
+                        self._last = time.perf_counter()
+                        self._first = self._first or self._last
+                        self._chunks += 1
+                        self.text += delta
+                        yield delta
+        except Exception as exc:  # noqa: BLE001 - closing the stream from cancel() lands here too
+            if self._cancelled.is_set():
+                self._finish("cancelled")
+                return
+            failure = self._backend._failure(exc)
+            self._finish("error")
+            raise failure from None
+        else:
+            self._finish("cancelled" if self._cancelled.is_set() else self._reason())
+        finally:
+            if not self._finished.is_set():  # the consumer went away (Streamlit rerun)
+                self._cancelled.set()
+                self._stream.close()
+                self._finish("cancelled")
+
+    def result(self) -> str:
+        for _ in self:
+            pass
+        return self.text
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def _reason(self) -> str:
+        reason = self._finish_reason or "stop"
+        return reason if reason in FINISH_REASONS else "stop"
+
+    def _finish(self, finish_reason: str) -> None:
+        with self._lock:  # cancel() and the iterating thread may both get here
+            if self._finished.is_set():
+                return
+            self._record(finish_reason)
+        self._finished.set()
+
+    def _record(self, finish_reason: str) -> None:
+        now = time.perf_counter()
+        usage = self._usage
+        completion = usage.completion_tokens if usage else self._chunks
+        cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
+        decode = (self._last - self._first) if self._first is not None else 0.0
+        self.stats = ReplyStats(
+            prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=completion,
+            cached_tokens=cached, turns_dropped=0, queue_seconds=0.0,
+            ttft_seconds=None if self._first is None else self._first - self._submitted,
+            tokens_per_second=(completion - 1) / decode if completion > 1 and decode > 0 else None,
+            total_seconds=now - self._submitted, finish_reason=finish_reason)
+        self._backend.recent.append(self.stats)
+
+
+class RemoteBackend:
+    """An OpenAI-compatible server seen through the Engine's consumer interface."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *,
+                 timeout: float = 600.0):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.recent: deque[ReplyStats] = deque(maxlen=RECENT_STATS)
+        # No retries: a chat page should say at once that the server is down, not after backoff.
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or PLACEHOLDER_KEY,
+                                    max_retries=0, timeout=timeout)
+        self._model = model
+        self._card: dict | None = None
+        self._health_supported = True
+
+    # --- the Engine's consumer interface ---------------------------------------------------------
+
+    def submit(self, messages: list[dict], params: GenerationParams | dict | None = None) -> RemoteGeneration:
+        """Validate here, then open the stream; the server's own refusals raise here too."""
+        messages = validate_messages(messages)
+        if not isinstance(params, GenerationParams):
+            params = GenerationParams.parse(params)
+        submitted = time.perf_counter()
+        try:
+            stream = self.client.chat.completions.create(
+                model=self.model, messages=messages, stream=True, stream_options={"include_usage": True},
+                **request_arguments(params))
+        except Exception as exc:  # noqa: BLE001 - every client error becomes one of ours
+            raise self._failure(exc) from None
+        return RemoteGeneration(self, stream, submitted)
+
+    def stream(self, messages: list[dict], params: GenerationParams | dict | None = None) -> Iterator[str]:
+        yield from self.submit(messages, params)
+
+    def chat(self, messages: list[dict], params: GenerationParams | dict | None = None) -> tuple[str, ReplyStats]:
+        generation = self.submit(messages, params)
+        return generation.result(), generation.stats
+
+    def prepare(self, messages: list[dict], params: GenerationParams | dict | None = None) -> None:
+        """Validate without generating. Token counts need the server's tokenizer: None."""
+        validate_messages(messages)
+        if not isinstance(params, GenerationParams):
+            GenerationParams.parse(params)
+        return None
+
+    @property
+    def model(self) -> str:
+        if self._model is None:
+            self._model = self._model_card()["id"]
+        return self._model
+
+    @property
+    def context_length(self) -> int:
+        try:
+            return int(self._model_card().get("max_model_len") or DEFAULT_CONTEXT)
+        except MiniCPMError:
+            return DEFAULT_CONTEXT
+
+    @property
+    def queue_depth(self) -> int:
+        return int((self._health() or {}).get("queue_depth", 0))
+
+    @property
+    def running(self) -> int:
+        return int((self._health() or {}).get("running", 0))
+
+    def describe(self) -> dict[str, Any]:
+        """What the Model page shows. Never raises: an unreachable server is reported in `error`."""
+        info: dict[str, Any] = {"backend": "openai", "base_url": self.base_url, "model": self._model}
+        try:
+            card = self._model_card()
+        except ModelNotFound as exc:  # it answered, but not with the model asked for
+            return info | {"reachable": True, "error": str(exc)}
+        except MiniCPMError as exc:
+            return info | {"reachable": False, "error": str(exc)}
+        info |= {"reachable": True, "model": self.model, "served_models": self._served,
+                 "context_length": int(card.get("max_model_len") or DEFAULT_CONTEXT),
+                 "owned_by": card.get("owned_by")}
+        health = self._health()
+        if health is not None:
+            info["health"] = health
+        return info
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _model_card(self) -> dict:
+        """The served model's entry in /v1/models (the named one, else the first)."""
+        if self._card is None:
+            try:
+                cards = [m.model_dump() for m in self.client.with_options(timeout=METADATA_TIMEOUT).models.list()]
+            except Exception as exc:  # noqa: BLE001
+                raise self._failure(exc) from None
+            if not cards:
+                raise ModelNotFound(f"The server at {self.base_url} serves no model (GET /v1/models is empty).")
+            self._served = [c["id"] for c in cards]
+            wanted = [c for c in cards if c["id"] == self._model] if self._model else cards
+            if not wanted:
+                raise ModelNotFound(f"The server at {self.base_url} has no model {self._model!r}; it serves "
+                                    f"{', '.join(self._served)}. Pick one with --remote-model.")
+            self._card = wanted[0]
+        return self._card
+
+    def _health(self) -> dict | None:
+        """This project's /health (queue depth, running), or None for other servers."""
+        if not self._health_supported:
+            return None
+        root = self.base_url.removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            response = httpx.get(f"{root}/health", headers=headers, timeout=HEALTH_TIMEOUT)
+            data = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        if not isinstance(data, dict) or "queue_depth" not in data:
+            self._health_supported = False  # vLLM's /health is an empty 200: stop asking
+            return None
+        return data
+
+    def _failure(self, exc: Exception) -> MiniCPMError:
+        """Any client-side exception as one of the project's errors, naming the server."""
+        url = self.base_url
+        if isinstance(exc, MiniCPMError):
+            return exc
+        if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+            cause = exc.__cause__ or exc
+            return GenerationFailed(f"Could not reach the model server at {url} ({type(cause).__name__}: "
+                                    f"{cause}). Check that it is running and that the base URL is right.")
+        if isinstance(exc, openai.APIStatusError):
+            message, param, code = _error_fields(exc)
+            if exc.status_code == 401:
+                return GenerationFailed(f"The model server at {url} refused the API key (401): {message}")
+            if exc.status_code == 404:
+                return ModelNotFound(f"The model server at {url} answered 404 ({message}). Check the base URL "
+                                     "(it usually ends in /v1) and the model name.")
+            if exc.status_code in (400, 413, 422):
+                cls = ContextOverflow if code == "context_length_exceeded" else InvalidRequest
+                return cls(message, param)
+            return GenerationFailed(f"The model server at {url} failed ({exc.status_code}): {message}")
+        if isinstance(exc, openai.APIError):  # an error event inside the stream
+            return GenerationFailed(f"The model server at {url} failed during the reply: {exc.message}")
+        return GenerationFailed(f"The connection to the model server at {url} broke: "
+                                f"{type(exc).__name__}: {exc}")
+
+
+def request_arguments(params: GenerationParams) -> dict[str, Any]:
+    """GenerationParams → chat.completions.create() arguments; non-OpenAI fields via extra_body."""
+    arguments: dict[str, Any] = {"temperature": params.temperature, "top_p": params.top_p,
+                                 "stop": list(STOP_MARKERS)}
+    if params.max_new_tokens is not None:
+        arguments["max_tokens"] = params.max_new_tokens
+    if params.seed is not None:
+        arguments["seed"] = params.seed
+    extra: dict[str, Any] = {"repetition_penalty": params.repetition_penalty}
+    if params.top_k:
+        extra["top_k"] = params.top_k
+    if params.max_length != GenerationParams.model_fields["max_length"].default:
+        extra["max_length"] = params.max_length  # honoured by this project's server, ignored by others
+    arguments["extra_body"] = extra
+    return arguments
+
+
+def _error_fields(exc: openai.APIStatusError) -> tuple[str, str | None, str | None]:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    body = body.get("error", body) if isinstance(body.get("error"), dict) else body
+    return str(body.get("message") or exc.message), body.get("param"), body.get("code")
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--backend openai --base-url URL [--api-key K] [--remote-model NAME]`, each with an env fallback."""
+    env = os.environ.get
+    group = parser.add_argument_group("backend")
+    group.add_argument("--backend", choices=BACKENDS, default=env("MINICPM_BACKEND", "local"),
+                       help="local: load the model in this process; openai: use an OpenAI-compatible server "
+                            "(env MINICPM_BACKEND; default %(default)s)")
+    group.add_argument("--base-url", default=env("MINICPM_BASE_URL"),
+                       help="the server's OpenAI base URL, e.g. http://127.0.0.1:6006/v1 (env MINICPM_BASE_URL)")
+    group.add_argument("--api-key", default=env("MINICPM_API_KEY"),
+                       help="key for that server (env MINICPM_API_KEY)")
+    group.add_argument("--remote-model", default=env("MINICPM_REMOTE_MODEL"),
+                       help="model name on that server (env MINICPM_REMOTE_MODEL; default: its first model)")
+
+
+def make_remote_backend(args: argparse.Namespace) -> RemoteBackend | None:
+    """The RemoteBackend the flags ask for, or None for `--backend local`."""
+    if args.backend != "openai":
+        return None
+    if not args.base_url:
+        raise InvalidRequest("--backend openai needs --base-url (e.g. http://127.0.0.1:6006/v1).", "base_url")
+    return RemoteBackend(args.base_url, api_key=args.api_key, model=args.remote_model)
+
+
+def make_backend(args: argparse.Namespace):
+    """An Engine (model flags from `options.add_model_arguments`) or a RemoteBackend, as the flags say."""
+    remote = make_remote_backend(args)
+    if remote is not None:
+        return remote
+    from .options import load_engine, model_options
+
+    return load_engine(model_options(args))
