@@ -1,0 +1,69 @@
+"""Fixtures for the HTTP API tests: engines on the tests' own checkpoints and live uvicorn servers.
+
+- `demo_engine`: the demo model (answers DEMO_QA readably, stops at EOS), two replies at once.
+- `tiny_engine`: random weights; greedy replies never reach EOS, so they are long enough to cut.
+Each has a live server on 127.0.0.1 (a free port, uvicorn in a thread) and a TestClient.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from minicpm_core.api import create_app
+from minicpm_core.engine import Engine
+from minicpm_core.loader import load_model
+
+from .support import LiveServer, wait_until
+
+
+def _engine(path, max_concurrent: int = 1):
+    return Engine(load_model(path, device="cpu", dtype="float32"), max_concurrent=max_concurrent)
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_ckpt):
+    engine = _engine(demo_ckpt, max_concurrent=2)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_ckpt):
+    engine = _engine(tiny_ckpt)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo_engine):
+    server = LiveServer(create_app(demo_engine, model_name="minicpm-demo")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_engine):
+    server = LiveServer(create_app(tiny_engine, model_name="minicpm-tiny")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_client(demo_engine):
+    with TestClient(create_app(demo_engine, model_name="minicpm-demo")) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def tiny_client(tiny_engine):
+    with TestClient(create_app(tiny_engine, model_name="minicpm-tiny")) as client:
+        yield client
+
+
+@pytest.fixture()
+def idle_tiny_engine(tiny_engine):
+    """The tiny engine with nothing running and a clean `recent`, so a test can read its own stats."""
+    wait_until(lambda: tiny_engine.running == 0 and tiny_engine.queue_depth == 0, what="an idle engine")
+    tiny_engine.recent.clear()
+    return tiny_engine
