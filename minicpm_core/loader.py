@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GraniteForCausalLM, GenerationConfig, PreTrainedTokenizerBase
+from transformers import GenerationConfig, GraniteForCausalLM, PreTrainedTokenizerBase
+from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
 from .config import granite_config_from_minicpm, read_minicpm_config
 from .errors import InvalidRequest, ModelNotFound
@@ -148,10 +149,17 @@ def choose_attention(requested: str, device: torch.device, dtype: torch.dtype) -
 # --- tokenizer ----------------------------------------------------------------------------------
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
-    # trust_remote_code=False: config.json carries an auto_map, and transformers would otherwise
-    # stop to ask on stdin whether to run the checkpoint's code.
+    """The tokenizer class tokenizer_config.json names (LlamaTokenizer upstream).
+
+    Not AutoTokenizer: it would parse config.json as an unknown `minicpm` model (warnings), and with
+    the config's auto_map it stops to ask on stdin whether to run the checkpoint's code.
+    """
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        settings = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tokenizer_class = tokenizer_class_from_name(settings.get("tokenizer_class") or "LlamaTokenizer")
+        if tokenizer_class is None:
+            raise ValueError(f"unknown tokenizer_class {settings.get('tokenizer_class')!r}")
+        return tokenizer_class.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelNotFound(f"Could not load the tokenizer from {path}: {exc}. The download may be "
                             "incomplete: tokenizer.model and tokenizer_config.json are needed.") from None
