@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from minicpm_core.params import PRESETS
 from ui import compare, sidebar, state
 from ui.backend import active_backend
 from ui.i18n import t
@@ -12,12 +13,12 @@ st.title(t("compare_title"))
 st.caption(t("compare_intro"))
 
 with st.expander(t("compare_b_settings"), expanded=True, key="compare_b_settings"):
-    preset_columns = st.columns(4)
-    for column, name in zip(preset_columns, ("precise", "balanced", "creative")):
-        column.button(t(f"preset_{name}"), key=f"b_preset_{name}", width="stretch",
+    with st.container(horizontal=True, key="b_presets"):
+        for name in PRESETS:
+            st.button(t(f"preset_{name}"), key=f"b_preset_{name}", help=t(f"preset_{name}_help"),
                       on_click=sidebar.apply_preset, args=(name, state.B_PREFIX))
-    preset_columns[3].button(t("reset_settings"), key="b_reset", width="stretch",
-                             on_click=sidebar.reset_settings, args=(state.B_PREFIX,))
+        st.button(t("reset_settings"), key="b_reset", icon=":material/restart_alt:",
+                  on_click=sidebar.reset_settings, args=(state.B_PREFIX,))
     sidebar.param_sliders(prefix=state.B_PREFIX)
 
 state.seed_widget("compare_prompt", "")

@@ -9,12 +9,13 @@ makes the demo model's canned answers exact.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from minicpm_core import checkpoint
+from minicpm_core import checkpoint, download
 from minicpm_core.store import ConversationStore, default_db_path
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
@@ -295,4 +296,24 @@ def test_missing_model_page_says_where_it_looked_and_what_to_run(app_env, monkey
     at = ok(start())
     assert str(empty) in at.error[0].value
     assert not at.chat_input
+    assert "download_model" not in [button.key for button in at.button]  # nothing to download into a folder
     assert any("--demo" in block.value for block in at.code)
+
+
+def test_download_button_fetches_the_model_and_opens_the_chat(app_env, monkeypatch, demo_ckpt):
+    model_id = "OpenBMB/MiniCPM-2B-sft-bf16"
+    monkeypatch.setenv("MINICPM_MODEL", model_id)
+    monkeypatch.setenv("MINICPM_CACHE_DIR", str(app_env / "models"))
+    target = download.default_model_dir(model_id, app_env / "models")
+    at = ok(start())
+    assert str(target) in at.error[0].value  # where it looked
+    assert any(block.value == download.download_command(model_id, str(app_env / "models")) for block in at.code)
+
+    def fake_download(model, cache_dir):  # ModelScope is out of reach in tests: copy the demo model
+        assert (model, Path(cache_dir)) == (model_id, app_env / "models")
+        shutil.copytree(demo_ckpt, target)
+        return target
+
+    monkeypatch.setattr(download, "download_model", fake_download)
+    at.button(key="download_model").click().run()
+    assert ok(at).chat_input(key="chat_input") and not at.error

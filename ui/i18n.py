@@ -39,13 +39,15 @@ EN: dict[str, str] = {
     "auth_wrong": "Wrong password.",
     # missing model / load errors
     "setup_title": "The model is not here yet",
-    "setup_download_intro": "Download **{model}** into `{cache_dir}` now (about 5–10 GB; this takes a while):",
+    "setup_download_intro": "Download **{model}** from ModelScope into `{target}` now (about 5–11 GB; this "
+                            "takes a while, and the download resumes if interrupted):",
     "setup_download": "Download the model",
     "setup_or_command": "Or run this in a terminal, then reload this page:",
-    "setup_local_dir": "`{path}` is a folder, so there is nothing to download into it automatically. "
-                       "Point `--model` at a folder holding a MiniCPM-2B checkpoint, for example:",
+    "setup_local_dir": "`{path}` is a folder path, not a model id, so the app cannot download into it. Point "
+                       "`--model` at a folder holding a complete MiniCPM-2B checkpoint, for example:",
     "setup_try_demo": "Just trying the app? Start it with `--demo`: a tiny built-in model, no download.",
-    "setup_downloading": "Downloading {model} into {cache_dir}…",
+    "setup_downloading": "Downloading {model} into {target}…",
+    "setup_progress": "{size:.2f} GiB in {target} so far…",
     "setup_downloaded": "Downloaded to {path}. Loading it…",
     "setup_download_failed": "The download failed.",
     "load_failed_title": "The model could not be loaded",
@@ -176,13 +178,14 @@ ZH: dict[str, str] = {
     "auth_submit": "进入",
     "auth_wrong": "密码错误。",
     "setup_title": "还没有模型",
-    "setup_download_intro": "现在把 **{model}** 下载到 `{cache_dir}`（约 5–10 GB，需要一段时间）：",
+    "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`（约 5–11 GB，需要一段时间；中断后可以续传）：",
     "setup_download": "下载模型",
     "setup_or_command": "或者在终端里运行下面的命令，然后刷新本页：",
-    "setup_local_dir": "`{path}` 是一个文件夹路径，无法自动下载到这里。"
-                       "请让 `--model` 指向存有 MiniCPM-2B 权重的文件夹，例如：",
+    "setup_local_dir": "`{path}` 是文件夹路径而不是模型 ID，应用无法自动下载到这里。"
+                       "请让 `--model` 指向存有完整 MiniCPM-2B 权重的文件夹，例如：",
     "setup_try_demo": "只是想试试这个应用？用 `--demo` 启动：内置的小模型，无需下载。",
-    "setup_downloading": "正在把 {model} 下载到 {cache_dir}…",
+    "setup_downloading": "正在把 {model} 下载到 {target}…",
+    "setup_progress": "{target} 中已有 {size:.2f} GiB…",
     "setup_downloaded": "已下载到 {path}，正在加载…",
     "setup_download_failed": "下载失败。",
     "load_failed_title": "模型加载失败",

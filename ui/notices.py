@@ -26,7 +26,18 @@ _HEADLINES = (
 
 def error_text(exc: MiniCPMError) -> str:
     headline = next(key for cls, key in _HEADLINES if isinstance(exc, cls))
-    return f"**{t(headline)}**\n\n{exc}"
+    return f"**{t(headline)}**\n\n{as_markdown(str(exc))}"
+
+
+def as_markdown(message: str) -> str:
+    """Keep a core message's line breaks, and show its indented command lines as code."""
+    lines = []
+    for line in message.splitlines():
+        if line.startswith("    ") and line.strip():
+            lines.append(f"`{line.strip()}`")
+        else:
+            lines.append(line)
+    return "  \n".join(lines)
 
 
 def show_error(exc: MiniCPMError) -> None:

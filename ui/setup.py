@@ -7,78 +7,100 @@ error: its message, never a traceback.
 
 from __future__ import annotations
 
-import inspect
 import shlex
+import threading
 from pathlib import Path
 
 import streamlit as st
 
+from minicpm_core import download
 from minicpm_core.errors import MiniCPMError
 
 from ui.backend import AppOptions, load_backend
 from ui.i18n import t
 from ui.notices import show_error
 
-DOWNLOAD_MODULE = "minicpm_core.download"
+PROGRESS_EVERY_S = 1.0  # how often the download's size on disk is reported
 
 
 def looks_like_model_id(model: str) -> bool:
-    """`OpenBMB/MiniCPM-2B-sft-fp32` can be downloaded; a directory path cannot."""
-    if model.startswith(("/", ".", "~")) or Path(model).expanduser().exists():
-        return False
-    return model.count("/") == 1
-
-
-def download_command(options: AppOptions) -> str:
-    model = options.model
-    return (f"python -m {DOWNLOAD_MODULE} {shlex.quote(model.model)} "
-            f"--cache-dir {shlex.quote(str(model.cache_dir))}")
-
-
-def run_command(options: AppOptions) -> str:
-    return f"streamlit run chat_app.py -- --model {shlex.quote(options.model.model)}"
+    """`OpenBMB/MiniCPM-2B-sft-fp32` can be downloaded; an existing or path-like folder cannot."""
+    return not Path(model).expanduser().is_dir() and download.MODEL_ID_PATTERN.fullmatch(model) is not None
 
 
 def missing_model_page(options: AppOptions, error: MiniCPMError) -> None:
+    model = options.model
     st.title(t("setup_title"))
     show_error(error)
-    if looks_like_model_id(options.model.model):
-        st.markdown(t("setup_download_intro", model=options.model.model, cache_dir=options.model.cache_dir))
+    if looks_like_model_id(model.model):
+        st.markdown(t("setup_download_intro", model=model.model,
+                      target=download.default_model_dir(model.model, model.cache_dir)))
         if st.button(t("setup_download"), key="download_model", type="primary", icon=":material/download:"):
             download_here(options)
         st.markdown(t("setup_or_command"))
-        st.code(download_command(options), language="bash")
+        st.code(download.download_command(model.model, model.cache_dir), language="bash")
     else:
-        st.markdown(t("setup_local_dir", path=options.model.model))
-        st.code(f"python -m {DOWNLOAD_MODULE} OpenBMB/MiniCPM-2B-sft-fp32 --cache-dir /root/autodl-tmp\n"
-                "streamlit run chat_app.py -- --model /root/autodl-tmp/OpenBMB/MiniCPM-2B-sft-fp32",
+        st.markdown(t("setup_local_dir", path=model.model))
+        target = download.default_model_dir(download.DEFAULT_MODEL_ID, download.DEFAULT_CACHE_DIR)
+        st.code(f"{download.download_command()}\nstreamlit run chat_app.py -- --model {shlex.quote(str(target))}",
                 language="bash")
     st.info(t("setup_try_demo"), icon=":material/science:")
     st.code("streamlit run chat_app.py -- --demo", language="bash")
 
 
-def download_here(options: AppOptions) -> None:
-    """Download in this session, reporting progress in an st.status, then load and rerun."""
-    from minicpm_core import download
+class _Download(threading.Thread):
+    """One download per target folder per process, whichever session started it; it carries on
+    if that session goes away, and a later click follows it instead of starting a second one."""
 
-    model = options.model
-    with st.status(t("setup_downloading", model=model.model, cache_dir=model.cache_dir), expanded=True) as status:
-        line = st.empty()
+    def __init__(self, model_id: str, cache_dir: str):
+        super().__init__(name=f"download {model_id}", daemon=True)
+        self.model_id, self.cache_dir = model_id, cache_dir
+        self.target = download.default_model_dir(model_id, cache_dir)
+        self.path: Path | None = None
+        self.error: MiniCPMError | None = None
 
-        def progress(message: str) -> None:
-            line.caption(str(message))
-
-        kwargs = {}
-        if "progress" in inspect.signature(download.download_model).parameters:
-            kwargs["progress"] = progress
+    def run(self) -> None:
         try:
-            path = download.download_model(model.model, model.cache_dir, **kwargs)
+            self.path = download.download_model(self.model_id, self.cache_dir)
         except MiniCPMError as exc:
+            self.error = exc
+
+    def bytes_on_disk(self) -> int:
+        try:
+            return sum(f.stat().st_size for f in self.target.rglob("*") if f.is_file())
+        except OSError:
+            return 0
+
+
+_downloads: dict[Path, _Download] = {}
+_downloads_lock = threading.Lock()
+
+
+def _start_or_follow(model_id: str, cache_dir: str) -> _Download:
+    target = download.default_model_dir(model_id, cache_dir)
+    with _downloads_lock:
+        job = _downloads.get(target)
+        if job is None or not job.is_alive():
+            job = _downloads[target] = _Download(model_id, str(cache_dir))
+            job.start()
+    return job
+
+
+def download_here(options: AppOptions) -> None:
+    """Download in the background, reporting the size on disk in an st.status; then load and rerun."""
+    model = options.model
+    job = _start_or_follow(model.model, str(model.cache_dir))
+    with st.status(t("setup_downloading", model=model.model, target=job.target), expanded=True) as status:
+        line = st.empty()
+        while job.is_alive():
+            line.caption(t("setup_progress", size=job.bytes_on_disk() / 2**30, target=job.target))
+            job.join(PROGRESS_EVERY_S)
+        if job.error is not None:
             status.update(label=t("setup_download_failed"), state="error")
-            show_error(exc)
+            show_error(job.error)
             return
-        status.update(label=t("setup_downloaded", path=path), state="complete")
-    load_backend.clear()
+        status.update(label=t("setup_downloaded", path=job.path), state="complete")
+    load_backend.clear()  # nothing cached for a failed load, but a stale entry must not survive either
     st.rerun()
 
 

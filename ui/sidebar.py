@@ -55,7 +55,7 @@ def conversations(store: ConversationStore) -> None:
             for summary in listed:
                 is_current = current is not None and summary.id == current.id
                 st.button(summary.title or t("untitled"), key=f"conv_{summary.id}", width="stretch",
-                          type="primary" if is_current else "tertiary", on_click=state.set_conversation,
+                          type="secondary" if is_current else "tertiary", on_click=state.set_conversation,
                           args=(summary.id,))
     if current is not None:
         manage_current(store, current)
@@ -120,10 +120,10 @@ def _file_stem(title: str) -> str:
 
 def settings() -> None:
     st.subheader(t("settings"))
-    columns = st.columns(len(PRESETS))
-    for column, name in zip(columns, PRESETS):
-        column.button(t(f"preset_{name}"), key=f"preset_{name}", help=t(f"preset_{name}_help"),
-                      width="stretch", on_click=apply_preset, args=(name,))
+    with st.container(horizontal=True, key="presets"):
+        for name in PRESETS:
+            st.button(t(f"preset_{name}"), key=f"preset_{name}", help=t(f"preset_{name}_help"),
+                      on_click=apply_preset, args=(name,))
     param_sliders()
     state.seed_widget("seed", None)
     state.keep("seed", st.number_input(t("param_seed"), min_value=0, max_value=2**32 - 1, step=1, value=None,
