@@ -317,3 +317,12 @@ def test_download_button_fetches_the_model_and_opens_the_chat(app_env, monkeypat
     monkeypatch.setattr(download, "download_model", fake_download)
     at.button(key="download_model").click().run()
     assert ok(at).chat_input(key="chat_input") and not at.error
+
+
+def test_password_can_come_from_secrets(app_env):
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.secrets["password"] = "from-secrets"
+    assert not ok(at.run()).chat_input
+    at.text_input(key="password").input("from-secrets")
+    at.button(key="login_submit").click().run()
+    assert ok(at).chat_input(key="chat_input")
