@@ -434,7 +434,7 @@ def test_cli_serves_the_seed_endpoint_and_openai_with_a_key(tiny_ckpt):
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=_cli_env())
     try:
         for line in server.stderr:  # ends if the server dies
-            if "Application startup complete" in line:
+            if "Uvicorn running on" in line:  # logged once the socket listens (startup comes before)
                 break
         assert server.poll() is None, "the server exited"
         url = f"http://127.0.0.1:{port}"
