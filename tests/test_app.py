@@ -180,6 +180,15 @@ def test_context_meter_counts_the_conversation(app_env, demo_qa):
     assert f"{used:,} / 4,096 tokens" in at.get("progress")[0].proto.text
 
 
+def test_dropped_old_turns_are_announced(app_env, demo_qa):
+    at = greedy(start())
+    at.sidebar.slider(key="max_length").set_value(160).run()  # room for one exchange, not two
+    ask(ask(at, demo_qa["en"][0]), demo_qa["zh"][0])
+    assert stored(at.query_params["c"]).messages[-1].meta["turns_dropped"] == 1
+    assert any("1 oldest turn" in caption.value for caption in at.caption)
+    assert len(at.chat_message) == 4  # dropped from the prompt, never from the page or the store
+
+
 # --- sidebar --------------------------------------------------------------------------------------
 
 def test_sliders_and_settings_persist_across_page_switches(app_env):
