@@ -1,0 +1,40 @@
+"""Session-wide checkpoints that the tests build for themselves (no downloads, no user cache).
+
+- `tiny_ckpt`: random tiny MiniCPM-2B in the upstream layout, bf16 `model.safetensors`, plus
+  `configuration_minicpm.py`/`modeling_minicpm.py` that raise if anyone executes them.
+- `tiny_ckpt_bin`: the same shape as fp32 `pytorch_model.bin` (the seed's -sft-fp32 format), with the
+  same trap files.
+- `demo_ckpt`: the tiny model trained to answer `minicpm_core.checkpoint.DEMO_QA` under greedy
+  decoding (a few seconds to build, once per session, only when a test asks for it).
+
+Tests run torch on one thread: the models are tiny, and on a shared 2-core machine a second thread
+spends its time waiting for a busy core (generation measured 5-10x slower with two).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from minicpm_core.checkpoint import write_checkpoint, write_demo_checkpoint
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("tiny_ckpt"), remote_code_trap=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("tiny_ckpt_bin"), weights="bin", remote_code_trap=True)
+
+
+@pytest.fixture(scope="session")
+def demo_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_demo_checkpoint(tmp_path_factory.mktemp("demo_ckpt"))
