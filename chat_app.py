@@ -39,24 +39,26 @@ def app_pages() -> list:
     ]
 
 
-def only(render, title: str, url_path: str) -> None:
-    """Show a single page (login, setup) with no navigation, so no other page can be reached."""
-    st.navigation([st.Page(render, title=title, url_path=url_path)], position="hidden").run()
+def gate(render, *args) -> None:
+    """Show `render` (login, setup) instead of any page. The pages stay registered, hidden, so a
+    deep link such as /compare keeps its URL (no "page not found") and opens once the gate is passed."""
+    st.navigation(app_pages(), position="hidden")
+    render(*args)
 
 
 def main() -> None:
     if not auth.is_authenticated():
-        only(auth.login_page, t("auth_title"), "login")
+        gate(auth.login_page)
         return
     try:
         options = parse_app_options(script_argv(__file__))
         with st.spinner(t("loading_model"), show_time=True):
             backend = load_backend(options)
     except ModelNotFound as exc:
-        only(lambda: setup.missing_model_page(options, exc), t("setup_title"), "setup")
+        gate(setup.missing_model_page, options, exc)
         return
     except MiniCPMError as exc:
-        only(lambda: setup.load_error_page(exc), t("load_failed_title"), "error")
+        gate(setup.load_error_page, exc)
         return
     activate(backend)
     if backend.demo:

@@ -8,13 +8,14 @@ our own session keys (`ui.state`), so they survive page switches and language ch
 
 from __future__ import annotations
 
+import math
 import re
 
 import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import PRESETS
-from minicpm_core.store import ConversationStore
+from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 
 from ui import state
 from ui.i18n import LANGUAGE_KEY, LANGUAGES, t
@@ -60,7 +61,7 @@ def conversations(store: ConversationStore) -> None:
     if current is not None:
         manage_current(store, current)
     st.file_uploader(t("import_json"), type=["json"], key="import_file", help=t("import_help"),
-                     on_change=import_uploaded, args=(store,))
+                     max_upload_size=math.ceil(MAX_IMPORT_BYTES / 2**20), on_change=import_uploaded, args=(store,))
 
 
 def manage_current(store: ConversationStore, conversation) -> None:
