@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_WAITING_REPLIES = 256  # threads that may sit waiting on replies at once; more wait for a slot
 OPEN_PATHS = ("/health", "/docs", "/redoc", "/openapi.json")  # readable without the API key
-FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nobody reads a cancelled one
+OPENAI_FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nobody reads a cancelled one
 KNOWN_FIELDS = sorted(set(ChatCompletionRequest.model_fields) | set(SeedRequest.model_fields))
 
 
@@ -245,7 +245,7 @@ class Reply:
     def finish_reason(self) -> str:
         if self.hit_stop:
             return "stop"
-        return FINISH_REASONS[self.generation.stats.finish_reason]
+        return OPENAI_FINISH[self.generation.stats.finish_reason]
 
     def usage(self) -> Usage:
         stats = self.generation.stats
@@ -280,6 +280,8 @@ class ChatService:
                 failure = exc
             finally:
                 group.cancel_scope.cancel()
+                if not reply.generation.done:  # we were cancelled (server shutting down)
+                    reply.generation.cancel()
         if failure is not None:
             raise failure
         return reply.text

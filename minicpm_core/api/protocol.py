@@ -26,7 +26,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from ..errors import InvalidRequest
 from ..params import GenerationParams
@@ -279,15 +279,15 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
-def _omit_none(value: Any) -> bool:
-    return value is None
-
-
 class Delta(BaseModel):
     """OpenAI sends `{"role": "assistant", "content": ""}` first, then `{"content": ...}`, then `{}`."""
 
-    role: Literal["assistant"] | None = Field(None, exclude_if=_omit_none)
-    content: str | None = Field(None, exclude_if=_omit_none)
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler) -> dict:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class ChunkChoice(BaseModel):
@@ -302,7 +302,14 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = Field(None, exclude_if=_omit_none)  # only on the include_usage chunk
+    usage: Usage | None = None  # only on the include_usage chunk; absent from the others
+
+    @model_serializer(mode="wrap")
+    def _omit_usage(self, handler) -> dict:
+        data = handler(self)
+        if data.get("usage") is None:
+            data.pop("usage", None)
+        return data
 
 
 class ModelCard(BaseModel):

@@ -205,6 +205,11 @@ def test_health_reports_model_and_queue(demo_client):
         "status": "ok", "model_loaded": True, "model": "minicpm-demo", "queue_depth": 0, "running": 0}
 
 
+def test_openapi_schema_documents_both_endpoints(demo_client):
+    paths = demo_client.get("/openapi.json").json()["paths"]
+    assert {"/", "/v1/chat/completions", "/v1/models", "/health"} <= set(paths)
+
+
 # --- bad requests ------------------------------------------------------------------------------------
 
 CHAT = "/v1/chat/completions"
