@@ -527,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.demo:
-        if args.full_size or args.layers or args.legacy_config or args.remote_code_trap or args.dtype:
+        if args.full_size or args.layers or args.legacy_config or args.remote_code_trap or args.dtype \
+                or args.tokenizer_json or args.seed:
             parser.error("--demo takes only --weights")
         out = write_demo_checkpoint(args.out_dir, weights=args.weights)
     else:
