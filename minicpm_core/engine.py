@@ -26,7 +26,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -38,28 +37,9 @@ from .loader import LoadedModel
 from .params import GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, STOP_MARKERS, Prompt, build_prompt, find_stop, unsafe_tail
+from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
-
-RECENT_STATS = 50
-FINISH_REASONS = ("stop", "length", "cancelled", "error")
-
-
-@dataclass
-class ReplyStats:
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
-    turns_dropped: int
-    queue_seconds: float
-    ttft_seconds: float | None  # from submission to the first generated token
-    tokens_per_second: float | None  # decode speed after the first token
-    total_seconds: float
-    finish_reason: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 class Generation:
     """One request: a worker produces token ids, the consumer iterates text deltas."""

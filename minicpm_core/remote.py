@@ -36,10 +36,10 @@ from typing import Any
 import httpx
 import openai
 
-from .engine import FINISH_REASONS, RECENT_STATS, ReplyStats
 from .errors import ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound
 from .params import GenerationParams
 from .prompt import STOP_MARKERS, validate_messages
+from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats
 
 DEFAULT_CONTEXT = 4096  # MiniCPM-2B's, when the server does not say
 HEALTH_TIMEOUT = 2.0  # seconds; /health is a status nicety, never worth a stalled page
