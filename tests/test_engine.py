@@ -123,8 +123,9 @@ def test_max_length_counts_prompt_and_reply(engine):
 
 
 def test_greedy_with_integer_parameters(engine):
-    text, stats = engine.chat(ask("hello"), {"temperature": 0, "top_p": 1, "repetition_penalty": 1})
-    again, _ = engine.chat(ask("hello"), {"temperature": 0, "top_p": 1, "repetition_penalty": 1})
+    params = {"temperature": 0, "top_p": 1, "repetition_penalty": 1, "max_new_tokens": 16}
+    text, stats = engine.chat(ask("hello"), params)
+    again, _ = engine.chat(ask("hello"), params)
     assert text == again and stats.finish_reason in ("stop", "length")
 
 
