@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default="auto", help="auto: bf16 where the CPU has it, else fp32")
     args = parser.parse_args()
     lm = load_model(checkpoint(args.layers), device="cpu", dtype=args.dtype)
     print(f"model: MiniCPM-2B width, {args.layers} layers, {lm.dtype_name}, cpu, torch threads {torch.get_num_threads()}")

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterator
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StopStringCriteria, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from .detok import IncrementalDecoder
@@ -192,6 +192,9 @@ class Engine:
         self.tokenizer = lm.tokenizer
         self.max_concurrent = max_concurrent
         self.prefix_cache = prefix_cache if prefix_cache is not None else PrefixCache()
+        # Built once: it preprocesses the whole vocabulary (122k pieces upstream), and it keeps no
+        # per-request state, so every generation can share it.
+        self._stop_on_markers = StopStringCriteria(self.tokenizer, list(STOP_MARKERS))
         self.recent: deque[ReplyStats] = deque(maxlen=RECENT_STATS)
         self._waiting: deque[Generation] = deque()
         self._running: list[Generation] = []
@@ -322,8 +325,7 @@ class Engine:
             input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
             max_new_tokens=generation.max_new_tokens,
             repetition_penalty=float(params.repetition_penalty),
-            stop_strings=list(STOP_MARKERS), tokenizer=self.tokenizer,
-            stopping_criteria=StoppingCriteriaList([_StopWhenCancelled(generation._cancel)]),
+            stopping_criteria=StoppingCriteriaList([_StopWhenCancelled(generation._cancel), self._stop_on_markers]),
             streamer=_TokenSink(generation), return_dict_in_generate=True,
         )
         if params.greedy:
