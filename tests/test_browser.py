@@ -1,0 +1,340 @@
+"""The app in a real browser: what only a browser shows, one behaviour per test.
+
+Headless Debian Chromium (Playwright, sync API) drives `streamlit run chat_app.py` subprocesses
+(tests/browser_utils.py):
+- on the demo checkpoint, whose canned answers are exact under greedy decoding (temperature 0, set
+  with the sidebar slider as a user would): streaming, page switches, reload, export, compare;
+- on the random tiny checkpoint, for Stop: the demo model finishes every reply in well under a
+  second, the random one keeps going to max_length, so there is time to press Stop mid-reply.
+
+Every test runs in a fresh browser context (a new Streamlit session) and ends by checking that no
+page shows an exception. Screenshots of the main states are written to artifacts/screenshots/.
+Waits are on conditions (DOM state, the app's script state), never on the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from minicpm_core.checkpoint import DEMO_QA
+from minicpm_core.params import MODEL_CONTEXT
+
+from browser_utils import (REPLY_RECORDER_JS, ROOT, VIEWPORT, StreamlitServer, app_env, launch_chromium,
+                           open_app, wait_idle)
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+STEP_MS = 90_000  # per step: generous, the machine is small and shared; the first view loads the model
+SHOTS = ROOT / "artifacts" / "screenshots"
+ANSWERS = dict(DEMO_QA)
+# The longest answer that is plain text (no Markdown), so the bubble's text equals it exactly and
+# streaming it takes the most steps.
+STORY_Q, STORY_A = max(((q, a) for q, a in DEMO_QA if not re.search(r"[`$*_#\n]", a)), key=lambda qa: len(qa[1]))
+SUM_Q = "What is 2+3?"
+CAPITAL_Q = "What is the capital of France?"
+
+
+# --- fixtures ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        expect.set_options(timeout=STEP_MS)
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+def serve(model_dir: Path, tmp: Path, browser):
+    """A server on `model_dir`, warmed up by one page view (which loads the model) before any test."""
+    server = StreamlitServer(app_env(model_dir, tmp / "data"), tmp / "streamlit.log")
+    with server:
+        context = browser.new_context(viewport=VIEWPORT, locale="en-US")
+        try:
+            open_app(context.new_page(), server.url, STEP_MS * 2)
+        finally:
+            context.close()
+        yield server
+        assert "Traceback" not in server.log(), server.log()
+
+
+@pytest.fixture(scope="module")
+def demo_app(demo_ckpt, tmp_path_factory, browser):
+    yield from serve(demo_ckpt, tmp_path_factory.mktemp("browser_demo"), browser)
+
+
+@pytest.fixture(scope="module")
+def random_app(tiny_ckpt, tmp_path_factory, browser):
+    yield from serve(tiny_ckpt, tmp_path_factory.mktemp("browser_random"), browser)
+
+
+@pytest.fixture
+def context(browser):
+    """A new browser session (English UI); at the end, no page of it shows an exception."""
+    context = browser.new_context(viewport=VIEWPORT, locale="en-US", accept_downloads=True)
+    context.set_default_timeout(STEP_MS)
+    yield context
+    try:
+        for page in context.pages:
+            expect(page.get_by_test_id("stException")).to_have_count(0, timeout=1)
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(context):
+    return context.new_page()
+
+
+# --- what a user does ---------------------------------------------------------------------------------
+
+# Resolves once nothing is loading (no skeleton placeholder) and the layout has held still for ten
+# animation frames: the main column's box and every expander's height (they animate open and shut).
+SETTLED_JS = """() => new Promise(resolve => {
+  let last = null, still = 0;
+  const tick = () => {
+    const main = document.querySelector('[data-testid=stMainBlockContainer]').getBoundingClientRect();
+    const expanders = [...document.querySelectorAll('[data-testid=stExpander]')]
+      .map(e => e.getBoundingClientRect().height);
+    const key = [main.x, main.width, ...expanders].join();
+    const loading = document.querySelector('[data-testid=stSkeleton]') !== null;
+    still = key === last && !loading ? still + 1 : 0;
+    last = key;
+    if (still >= 10) resolve(true); else requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+})"""
+
+
+def shot(page, name: str, element=None) -> None:
+    """Save a screenshot of the page (or one element of it) to artifacts/screenshots/<name>.png,
+    once the page has settled."""
+    page.wait_for_function(SETTLED_JS)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (element or page).screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def slider(page, key: str):
+    """The slider's keyboard-focusable thumb (react-aria keeps a hidden range input in it)."""
+    return page.locator(f".st-key-{key} input[type=range]")
+
+
+def slider_value(page, key: str):
+    return page.locator(f".st-key-{key} [data-testid=stSliderThumbValue]")
+
+
+def set_slider_to_minimum(page, key: str, shown: str) -> None:
+    slider(page, key).focus()
+    page.keyboard.press("Home")
+    expect(slider_value(page, key)).to_have_text(shown)
+    wait_idle(page, STEP_MS)
+
+
+def greedy(page) -> None:
+    set_slider_to_minimum(page, "temperature", "0.00")
+
+
+def bubbles(page):
+    return page.get_by_test_id("stChatMessage")
+
+
+BUBBLES_JS = """() => [...document.querySelectorAll('[data-testid=stChatMessage]')].map(b => [
+  b.querySelector('[data-testid=stChatMessageAvatarUser]') ? 'user' : 'assistant',
+  (b.querySelector('[data-testid=stChatMessageContent] [data-testid=stMarkdownContainer]') || {}).textContent || ''])"""
+
+
+def bubble_texts(page) -> list[tuple[str, str]]:
+    """[(role, text)] of the chat bubbles, text as the reader sees it (Markdown rendered)."""
+    return [tuple(pair) for pair in page.evaluate(BUBBLES_JS)]
+
+
+def send(page, question: str) -> None:
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill(question)
+    box.press("Enter")
+
+
+def ask(page, question: str) -> None:
+    """Send a question and wait for its finished reply, redrawn from the store with its numbers."""
+    before = bubbles(page).count()
+    send(page, question)
+    expect(bubbles(page)).to_have_count(before + 2)
+    expect(bubbles(page).nth(before + 1).get_by_test_id("stCaptionContainer")).to_contain_text("finished")
+    wait_idle(page, STEP_MS)
+
+
+def words(text: str) -> str:
+    return re.sub(r"\W", "", text)
+
+
+def conversation_id(page) -> str:
+    match = re.search(r"[?&]c=([^&#]+)", page.url)
+    assert match, f"no conversation id in {page.url}"
+    return match.group(1)
+
+
+def go_to(page, nav_label: str, title: str) -> None:
+    """Click a page in the sidebar navigation and wait until it is drawn."""
+    page.get_by_test_id("stSidebarNavLink").filter(has_text=nav_label).click()
+    expect(page.get_by_test_id("stMainBlockContainer").locator("h1")).to_have_text(title)
+    wait_idle(page, STEP_MS)
+
+
+# --- chat ---------------------------------------------------------------------------------------------
+
+def test_reply_streams_in_step_by_step_and_ends_with_the_canned_answer(page, demo_app):
+    open_app(page, demo_app.url, STEP_MS)
+    greedy(page)
+    shot(page, "01_chat_empty")
+    page.evaluate(REPLY_RECORDER_JS)
+
+    ask(page, STORY_Q)
+
+    assert bubble_texts(page) == [("user", STORY_Q), ("assistant", STORY_A)]
+    states = [s["text"] for s in page.evaluate("window.__replyStates")]
+    shown = [text for text in states if text]
+    assert all(STORY_A.startswith(text) for text in shown), "the bubble's text only ever grew"
+    partial = {text for text in shown if text != STORY_A}
+    assert len(partial) >= 2, f"saw the reply only in these states: {shown}"
+    caption = bubbles(page).nth(1).get_by_test_id("stCaptionContainer")
+    expect(caption).to_have_text(re.compile(r"^\d+ tokens · [\d.]+ tokens/s · finished$"))
+    page.get_by_test_id("stSidebarContent").evaluate("e => e.scrollTo(0, 0)")  # focusing the slider scrolled it
+    shot(page, "03_chat_reply")
+    shot(page, "07_sidebar", page.get_by_test_id("stSidebar"))
+
+
+def test_slider_moved_with_the_keyboard_keeps_its_value_across_pages(page, demo_app):
+    open_app(page, demo_app.url, STEP_MS)
+    expect(slider_value(page, "temperature")).to_have_text("0.50")
+    slider(page, "temperature").focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    expect(slider_value(page, "temperature")).to_have_text("0.60")
+    wait_idle(page, STEP_MS)
+
+    go_to(page, "Compare", "Compare settings")
+    expect(slider_value(page, "temperature")).to_have_text("0.60")  # the sidebar is shared
+    expect(slider_value(page, "b_temperature")).to_have_text("0.50")  # B has its own
+    go_to(page, "Chat", "MiniCPM-2B Chat")
+    expect(slider_value(page, "temperature")).to_have_text("0.60")
+
+
+def test_switching_pages_and_back_keeps_the_conversation(page, demo_app):
+    open_app(page, demo_app.url, STEP_MS)
+    greedy(page)
+    ask(page, SUM_Q)
+    conv = conversation_id(page)
+
+    go_to(page, "Model", "Model")
+    main = page.get_by_test_id("stMainBlockContainer")
+    expect(main.get_by_test_id("stTable")).to_contain_text("float32")
+    expect(main.get_by_test_id("stDataFrame").locator("canvas").first).to_be_attached()
+    shot(page, "06_model")
+
+    go_to(page, "Chat", SUM_Q)  # the page is titled after the conversation's first question
+    assert bubble_texts(page) == [("user", SUM_Q), ("assistant", ANSWERS[SUM_Q])]
+    assert conversation_id(page) == conv
+
+
+def test_reload_and_a_new_tab_find_the_conversation_from_the_url(page, context, demo_app):
+    open_app(page, demo_app.url, STEP_MS)
+    greedy(page)
+    ask(page, CAPITAL_Q)
+    url = page.url
+    expected = [("user", CAPITAL_Q), ("assistant", ANSWERS[CAPITAL_Q])]
+
+    page.reload()
+    expect(bubbles(page)).to_have_count(2)
+    wait_idle(page, STEP_MS)
+    assert bubble_texts(page) == expected
+
+    other = context.browser.new_context(viewport=VIEWPORT, locale="en-US").new_page()  # no shared session
+    try:
+        open_app(other, url, STEP_MS)
+        expect(bubbles(other)).to_have_count(2)
+        assert bubble_texts(other) == expected
+    finally:
+        other.context.close()
+
+
+def test_export_downloads_the_question_and_answer(page, demo_app):
+    open_app(page, demo_app.url, STEP_MS)
+    greedy(page)
+    ask(page, SUM_Q)
+    answer = ANSWERS[SUM_Q]
+
+    with page.expect_download() as markdown_download:
+        page.locator(".st-key-export_markdown button").click()
+    markdown = Path(markdown_download.value.path()).read_text(encoding="utf-8")
+    assert markdown_download.value.suggested_filename.endswith(".md")
+    assert SUM_Q in markdown and answer in markdown
+
+    with page.expect_download() as json_download:
+        page.locator(".st-key-export_json button").click()
+    exported = json.loads(Path(json_download.value.path()).read_text(encoding="utf-8"))
+    assert [(m["role"], m["content"]) for m in exported["messages"]] == [("user", SUM_Q), ("assistant", answer)]
+
+
+def test_stop_keeps_the_partial_reply_marked_stopped_and_frees_the_model(page, random_app):
+    open_app(page, random_app.url, STEP_MS)
+    send(page, STORY_Q)
+    reply = bubbles(page).nth(1).get_by_test_id("stMarkdownContainer")
+    expect(reply).to_have_text(re.compile(r"\S{10}"))  # streaming has begun (random text, to max_length)
+    stop = page.get_by_test_id("stChatInputStopButton")
+    shot(page, "02_chat_streaming")
+    expect(stop).to_be_visible()  # still streaming when the screenshot was taken
+
+    stop.click()
+    expect(page.get_by_test_id("stChatInputSubmitButton")).to_be_visible()
+    wait_idle(page, STEP_MS)
+    partial = reply.text_content()
+    assert partial.strip(), "the text streamed so far stays on screen"
+    shot(page, "04_chat_stopped")
+
+    # Stop ends the script run, so this page draws nothing more (no caption) until its next run;
+    # a reload shows what the store kept.
+    page.reload()
+    caption = bubbles(page).nth(1).get_by_test_id("stCaptionContainer")
+    expect(caption).to_contain_text("stopped")
+    wait_idle(page, STEP_MS)
+    role, kept = bubble_texts(page)[1]
+    # Letters and digits only: while streaming, Markdown syntax still open (a lone "[") is held back.
+    assert role == "assistant" and words(kept).startswith(words(partial))
+    tokens = int(re.match(r"(\d+) tokens", caption.text_content()).group(1))
+    assert 0 < tokens < MODEL_CONTEXT // 2, "stopped long before max_length"
+    shot(page, "04b_chat_stopped_after_reload")
+
+    go_to(page, "Model", "Model")
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text("0")  # nothing generates any more
+
+
+# --- compare ------------------------------------------------------------------------------------------
+
+def test_compare_answers_one_question_under_both_settings(page, demo_app):
+    open_app(page, demo_app.url, STEP_MS)
+    greedy(page)  # A: the sidebar
+    go_to(page, "Compare", "Compare settings")
+    set_slider_to_minimum(page, "b_temperature", "0.00")
+    prompt = page.locator(".st-key-compare_prompt textarea")
+    prompt.fill(CAPITAL_Q)
+    prompt.press("Control+Enter")  # commits the text area's value
+    run = page.locator(".st-key-compare_run button")
+    expect(run).to_be_enabled()
+    wait_idle(page, STEP_MS)
+
+    run.click()
+    for side in ("a", "b"):
+        expect(page.locator(f".st-key-compare_reply_{side}")).to_have_text(ANSWERS[CAPITAL_Q])
+    captions = page.get_by_test_id("stMainBlockContainer").get_by_test_id("stCaptionContainer")
+    expect(captions.filter(has_text="finished")).to_have_count(2)
+    wait_idle(page, STEP_MS)
+    page.get_by_test_id("stExpander").locator("summary").click()  # fold B's sliders: the replies in view
+    shot(page, "05_compare")
