@@ -43,7 +43,8 @@ REPLY_RECORDER_JS = """() => {
     const bubbles = document.querySelectorAll('[data-testid=stChatMessage]');
     const last = bubbles[bubbles.length - 1];
     if (!last || !last.querySelector('[data-testid=stChatMessageAvatarAssistant]')) return;
-    const markdown = last.querySelector('[data-testid=stChatMessageContent] [data-testid=stMarkdownContainer]');
+    const markdown = last.querySelector(
+      '[data-testid=stChatMessageContent] [data-testid=stMarkdown] [data-testid=stMarkdownContainer]');
     const text = markdown ? markdown.textContent : '';
     if (!states.length || states[states.length - 1].text !== text) states.push({t: performance.now(), text});
   };
@@ -129,9 +130,9 @@ def app_env(model_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict[s
             "MINICPM_DATA_DIR": str(data_dir)}
 
 
-def launch_chromium(playwright):
+def launch_chromium(playwright, executable: str = CHROMIUM):
     """Debian's Chromium, headless; Playwright gives each launch a fresh, empty profile."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
 
 
 def open_app(page, url: str, timeout_ms: float) -> None:
