@@ -1,8 +1,20 @@
 """Streaming speed as the browser shows it, against the engine's own, on the same model in one run.
 
-    python bench/ui.py [--layers 2] [--max-length 128] [--repeats 3]
+    python bench/ui.py [--layers 2] [--max-length 128] [--repeats 3] [--browser-nice 0]
 
 Goal: the reply grows in the browser at >= 0.9 x the speed at which the engine produces it.
+
+Measured here (2 shared cores, 83 tokens per reply, every run the same length, medians of 5):
+- `python bench/ui.py --repeats 5`: engine 5.32, browser 5.30 units/s, ratio 0.997; the app's own
+  engine (caption) 5.30, so browser / app's engine 1.001.
+- `python bench/ui.py --repeats 5 --browser-nice 19`: engine 5.72, browser 5.60, ratio 0.980.
+- the first command, earlier, while other work kept the machine's load at 4-5: engine 5.53, browser
+  4.26, ratio 0.771 (runs 0.64-1.00), yet browser / app's engine 0.990. The browser showed every
+  token as soon as the app's engine made it; the app's engine itself was slower, sharing two cores
+  with Chromium (about 4 CPU-s per 17 s reply) and the other load. py-spy on the app during a reply:
+  Streamlit's threads wait (ScriptRunner on the engine's condition, the event loop in select); the
+  engine thread is in Linear.forward. With the browser on the user's machine, as in use, that
+  contention is gone.
 
 Setup: a MiniCPM-2B-wide random checkpoint with few layers (float32, CPU), served by a real
 `streamlit run chat_app.py` (tests/browser_utils.py) and driven by headless Chromium, and the same

@@ -193,8 +193,8 @@ def go_to(page, nav_label: str, title: str) -> None:
 
 def test_reply_streams_in_step_by_step_and_ends_with_the_canned_answer(page, demo_app):
     open_app(page, demo_app.url, STEP_MS)
-    greedy(page)
     shot(page, "01_chat_empty")
+    greedy(page)
     page.evaluate(REPLY_RECORDER_JS)
 
     ask(page, STORY_Q)
