@@ -24,7 +24,8 @@ from ui import auth, notices, setup, sidebar  # noqa: E402
 from ui.backend import activate, get_store, load_backend, parse_app_options, script_argv  # noqa: E402
 from ui.i18n import t  # noqa: E402
 
-st.set_page_config(page_title="MiniCPM-2B Chat", page_icon=":material/chat:", layout="centered")
+# No layout here: each page sets its own, so Compare (wide) does not flicker through "centered".
+st.set_page_config(page_title="MiniCPM-2B Chat", page_icon=":material/chat:")
 sidebar.language_switch()
 
 

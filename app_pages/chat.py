@@ -10,6 +10,8 @@ from ui import chat, state
 from ui.backend import active_backend, get_store
 from ui.i18n import t
 
+st.set_page_config(layout="centered")
+
 store = get_store()
 backend = active_backend()
 settings = state.settings()
@@ -56,7 +58,7 @@ if conversation is not None and question_msg is not None:
         st.button(t("clear_conversation"), key="clear_conversation", icon=":material/delete_sweep:",
                   type="tertiary", on_click=chat.run_action, args=(chat.clear, store, conv_id))
 
-question = st.chat_input(t("chat_placeholder"), key="chat_input", submit_mode="stop")
+question = st.chat_input(t("chat_placeholder"), key="chat_input", submit_mode="disable")
 if question and question.strip():
     conv_id = chat.ask(store, conv_id, question)  # stored before anything is generated
     state.set_conversation(conv_id)

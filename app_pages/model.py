@@ -7,6 +7,8 @@ from ui import model_info
 from ui.backend import active_backend
 from ui.i18n import t
 
+st.set_page_config(layout="centered")
+
 backend = active_backend()
 st.title(t("model_title"))
 st.button(t("refresh"), key="refresh_model", icon=":material/refresh:")

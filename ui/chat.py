@@ -251,6 +251,10 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
         recorder = ReplyRecorder(store, conv_id, message.id, generation, params)
         with st.chat_message("assistant"):
             recorder.on_queue = queue_notice(st.empty())
+            # A click reruns the script, which closes the stream below: the partial reply is saved
+            # as "cancelled" and the next run draws it with its caption and the turn's actions.
+            # (chat_input's own Stop ends the run instead, and nothing could be drawn after it.)
+            st.button(t("stop_reply"), key="stop_reply", icon=":material/stop_circle:", type="tertiary")
             stream = recorder.stream()
             try:
                 st.write_stream(stream)

@@ -113,6 +113,7 @@ EN: dict[str, str] = {
     "finish_stop": "finished",
     "finish_length": "cut off at max_length",
     "finish_cancelled": "stopped",
+    "stop_reply": "Stop",
     "finish_error": "error",
     "finish_unfinished": "unfinished",
     # compare page
@@ -250,6 +251,7 @@ ZH: dict[str, str] = {
     "finish_stop": "已完成",
     "finish_length": "达到 max_length 被截断",
     "finish_cancelled": "已停止",
+    "stop_reply": "停止",
     "finish_error": "出错",
     "finish_unfinished": "未完成",
     "compare_title": "参数对比",
