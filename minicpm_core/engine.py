@@ -37,7 +37,7 @@ from .loader import LoadedModel
 from .params import GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, STOP_MARKERS, Prompt, build_prompt, find_stop, unsafe_tail
-from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats  # noqa: F401 - re-exported
+from .stats import RECENT_STATS, ReplyStats
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
+from minicpm_core.stats import FINISH_REASONS
 from minicpm_core.store import Conversation, ConversationStore, Message, NotFound
 
 from ui import state
@@ -33,7 +34,6 @@ from ui.notices import error_text
 SAVE_EVERY_S = 0.5  # how much of a streamed reply a crash or a killed session can lose at most
 QUEUE_POLL_S = 0.25  # how often the queue position is refreshed while waiting
 STATS_WAIT_S = 2.0  # after a stop, how long to wait for the engine's final numbers
-FINISH_REASONS = ("stop", "length", "cancelled", "error")
 
 
 # --- history ---------------------------------------------------------------------------------------
