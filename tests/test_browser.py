@@ -39,6 +39,7 @@ ANSWERS = dict(DEMO_QA)
 # streaming it takes the most steps.
 STORY_Q, STORY_A = max(((q, a) for q, a in DEMO_QA if not re.search(r"[`$*_#\n]", a)), key=lambda qa: len(qa[1]))
 SUM_Q = "What is 2+3?"
+LONG_REPLY_SEED = 0
 CAPITAL_Q = "What is the capital of France?"
 
 
@@ -140,6 +141,14 @@ def set_slider_to_minimum(page, key: str, shown: str) -> None:
 
 def greedy(page) -> None:
     set_slider_to_minimum(page, "temperature", "0.00")
+
+
+def set_seed(page, seed: int) -> None:
+    box = page.locator(".st-key-seed input")
+    box.fill(str(seed))
+    box.press("Enter")
+    expect(box).to_have_value(str(seed))
+    wait_idle(page, STEP_MS)
 
 
 def bubbles(page):
@@ -286,6 +295,10 @@ def test_export_downloads_the_question_and_answer(page, demo_app):
 
 def test_stop_keeps_the_partial_reply_marked_stopped_and_frees_the_model(page, random_app):
     open_app(page, random_app.url, STEP_MS)
+    # Sampling from a random model can end a reply at any token (EOS or a marker), even while Stop is
+    # being clicked. With this seed (and the default sampling settings) the reply to STORY_Q runs past
+    # 300 tokens, so Stop always lands mid-reply.
+    set_seed(page, LONG_REPLY_SEED)
     send(page, STORY_Q)
     reply = bubbles(page).nth(1).get_by_test_id("stMarkdown").get_by_test_id("stMarkdownContainer")
     expect(reply).to_have_text(re.compile(r"\S{10}"))  # streaming has begun (random text, to max_length)
