@@ -12,6 +12,9 @@ from minicpm_core.loader import load_model
 from minicpm_core.prefix_cache import PrefixCache
 
 GREEDY = {"temperature": 0, "max_new_tokens": 24}
+# Greedy decoding of "hello" on the random tiny model repeats one token, so the reply never ends on its
+# own before a test cancels it (sampling could end it at any token, racing the cancel).
+LONG = {"temperature": 0, "max_new_tokens": 2000}
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +170,7 @@ def stream_until_tokens(generation, n):
 
 
 def test_cancel_stops_within_one_step(engine):
-    generation = engine.submit(ask("hello"), {"temperature": 1.0, "max_new_tokens": 2000})
+    generation = engine.submit(ask("hello"), LONG)
     stream_until_tokens(generation, 3)
     seen = len(generation._token_ids)
     generation.cancel()
@@ -179,7 +182,7 @@ def test_cancel_stops_within_one_step(engine):
 def test_abandoned_iterators_leave_no_generation_running(engine):
     threads_before = threading.active_count()
     for _ in range(5):
-        generation = engine.submit(ask("hello"), {"temperature": 1.0, "max_new_tokens": 2000})
+        generation = engine.submit(ask("hello"), LONG)
         it = iter(generation)
         next(it, None)
         it.close()  # what a Streamlit rerun does to st.write_stream's generator
@@ -190,7 +193,7 @@ def test_abandoned_iterators_leave_no_generation_running(engine):
 
 
 def test_cancel_while_waiting_in_the_queue(engine):
-    first = engine.submit(ask("hello"), {"temperature": 1.0, "max_new_tokens": 2000})
+    first = engine.submit(ask("hello"), LONG)
     stream_until_tokens(first, 1)
     second = engine.submit(ask("hello"), GREEDY)
     assert second.position == 1
@@ -214,7 +217,7 @@ def test_errors_in_the_worker_reach_the_consumer_and_the_engine_recovers(engine,
 
 
 def test_requests_are_served_first_come_first_served(engine):
-    blocker = engine.submit(ask("hello"), {"temperature": 1.0, "max_new_tokens": 2000})
+    blocker = engine.submit(ask("hello"), LONG)
     stream_until_tokens(blocker, 1)
     waiting = [engine.submit(ask(f"question {i}"), GREEDY) for i in range(3)]
     assert [g.position for g in waiting] == [1, 2, 3]
