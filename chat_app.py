@@ -24,8 +24,11 @@ from ui import auth, notices, setup, sidebar  # noqa: E402
 from ui.backend import activate, get_store, load_backend, parse_app_options, script_argv  # noqa: E402
 from ui.i18n import t  # noqa: E402
 
+SIDEBAR_PX = 340
+
 # No layout here: each page sets its own, so Compare (wide) does not flicker through "centered".
-st.set_page_config(page_title="MiniCPM-2B Chat", page_icon=":material/chat:")
+# The sidebar's width in pixels: wide enough for the three preset buttons on one row.
+st.set_page_config(page_title="MiniCPM-2B Chat", page_icon=":material/chat:", initial_sidebar_state=SIDEBAR_PX)
 sidebar.language_switch()
 
 

@@ -43,6 +43,11 @@ for message in conversation.messages if conversation else ():
         if caption:
             st.caption(caption)
 
+welcome = st.empty()
+if conversation is None or not conversation.messages:
+    with welcome.container():
+        chat.welcome(backend.demo)
+
 question_msg = chat.last_question(conversation)
 if conversation is not None and question_msg is not None:
     with st.container(horizontal=True, key="turn_actions"):
@@ -59,7 +64,9 @@ if conversation is not None and question_msg is not None:
                   type="tertiary", on_click=chat.run_action, args=(chat.clear, store, conv_id))
 
 question = st.chat_input(t("chat_placeholder"), key="chat_input", submit_mode="disable")
+question = question or chat.take_chosen_example()
 if question and question.strip():
+    welcome.empty()
     conv_id = chat.ask(store, conv_id, question)  # stored before anything is generated
     state.set_conversation(conv_id)
     with st.chat_message("user"):

@@ -2,7 +2,6 @@
 
 import streamlit as st
 
-from minicpm_core.params import PRESETS
 from ui import compare, sidebar, state
 from ui.backend import active_backend
 from ui.i18n import t
@@ -13,10 +12,8 @@ st.title(t("compare_title"))
 st.caption(t("compare_intro"))
 
 with st.expander(t("compare_b_settings"), expanded=True, key="compare_b_settings"):
-    with st.container(horizontal=True, key="b_presets"):
-        for name in PRESETS:
-            st.button(t(f"preset_{name}"), key=f"b_preset_{name}", help=t(f"preset_{name}_help"),
-                      on_click=sidebar.apply_preset, args=(name, state.B_PREFIX))
+    with st.container(horizontal=True, vertical_alignment="bottom", key="b_preset_row"):
+        sidebar.preset_picker(prefix=state.B_PREFIX)
         st.button(t("reset_settings"), key="b_reset", icon=":material/restart_alt:",
                   on_click=sidebar.reset_settings, args=(state.B_PREFIX,))
     sidebar.param_sliders(prefix=state.B_PREFIX)

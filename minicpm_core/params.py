@@ -8,6 +8,8 @@ as in the model's own `chat()`.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -90,6 +92,14 @@ PRESETS: dict[str, dict[str, float]] = {
     "creative": {"temperature": 0.9, "top_p": 0.95, "repetition_penalty": 1.05},
 }
 
+
+
+def matching_preset(values: dict[str, float]) -> str | None:
+    """The preset whose every value equals the one in `values` (to float precision), else None."""
+    for name, preset in PRESETS.items():
+        if all(math.isclose(values.get(field, math.nan), value) for field, value in preset.items()):
+            return name
+    return None
 
 def describe_range(name: str) -> str:
     low, high = GenerationParams.field_range(name)

@@ -109,6 +109,34 @@ def test_demo_flag_shows_the_banner_on_every_page(app_env, monkeypatch, demo_ckp
 
 # --- chat -----------------------------------------------------------------------------------------
 
+def widget_keys(at: AppTest) -> set[str]:
+    return {w.key for w in at.button_group}
+
+
+def test_an_empty_chat_offers_examples_that_go_once_it_starts(app_env):
+    at = ok(start())
+    english = at.button_group(key="examples").options
+    assert english[1] == "Write a Python function that checks whether a number is prime."
+    at.sidebar.segmented_control(key="language").set_value("zh").run()
+    assert ok(at).button_group(key="examples").options[1] == "写一个判断素数的 Python 函数。"
+    at = ask(at, "hi")
+    assert "examples" not in widget_keys(at)
+    at.sidebar.button(key="new_conversation").click().run()
+    assert "examples" in widget_keys(ok(at))
+
+
+def test_clicking_a_demo_example_asks_it(app_env, monkeypatch, demo_ckpt):
+    monkeypatch.setenv("MINICPM_DEMO", "1")
+    monkeypatch.setattr(checkpoint, "demo_checkpoint_dir", lambda: Path(demo_ckpt))
+    at = greedy(start())
+    examples = at.button_group(key="examples")
+    question = examples.options[0]
+    assert question == "Tell me a story."  # the demo offers what it was trained on
+    examples.set_value(question).run()
+    assert bubbles(ok(at)) == [("user", question), ("assistant", dict(checkpoint.DEMO_QA)[question])]
+    assert "examples" not in widget_keys(at)
+    assert [m.content for m in stored(at.query_params["c"]).messages][0] == question
+
 def test_demo_question_gets_its_canned_answer_and_both_are_stored(app_env, demo_qa):
     question, answer = demo_qa["en"]
     at = ask(greedy(start()), question)
@@ -204,11 +232,20 @@ def test_sliders_and_settings_persist_across_page_switches(app_env):
         assert at.sidebar.text_area(key="system_prompt").value == "Be brief."
 
 
+def checked_presets(at: AppTest) -> list[str]:
+    return [b.key.removeprefix("preset_") for b in at.sidebar.button
+            if b.key.startswith("preset_") and b.proto.icon]
+
+
 def test_presets_set_the_sliders_and_reset_restores_the_schema_defaults(app_env):
     at = start()
+    assert checked_presets(at) == ["balanced"]  # the defaults are the balanced preset
     at.sidebar.button(key="preset_precise").click().run()
     assert ok(at).sidebar.slider(key="temperature").value == 0.1
     assert at.sidebar.slider(key="top_p").value == 0.5
+    assert checked_presets(at) == ["precise"]
+    at.sidebar.slider(key="temperature").set_value(0.3).run()
+    assert checked_presets(ok(at)) == []  # no preset has these values any more
     at.sidebar.slider(key="max_length").set_value(512).run()
     at.sidebar.button(key="reset_settings").click().run()
     values = {key: ok(at).sidebar.slider(key=key).value

@@ -12,7 +12,7 @@ import pytest
 from minicpm_core import checkpoint
 from minicpm_core.engine import Engine
 from minicpm_core.loader import load_model
-from minicpm_core.params import PRESETS, GenerationParams
+from minicpm_core.params import PRESETS, GenerationParams, matching_preset
 from minicpm_core.store import ConversationStore
 from ui import chat, i18n, state
 
@@ -74,6 +74,21 @@ def test_presets_land_on_the_slider_grid(preset):
         spec = state.slider_spec(name)
         steps = (value - spec.low) / spec.step
         assert spec.low <= value <= spec.high and abs(steps - round(steps)) < 1e-6, (name, value)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_preset_matches_itself_and_nothing_else(preset):
+    values = dict(state.default_settings(), **PRESETS[preset])
+    assert matching_preset(values) == preset
+    values["top_p"] = 0.33
+    assert matching_preset(values) is None
+
+
+def test_demo_examples_are_questions_the_demo_model_knows():
+    known = {question for question, _ in checkpoint.DEMO_QA}
+    for language, examples in chat.DEMO_EXAMPLES.items():
+        assert set(examples) <= known, language
+        assert all(bool(re.search(r"[\u4e00-\u9fff]", q)) == (language == "zh") for q in examples), language
 
 
 def test_default_settings_are_the_default_parameters():

@@ -28,12 +28,47 @@ from minicpm_core.stats import FINISH_REASONS
 from minicpm_core.store import Conversation, ConversationStore, Message, NotFound
 
 from ui import state
-from ui.i18n import t
+from ui.i18n import current_language, t
 from ui.notices import error_text
 
 SAVE_EVERY_S = 0.5  # how much of a streamed reply a crash or a killed session can lose at most
 QUEUE_POLL_S = 0.25  # how often the queue position is refreshed while waiting
 STATS_WAIT_S = 2.0  # after a stop, how long to wait for the engine's final numbers
+
+
+# --- an empty conversation ------------------------------------------------------------------------
+
+# The demo model knows only its training questions (checkpoint.DEMO_QA): these show streaming, code,
+# LaTeX and lists. A real model gets the examples of ui.i18n.
+DEMO_EXAMPLES = {
+    "en": ("Tell me a story.", "Write a Python function that adds two numbers.",
+           "What is the Pythagorean theorem?", "What is the capital of France?"),
+    "zh": ("讲一个故事", "用 Python 打印你好", "前 n 个正整数的和是多少？", "列出三种水果"),
+}
+EXAMPLES_KEY = "examples"  # the pills widget
+CHOSEN_EXAMPLE = "_chosen_example"  # the clicked example, asked on this run
+
+
+def example_questions(demo: bool) -> list[str]:
+    if demo:
+        return list(DEMO_EXAMPLES[current_language()])
+    return [t(f"example_{i}") for i in range(1, 5)]
+
+
+def welcome(demo: bool) -> None:
+    """What an empty chat shows: one line on what to do, and example questions to click."""
+    st.markdown(t("chat_welcome"))
+    st.pills(t("examples"), example_questions(demo), key=EXAMPLES_KEY, on_change=_choose_example)
+
+
+def _choose_example() -> None:
+    # A click asks the question once; the pills reset so the same example can be clicked again later.
+    st.session_state[CHOSEN_EXAMPLE] = st.session_state.get(EXAMPLES_KEY)
+    st.session_state[EXAMPLES_KEY] = None
+
+
+def take_chosen_example() -> str | None:
+    return st.session_state.pop(CHOSEN_EXAMPLE, None)
 
 
 # --- history ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import re
 import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
-from minicpm_core.params import PRESETS
+from minicpm_core.params import PRESETS, matching_preset
 from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 
 from ui import state
@@ -121,10 +121,7 @@ def _file_stem(title: str) -> str:
 
 def settings() -> None:
     st.subheader(t("settings"))
-    with st.container(horizontal=True, key="presets"):
-        for name in PRESETS:
-            st.button(t(f"preset_{name}"), key=f"preset_{name}", help=t(f"preset_{name}_help"),
-                      on_click=apply_preset, args=(name,))
+    preset_picker()
     param_sliders()
     state.seed_widget("seed", None)
     state.keep("seed", st.number_input(t("param_seed"), min_value=0, max_value=2**32 - 1, step=1, value=None,
@@ -146,6 +143,22 @@ def param_sliders(prefix: str = "") -> None:
         value = st.slider(t(f"param_{name}"), min_value=spec.low, max_value=spec.high, step=spec.step,
                           key=key, help=t(f"help_{name}"))
         state.keep(key, value)
+
+
+def preset_picker(prefix: str = "") -> None:
+    """Precise / balanced / creative buttons (keys `<prefix>preset_<name>`) that set the sliders; the
+    preset the sliders match now carries a check mark. Buttons, not a selectable widget: a selection
+    the server changes (when a slider moves) can race the browser's next rerun and re-apply a preset."""
+    values = state.settings(prefix)
+    # Drawn above the sliders: on the run a slider moved, only its widget state has the new value yet.
+    values.update({name: st.session_state[prefix + name] for name in state.SLIDER_PARAMS
+                   if prefix + name in st.session_state})
+    active = matching_preset(values)
+    with st.container(horizontal=True, gap="xsmall", key=prefix + "presets"):
+        for name in PRESETS:
+            st.button(t(f"preset_{name}"), key=f"{prefix}preset_{name}", help=t(f"preset_{name}_help"),
+                      icon=":material/check:" if name == active else None,
+                      on_click=apply_preset, args=(name, prefix))
 
 
 def apply_preset(name: str, prefix: str = "") -> None:
