@@ -30,8 +30,9 @@ EN: dict[str, str] = {
     "page_compare": "Compare",
     "page_model": "Model",
     "loading_model": "Loading the model (once per server process)…",
-    "demo_banner": "Demo model with random weights — answers are canned. It only knows a few questions; "
-                   "start the app with a real MiniCPM-2B checkpoint to chat for real.",
+    "demo_banner": "Demo model: a tiny model trained on the spot — answers are canned. It knows only a few "
+                   "questions (try the examples), each only as the first question of a conversation. Start the "
+                   "app with a real MiniCPM-2B checkpoint to chat for real.",
     # password
     "auth_title": "MiniCPM-2B Chat",
     "auth_password": "Password",
@@ -179,8 +180,8 @@ ZH: dict[str, str] = {
     "page_compare": "对比",
     "page_model": "模型",
     "loading_model": "正在加载模型（每个服务进程只加载一次）…",
-    "demo_banner": "演示模型，权重随机——回答是预设的。它只会回答几个固定的问题；"
-                   "用真正的 MiniCPM-2B 权重启动应用才能真正聊天。",
+    "demo_banner": "演示模型：现场训练的微型模型——回答是预设的。它只认识几个问题（可以点示例试试），"
+                   "而且只能作为对话的第一个问题。用真正的 MiniCPM-2B 权重启动应用才能真正聊天。",
     "auth_title": "MiniCPM-2B 聊天",
     "auth_password": "密码",
     "auth_submit": "进入",
