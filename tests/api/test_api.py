@@ -443,10 +443,10 @@ def test_cli_serves_the_seed_endpoint_and_openai_with_a_key(tiny_ckpt):
                 break
         assert server.poll() is None, "the server exited"
         url = f"http://127.0.0.1:{port}"
-        reply = requests.post(url, json={"prompt": "hi", "max_new_tokens": 3}, headers={"x-api-key": "k3y"})
+        reply = requests.post(url, json={"prompt": "hi", "max_new_tokens": 3, "temperature": 0}, headers={"x-api-key": "k3y"})
         assert reply.status_code == 200 and reply.json()["status"] == 200
         completion = OpenAI(base_url=f"{url}/v1", api_key="k3y", max_retries=0).chat.completions.create(
-            model=str(tiny_ckpt), messages=ask("hi"), max_tokens=3)
+            model=str(tiny_ckpt), messages=ask("hi"), max_tokens=3, temperature=0)  # greedy: never ends early
         assert completion.usage.completion_tokens == 3
         assert requests.post(url, json={"prompt": "hi"}).status_code == 401
     finally:
