@@ -313,7 +313,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - every failure must reach the consumer, not kill the worker
             log.exception("generation %s failed", generation.id)
             self._release_device_memory()
-            return "error", cached, GenerationFailed(describe_failure(exc))
+            return "error", cached, failure(exc)
 
     def _generate_kwargs(self, generation: Generation, cache) -> dict:
         params = generation.params
@@ -353,8 +353,10 @@ class Engine:
             torch.cuda.empty_cache()
 
 
-def describe_failure(exc: Exception) -> str:
+def failure(exc: Exception) -> GenerationFailed:
+    """What the consumer of a generation that raised `exc` is told."""
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return ("The GPU ran out of memory while generating. Lower max_length, clear or shorten the "
-                "conversation, or close other programs using the GPU, then try again.")
-    return f"Generation failed: {type(exc).__name__}: {exc}"
+        return GenerationFailed("The GPU ran out of memory while generating. Lower max_length, clear or "
+                                "shorten the conversation, or close other programs using the GPU, then try "
+                                "again.", code="out_of_memory")
+    return GenerationFailed(f"Generation failed: {type(exc).__name__}: {exc}")

@@ -5,16 +5,27 @@ that user: what went wrong and what to do. The HTTP API maps these classes to st
 (`minicpm_core.api`), and the Streamlit app shows them with `st.error`; neither shows a traceback.
 """
 
+from typing import Any
+
 
 class MiniCPMError(Exception):
-    """Base class: the message is user-facing and says what to do."""
+    """Base class: the message is user-facing and says what to do.
+
+    `code` names the kind of failure and `details` holds the values its message was built from, so
+    an interface can say the same in another language (the app's Chinese texts: ui/i18n.py).
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any):
+        super().__init__(message)
+        self.code = code
+        self.details = details
 
 
 class InvalidRequest(MiniCPMError):
     """The caller sent something we cannot serve (bad parameter, bad messages). HTTP 400."""
 
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, param: str | None = None, *, code: str | None = None, **details: Any):
+        super().__init__(message, code=code, **details)
         self.param = param
 
 

@@ -91,7 +91,7 @@ def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
     raise ContextOverflow(
         f"The question is {len(ids)} tokens long but the limit is {budget} tokens (max_length / the "
         "model's context) for question and reply together. Shorten it, or split it into parts.",
-        "messages")
+        "messages", code="context_overflow", tokens=len(ids), limit=budget)
 
 
 def split_turns(messages: Sequence[dict[str, str]]) -> list[list[dict[str, str]]]:

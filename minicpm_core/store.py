@@ -59,8 +59,9 @@ _LONE_SURROGATES = 'contains an invalid character escape (a lone surrogate such 
 class InvalidImport(InvalidRequest):
     """An imported file is not a conversation we can read; the message says why and what is valid."""
 
-    def __init__(self, problem: str):
-        super().__init__(f"Cannot import this file: {problem}. {_VALID_IMPORT_HINT}", param="file")
+    def __init__(self, problem: str, code: str, **details: Any):
+        super().__init__(f"Cannot import this file: {problem}. {_VALID_IMPORT_HINT}", param="file",
+                         code=f"import_{code}", **details)
         self.problem = problem
 
 
@@ -228,7 +229,8 @@ class ConversationStore:
             (now, conv_id),
         )
         if cursor.rowcount == 0:
-            raise NotFound(f"Conversation {conv_id!r} no longer exists (it may have been deleted in another tab).")
+            raise NotFound(f"Conversation {conv_id!r} no longer exists (it may have been deleted in another tab).",
+                           code="conversation_gone")
 
     @staticmethod
     def _insert_conversation(conn: sqlite3.Connection, title: str, owner: str, now: str) -> str:
@@ -402,45 +404,50 @@ def parse_import(text: str | bytes) -> tuple[str, list[tuple[str, str, dict[str,
     """(title, [(role, content, meta)]) from an import file; InvalidImport naming the first problem."""
     size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_IMPORT_BYTES:
-        raise InvalidImport(f"it is {size:,} bytes, more than the limit of {MAX_IMPORT_BYTES:,} bytes")
+        raise InvalidImport(f"it is {size:,} bytes, more than the limit of {MAX_IMPORT_BYTES:,} bytes",
+                            "too_big", size=size, limit=MAX_IMPORT_BYTES)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise InvalidImport(f"it is not UTF-8 text (bad byte at position {exc.start})") from None
+            raise InvalidImport(f"it is not UTF-8 text (bad byte at position {exc.start})", "not_utf8",
+                                position=exc.start) from None
     if not text.strip():
-        raise InvalidImport("it is empty")
+        raise InvalidImport("it is empty", "empty")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidImport(f"it is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        raise InvalidImport(f"it is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+                            "not_json", line=exc.lineno, column=exc.colno) from None
     except RecursionError:
-        raise InvalidImport("its JSON is nested too deeply to be a conversation") from None
+        raise InvalidImport("its JSON is nested too deeply to be a conversation", "too_deep") from None
 
     title: Any = ""
     if isinstance(data, dict):
         fmt = data.get("format", EXPORT_FORMAT)
         if fmt != EXPORT_FORMAT:
-            raise InvalidImport(f'its "format" is {fmt!r}; this app reads {EXPORT_FORMAT!r}')
+            raise InvalidImport(f'its "format" is {fmt!r}; this app reads {EXPORT_FORMAT!r}', "wrong_format",
+                                found=fmt, expected=EXPORT_FORMAT)
         if "messages" not in data:
-            raise InvalidImport('the JSON object has no "messages" list')
+            raise InvalidImport('the JSON object has no "messages" list', "no_messages")
         title = data.get("title")
         if title is None:
             title = ""
         if not isinstance(title, str):
-            raise InvalidImport(f'its "title" is {_kind(title)}, not a string')
+            raise InvalidImport(f'its "title" is {_kind(title)}, not a string', "title_type")
         if not _is_utf8(title):
-            raise InvalidImport(f'its "title" {_LONE_SURROGATES}')
+            raise InvalidImport(f'its "title" {_LONE_SURROGATES}', "title_surrogates")
         raw_messages = data["messages"]
         if not isinstance(raw_messages, list):
-            raise InvalidImport(f'its "messages" is {_kind(raw_messages)}, not a list')
+            raise InvalidImport(f'its "messages" is {_kind(raw_messages)}, not a list', "messages_type")
     elif isinstance(data, list):
         raw_messages = data
     else:
-        raise InvalidImport(f"it holds {_kind(data)}, not a conversation")
+        raise InvalidImport(f"it holds {_kind(data)}, not a conversation", "not_conversation")
 
     if len(raw_messages) > MAX_MESSAGES:
-        raise InvalidImport(f"it has {len(raw_messages)} messages, more than the limit of {MAX_MESSAGES}")
+        raise InvalidImport(f"it has {len(raw_messages)} messages, more than the limit of {MAX_MESSAGES}",
+                            "too_many_messages", count=len(raw_messages), limit=MAX_MESSAGES)
     messages = [_parse_message(i, raw) for i, raw in enumerate(raw_messages, start=1)]
     return title, messages
 
@@ -448,33 +455,41 @@ def parse_import(text: str | bytes) -> tuple[str, list[tuple[str, str, dict[str,
 def _parse_message(number: int, raw: Any) -> tuple[str, str, dict[str, Any]]:
     where = f"message {number}"
     if not isinstance(raw, dict):
-        raise InvalidImport(f"{where} is {_kind(raw)}, not an object with a role and content")
+        raise InvalidImport(f"{where} is {_kind(raw)}, not an object with a role and content", "message_type",
+                            number=number)
     if "role" not in raw:
-        raise InvalidImport(f'{where} has no "role"')
+        raise InvalidImport(f'{where} has no "role"', "message_no_role", number=number)
     role = raw["role"]
     if role not in ROLES:
-        raise InvalidImport(f"{where} has role {role!r}, which is not one of {', '.join(ROLES)}")
+        raise InvalidImport(f"{where} has role {role!r}, which is not one of {', '.join(ROLES)}",
+                            "message_bad_role", number=number, role=role, roles=", ".join(ROLES))
     if raw.get("content") is None:
-        raise InvalidImport(f'{where} has no "content"')
+        raise InvalidImport(f'{where} has no "content"', "message_no_content", number=number)
     content = raw["content"]
     if isinstance(content, list):  # OpenAI content parts: keep the text ones, refuse images etc.
         if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
                    for p in content):
-            raise InvalidImport(f'{where} has content parts that are not text ({{"type": "text", "text": ...}})')
+            raise InvalidImport(f'{where} has content parts that are not text ({{"type": "text", "text": ...}})',
+                                "message_content_parts", number=number)
         content = "".join(p["text"] for p in content)
     if not isinstance(content, str):
-        raise InvalidImport(f'{where} has "content" that is {_kind(content)}, not a string')
+        raise InvalidImport(f'{where} has "content" that is {_kind(content)}, not a string',
+                            "message_content_type", number=number)
     if not _is_utf8(content):
-        raise InvalidImport(f'{where} has "content" that {_LONE_SURROGATES}')
+        raise InvalidImport(f'{where} has "content" that {_LONE_SURROGATES}', "message_content_surrogates",
+                            number=number)
     if len(content) > MAX_MESSAGE_CHARS:
-        raise InvalidImport(f"{where} is {len(content)} characters long, more than the limit of {MAX_MESSAGE_CHARS}")
+        raise InvalidImport(f"{where} is {len(content)} characters long, more than the limit of {MAX_MESSAGE_CHARS}",
+                            "message_too_long", number=number, length=len(content), limit=MAX_MESSAGE_CHARS)
     meta = raw.get("meta")
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
-        raise InvalidImport(f'{where} has "meta" that is {_kind(meta)}, not an object')
+        raise InvalidImport(f'{where} has "meta" that is {_kind(meta)}, not an object', "message_meta_type",
+                            number=number)
     if not _is_utf8(_dump_meta(meta)):
-        raise InvalidImport(f'{where} has "meta" that {_LONE_SURROGATES}')
+        raise InvalidImport(f'{where} has "meta" that {_LONE_SURROGATES}', "message_meta_surrogates",
+                            number=number)
     return role, content, meta
 
 

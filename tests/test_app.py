@@ -292,6 +292,9 @@ def test_importing_a_bad_file_shows_why_without_an_exception(app_env):
     at = start()
     at.sidebar.file_uploader(key="import_file").set_value(("chat.json", b"{not json", "application/json")).run()
     assert "Cannot import this file" in ok(at).error[0].value
+    at.sidebar.segmented_control(key="language").set_value("zh").run()
+    at.sidebar.file_uploader(key="import_file").set_value(("chat.json", b"", "application/json")).run()
+    assert "文件是空的" in ok(at).error[0].value
 
 
 def test_importing_an_export_opens_it(app_env):

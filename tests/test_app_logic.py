@@ -7,14 +7,20 @@ from __future__ import annotations
 import re
 import string
 
-import pytest
+from pathlib import Path
 
+import pytest
+import torch
+from test_store import BAD_IMPORTS
+
+import minicpm_core as core
 from minicpm_core import checkpoint
-from minicpm_core.engine import Engine
+from minicpm_core.engine import Engine, failure
+from minicpm_core.errors import MiniCPMError
 from minicpm_core.loader import load_model
 from minicpm_core.params import PRESETS, GenerationParams, matching_preset
 from minicpm_core.store import ConversationStore
-from ui import chat, i18n, state
+from ui import chat, i18n, notices, state
 
 
 # --- strings ----------------------------------------------------------------------------------------
@@ -167,3 +173,54 @@ def test_leaving_while_queued_withdraws_the_request(store, demo_engine):
     busy.result()  # the request ahead is unaffected
     assert busy.stats.finish_reason == "stop"
     assert demo_engine.running == 0 and demo_engine.queue_depth == 0
+
+
+# --- errors in Chinese ----------------------------------------------------------------------------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+@pytest.fixture
+def in_chinese(monkeypatch):
+    monkeypatch.setattr(i18n, "current_language", lambda: "zh")
+
+
+def caught(action) -> MiniCPMError:
+    with pytest.raises(MiniCPMError) as info:
+        action()
+    return info.value
+
+
+@pytest.mark.parametrize("data", [data for data, _ in BAD_IMPORTS.values()], ids=BAD_IMPORTS.keys())
+def test_every_bad_import_file_is_explained_in_chinese(in_chinese, store, data):
+    error = caught(lambda: store.import_json(data))
+    text = notices.error_text(error)
+    assert error.code in i18n.ERRORS_ZH and text.startswith("**无法导入这个文件。**")
+    assert CJK.search(text.split("\n\n", 1)[1]) and "Cannot import" not in text
+
+
+def test_chat_errors_are_explained_in_chinese_with_their_numbers(in_chinese, store, demo_engine):
+    overflow = caught(lambda: demo_engine.submit([{"role": "user", "content": "river " * 5000}]))
+    assert overflow.code == "context_overflow"
+    assert f"{overflow.details['tokens']} 个 token" in i18n.error_message(overflow)
+    assert "最多 4096 个 token" in i18n.error_message(overflow)
+
+    oom = failure(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert i18n.error_message(oom).startswith("生成时显存不足")
+
+    gone = store.create()
+    store.delete(gone.id)
+    assert CJK.search(i18n.error_message(caught(lambda: store.append(gone.id, "user", "hi"))))
+
+
+def test_english_shows_the_cores_own_message(store):
+    error = caught(lambda: store.import_json(b"   "))
+    assert i18n.error_message(error) == str(error)
+
+
+def test_every_chinese_error_text_has_an_error_that_uses_it():
+    sources = "".join(path.read_text(encoding="utf-8") for path in Path(core.__file__).parent.rglob("*.py"))
+    # InvalidImport(problem, "empty") has the code "import_empty"; the others say code="...".
+    unused = [code for code in i18n.ERRORS_ZH
+              if f'code="{code}"' not in sources and f'"{code.removeprefix("import_")}"' not in sources]
+    assert not unused

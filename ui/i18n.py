@@ -6,13 +6,17 @@ that both languages have the same keys, no empty values and the same {placeholde
 
 English help texts for the generation parameters are taken from the GenerationParams schema, so
 they cannot drift from validation; the Chinese ones are translations of them. Messages of core
-errors (minicpm_core) are English; the app puts a translated headline above them.
+errors (minicpm_core) are English; the app puts a translated headline above each, and shows the
+message itself in Chinese where ERRORS_ZH has its code (every error a chat user can meet: a question
+too long, out of memory, a conversation deleted elsewhere, a bad import file). Errors only API
+clients or the command line meet stay English.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
+from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
 
 from ui import state
@@ -316,6 +320,42 @@ ZH: dict[str, str] = {
 
 STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
 
+# Chinese for the core's error messages, by MiniCPMError.code, filled from the error's details. In
+# English the app shows the core's own message, so only the translations live here.
+_IMPORT_HINT_ZH = ("可以导入的是本应用导出的 JSON（含 \"messages\" 列表），或者一个消息列表，如 "
+                   "[{{\"role\": \"user\", \"content\": \"你好\"}}]。")
+ERRORS_ZH: dict[str, str] = {
+    "context_overflow": "这个问题有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或模型的"
+                        "上下文长度）。请缩短问题，或者拆成几部分来问。",
+    "out_of_memory": "生成时显存不足。请调小 max_length、清空或缩短对话，或者关闭其他占用显存的程序，然后重试。",
+    "conversation_gone": "这个对话已经不存在了（可能在另一个标签页里被删除了）。",
+    "import_too_big": "文件有 {size:,} 字节，超过了 {limit:,} 字节的上限。" + _IMPORT_HINT_ZH,
+    "import_not_utf8": "文件不是 UTF-8 文本（第 {position} 个字节有误）。" + _IMPORT_HINT_ZH,
+    "import_empty": "文件是空的。" + _IMPORT_HINT_ZH,
+    "import_not_json": "文件不是有效的 JSON（第 {line} 行第 {column} 列）。" + _IMPORT_HINT_ZH,
+    "import_too_deep": "文件的 JSON 嵌套太深，不是对话。" + _IMPORT_HINT_ZH,
+    "import_wrong_format": "文件的 \"format\" 是 {found!r}，本应用读取的是 {expected!r}。" + _IMPORT_HINT_ZH,
+    "import_no_messages": "JSON 对象里没有 \"messages\" 列表。" + _IMPORT_HINT_ZH,
+    "import_title_type": "\"title\" 不是字符串。" + _IMPORT_HINT_ZH,
+    "import_title_surrogates": "\"title\" 含有无效的字符转义（单独的代理项，如 \"\\ud800\"）。" + _IMPORT_HINT_ZH,
+    "import_messages_type": "\"messages\" 不是列表。" + _IMPORT_HINT_ZH,
+    "import_not_conversation": "文件内容不是对话。" + _IMPORT_HINT_ZH,
+    "import_too_many_messages": "文件有 {count} 条消息，超过了 {limit} 条的上限。" + _IMPORT_HINT_ZH,
+    "import_message_type": "第 {number} 条消息不是含 role 和 content 的对象。" + _IMPORT_HINT_ZH,
+    "import_message_no_role": "第 {number} 条消息没有 \"role\"。" + _IMPORT_HINT_ZH,
+    "import_message_bad_role": "第 {number} 条消息的角色是 {role!r}，不是 {roles} 之一。" + _IMPORT_HINT_ZH,
+    "import_message_no_content": "第 {number} 条消息没有 \"content\"。" + _IMPORT_HINT_ZH,
+    "import_message_content_parts": "第 {number} 条消息的内容里有非文本的部分（只接受 "
+                                    "{{\"type\": \"text\", \"text\": ...}}）。" + _IMPORT_HINT_ZH,
+    "import_message_content_type": "第 {number} 条消息的 \"content\" 不是字符串。" + _IMPORT_HINT_ZH,
+    "import_message_content_surrogates": "第 {number} 条消息的 \"content\" 含有无效的字符转义（单独的代理项，如 "
+                                         "\"\\ud800\"）。" + _IMPORT_HINT_ZH,
+    "import_message_too_long": "第 {number} 条消息有 {length} 个字符，超过了 {limit} 个字符的上限。" + _IMPORT_HINT_ZH,
+    "import_message_meta_type": "第 {number} 条消息的 \"meta\" 不是对象。" + _IMPORT_HINT_ZH,
+    "import_message_meta_surrogates": "第 {number} 条消息的 \"meta\" 含有无效的字符转义（单独的代理项，如 "
+                                      "\"\\ud800\"）。" + _IMPORT_HINT_ZH,
+}
+
 
 def resolve_language(choice: str | None, locale: str | None) -> str:
     """'zh' or 'en' from the user's choice; 'auto' (or nothing) follows the browser's locale."""
@@ -335,6 +375,12 @@ def current_language() -> str:
 
 def has(key: str) -> bool:
     return key in EN
+
+
+def error_message(exc: MiniCPMError) -> str:
+    """The core's message for `exc`, in Chinese when the interface is and a translation exists."""
+    template = ERRORS_ZH.get(exc.code or "") if current_language() == "zh" else None
+    return template.format(**exc.details) if template else str(exc)
 
 
 def t(key: str, **values) -> str:

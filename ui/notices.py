@@ -10,7 +10,7 @@ from minicpm_core.errors import ContextOverflow, GenerationFailed, InvalidReques
 from minicpm_core.store import InvalidImport, NotFound
 
 from ui import state
-from ui.i18n import t
+from ui.i18n import error_message, t
 
 # Most specific first: InvalidImport and ContextOverflow are InvalidRequests.
 _HEADLINES = (
@@ -26,7 +26,7 @@ _HEADLINES = (
 
 def error_text(exc: MiniCPMError) -> str:
     headline = next(key for cls, key in _HEADLINES if isinstance(exc, cls))
-    return f"**{t(headline)}**\n\n{as_markdown(str(exc))}"
+    return f"**{t(headline)}**\n\n{as_markdown(error_message(exc))}"
 
 
 def as_markdown(message: str) -> str:
