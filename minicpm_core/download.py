@@ -62,11 +62,22 @@ def download_command(model_id: str = DEFAULT_MODEL_ID, cache_dir: str | os.PathL
     return f"python -m minicpm_core.download {model_id} --cache-dir {cache_dir or DEFAULT_CACHE_DIR}"
 
 
+def _looks_like_download_place(path: Path) -> bool:
+    """`{cache}/{Owner}/{MiniCPM…}`, where the download command for that id would put it."""
+    return "minicpm" in path.name.lower() and MODEL_ID_PATTERN.fullmatch(f"{path.parent.name}/{path.name}") is not None
+
+
+def _fix_command(path: Path) -> str:
+    """The command that fills `path` when it is a download place, else the default download."""
+    if _looks_like_download_place(path):
+        return download_command(f"{path.parent.name}/{path.name}", path.parent.parent)
+    return download_command()
+
+
 def _fix_for(path: Path) -> str:
-    """The command that fills `path`: adapted to it when it looks like `{cache}/{Owner}/{MiniCPM…}`."""
-    if "minicpm" in path.name.lower() and MODEL_ID_PATTERN.fullmatch(f"{path.parent.name}/{path.name}"):
-        return f"Download it with:\n    {download_command(f'{path.parent.name}/{path.name}', path.parent.parent)}"
-    return (f"Download MiniCPM-2B with:\n    {download_command()}\n"
+    if _looks_like_download_place(path):
+        return f"Download it with:\n    {_fix_command(path)}"
+    return (f"Download MiniCPM-2B with:\n    {_fix_command(path)}\n"
             f"and use {default_model_dir(DEFAULT_MODEL_ID)}, or copy a complete download into {path}.")
 
 
@@ -109,16 +120,17 @@ def check_model_dir(path: str | os.PathLike) -> None:
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelNotFound(f"No MiniCPM-2B checkpoint at {path}: the directory does not exist.\n{_fix_for(path)}")
+        raise ModelNotFound(f"No MiniCPM-2B checkpoint at {path}: the directory does not exist.\n{_fix_for(path)}",
+                            code="model_dir_missing", path=path, command=_fix_command(path))
     if not path.is_dir():
         raise ModelNotFound(f"{path} is a file, not a checkpoint directory.\n{_fix_for(path)}")
     missing = missing_files(path)
     if missing:
+        listed = "".join(f"  - {item}\n" for item in missing)
         raise ModelNotFound(
-            f"The MiniCPM-2B checkpoint at {path} is incomplete. Missing:\n"
-            + "".join(f"  - {item}\n" for item in missing)
-            + "If a download was interrupted, running it again resumes it. " + _fix_for(path)
-        )
+            f"The MiniCPM-2B checkpoint at {path} is incomplete. Missing:\n{listed}"
+            "If a download was interrupted, running it again resumes it. " + _fix_for(path),
+            code="model_dir_incomplete", path=path, missing=listed, command=_fix_command(path))
 
 
 def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -140,8 +152,9 @@ def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | Non
         missing = "".join(f"  - {item}\n" for item in missing_files(target)) if target.is_dir() else ""
         raise ModelNotFound(
             f"{text} {what} (looked in {target}).\n{missing}"
-            f"Download it with:\n    {download_command(text, cache_dir)}"
-        )
+            f"Download it with:\n    {download_command(text, cache_dir)}",
+            code="model_incomplete" if target.is_dir() else "model_not_downloaded", model=text, target=target,
+            missing=missing, command=download_command(text, cache_dir))
     check_model_dir(path)  # a path that does not exist: the message says so and how to fix it
     return path
 
@@ -178,7 +191,8 @@ def download_model(model_id: str = DEFAULT_MODEL_ID, cache_dir: str | os.PathLik
             f"Could not download {model_id} from ModelScope into {target}: {_reason(exc)}.\n"
             f"Check the network connection or proxy (HTTPS_PROXY), then retry (files already downloaded are "
             f"kept):\n    {retry}\n"
-            f"Or copy an existing download of {model_id} into {target}.{usable}"
+            f"Or copy an existing download of {model_id} into {target}.{usable}",
+            code="download_failed", model=model_id, target=target, reason=_reason(exc), command=retry,
         ) from exc
     check_model_dir(result)
     return result

@@ -349,6 +349,17 @@ def test_missing_model_page_says_where_it_looked_and_what_to_run(app_env, monkey
     assert any("--demo" in block.value for block in at.code)
 
 
+def test_missing_model_page_speaks_chinese_to_a_chinese_browser(app_env, monkeypatch):
+    model_id = "OpenBMB/MiniCPM-2B-sft-fp32"
+    monkeypatch.setenv("MINICPM_MODEL", model_id)
+    monkeypatch.setenv("MINICPM_CACHE_DIR", str(app_env / "models"))
+    at = ok(start(context={"locale": "zh-CN"}))
+    message = at.error[0].value
+    assert "还没有下载" in message and str(download.default_model_dir(model_id, app_env / "models")) in message
+    assert f"`{download.download_command(model_id, str(app_env / 'models'))}`" in message
+    assert "has not been downloaded" not in message
+
+
 def test_download_button_fetches_the_model_and_opens_the_chat(app_env, monkeypatch, demo_ckpt):
     model_id = "OpenBMB/MiniCPM-2B-sft-bf16"
     monkeypatch.setenv("MINICPM_MODEL", model_id)

@@ -14,7 +14,7 @@ import torch
 from test_store import BAD_IMPORTS
 
 import minicpm_core as core
-from minicpm_core import checkpoint
+from minicpm_core import checkpoint, download
 from minicpm_core.engine import Engine, failure
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.loader import load_model
@@ -224,3 +224,17 @@ def test_every_chinese_error_text_has_an_error_that_uses_it():
     unused = [code for code in i18n.ERRORS_ZH
               if f'code="{code}"' not in sources and f'"{code.removeprefix("import_")}"' not in sources]
     assert not unused
+
+
+def test_model_errors_in_chinese_keep_the_path_and_the_command(in_chinese, tmp_path):
+    missing = caught(lambda: download.check_model_dir(tmp_path / "typo"))
+    partial = tmp_path / "OpenBMB" / "MiniCPM-2B-sft-bf16"
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text("{}")
+    incomplete_dir = caught(lambda: download.check_model_dir(partial))
+    incomplete_id = caught(lambda: download.resolve_source("OpenBMB/MiniCPM-2B-sft-bf16", tmp_path))
+    for error, says in ((missing, "目录不存在"), (incomplete_dir, "不完整"), (incomplete_id, "下载不完整")):
+        text = i18n.error_message(error)
+        assert says in text and str(error.details.get("path") or error.details["target"]) in text
+        assert f"    {error.details['command']}" in text  # drawn as a code line
+    assert "tokenizer.model" in i18n.error_message(incomplete_dir)  # says what is missing

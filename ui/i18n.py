@@ -7,9 +7,9 @@ that both languages have the same keys, no empty values and the same {placeholde
 English help texts for the generation parameters are taken from the GenerationParams schema, so
 they cannot drift from validation; the Chinese ones are translations of them. Messages of core
 errors (minicpm_core) are English; the app puts a translated headline above each, and shows the
-message itself in Chinese where ERRORS_ZH has its code (every error a chat user can meet: a question
-too long, out of memory, a conversation deleted elsewhere, a bad import file). Errors only API
-clients or the command line meet stay English.
+message itself in Chinese where ERRORS_ZH has its code (the errors a chat user meets: no model
+downloaded yet or a failed download, a question too long, out of memory, a conversation deleted
+elsewhere, a bad import file). Rarer errors, and those only API clients meet, stay English.
 """
 
 from __future__ import annotations
@@ -329,6 +329,13 @@ ERRORS_ZH: dict[str, str] = {
                         "上下文长度）。请缩短问题，或者拆成几部分来问。",
     "out_of_memory": "生成时显存不足。请调小 max_length、清空或缩短对话，或者关闭其他占用显存的程序，然后重试。",
     "conversation_gone": "这个对话已经不存在了（可能在另一个标签页里被删除了）。",
+    "model_not_downloaded": "{model} 还没有下载（查找位置：{target}）。\n下载命令：\n    {command}",
+    "model_incomplete": "{model} 下载不完整（位置：{target}）。缺少：\n{missing}重新运行下载命令会接着下载：\n    {command}",
+    "model_dir_missing": "{path} 下没有 MiniCPM-2B 权重：目录不存在。\n下载命令：\n    {command}",
+    "model_dir_incomplete": "{path} 下的 MiniCPM-2B 权重不完整。缺少：\n{missing}如果下载中断过，重新运行下载命令会接着下载：\n"
+                            "    {command}",
+    "download_failed": "无法从 ModelScope 下载 {model} 到 {target}：{reason}。\n请检查网络连接或代理（HTTPS_PROXY）后"
+                       "重试（已下载的文件会保留）：\n    {command}\n也可以把已有的 {model} 复制到 {target}。",
     "import_too_big": "文件有 {size:,} 字节，超过了 {limit:,} 字节的上限。" + _IMPORT_HINT_ZH,
     "import_not_utf8": "文件不是 UTF-8 文本（第 {position} 个字节有误）。" + _IMPORT_HINT_ZH,
     "import_empty": "文件是空的。" + _IMPORT_HINT_ZH,
