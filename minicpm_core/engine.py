@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import torch
 from transformers import StopStringCriteria, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
 from .detok import IncrementalDecoder
@@ -40,6 +41,10 @@ from .prompt import MIN_REPLY_ROOM, STOP_MARKERS, Prompt, build_prompt, find_sto
 from .stats import RECENT_STATS, ReplyStats
 
 log = logging.getLogger(__name__)
+
+# The KV cache's name, as generate()'s argument and on its output: "cache" from transformers 5.21,
+# "past_key_values" before (5.20 is the newest for Python 3.10, AutoDL's Python).
+CACHE_ARG = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 class Generation:
     """One request: a worker produces token ids, the consumer iterates text deltas."""
@@ -308,7 +313,7 @@ class Engine:
         try:
             output = self.model.generate(**self._generate_kwargs(generation, cache))
             generated = output.sequences[0, len(ids):].tolist()
-            self.prefix_cache.put(ids + generated, output.cache)
+            self.prefix_cache.put(ids + generated, getattr(output, CACHE_ARG))
             return self._finish_reason(generation, generated), cached
         except Exception as exc:  # noqa: BLE001 - every failure must reach the consumer, not kill the worker
             log.exception("generation %s failed", generation.id)
@@ -334,7 +339,7 @@ class Engine:
             kwargs.update(do_sample=True, temperature=float(params.temperature), top_p=float(params.top_p),
                           top_k=int(params.top_k))
         if cache is not None:
-            kwargs["cache"] = cache
+            kwargs[CACHE_ARG] = cache
         return kwargs
 
     def _finish_reason(self, generation: Generation, generated: list[int]) -> str:
