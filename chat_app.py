@@ -67,6 +67,8 @@ def main() -> None:
     activate(backend)
     if backend.demo:
         notices.demo_banner()
+    if backend.gpu_problem:
+        notices.gpu_problem_banner(backend.gpu_problem)
     sidebar.render_sidebar(get_store())
     notices.show_flashes()
     page = st.navigation(app_pages())

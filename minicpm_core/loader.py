@@ -59,6 +59,7 @@ class LoadedModel:
     load_seconds: float
     context_length: int
     demo: bool = False
+    gpu_problem: str | None = None  # why an NVIDIA GPU on this machine is not used (see gpu_problem())
 
     @property
     def dtype_name(self) -> str:
@@ -76,6 +77,9 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
     started = time.perf_counter()
     path = _resolve(source, cache_dir)
     target_device = choose_device(device)
+    problem = gpu_problem() if target_device.type == "cpu" and device == "auto" else None
+    if problem:
+        log.warning("%s", problem)
     target_dtype = choose_dtype(dtype, target_device)
     tokenizer = load_tokenizer(path)
     if trust_remote_code:
@@ -91,7 +95,7 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
         num_parameters=sum(p.numel() for p in model.parameters()),
         memory_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
         load_seconds=time.perf_counter() - started,
-        context_length=model.config.max_position_embeddings, demo=demo)
+        context_length=model.config.max_position_embeddings, demo=demo, gpu_problem=problem)
     log.info("loaded %s on %s as %s with %s attention in %.1fs", path, target_device,
              loaded.dtype_name, attn, loaded.load_seconds)
     return loaded
@@ -112,8 +116,27 @@ def choose_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InvalidRequest("device 'cuda' was asked for but no CUDA GPU is visible to PyTorch. "
-                             "Use --device cpu, or check `nvidia-smi` and your torch build.", "device")
+                             + (gpu_problem() or "Use --device cpu, or check `nvidia-smi` and your torch build."),
+                             "device")
     return torch.device(device)
+
+
+def nvidia_gpu_present() -> bool:
+    """An NVIDIA driver with a GPU on this machine, whether or not this PyTorch can use it."""
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
+def gpu_problem() -> str | None:
+    """Why PyTorch cannot use the NVIDIA GPU this machine has, and what to do; None if it can, or if
+    there is none. The usual cause: a torch from PyPI built for a newer CUDA than the driver supports
+    (transformers 5 needs torch >= 2.6, so an old image's torch gets replaced)."""
+    if torch.cuda.is_available() or not nvidia_gpu_present():
+        return None
+    build = (f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build")
+    return (f"This machine has an NVIDIA GPU, but PyTorch {torch.__version__} ({build}) cannot use it, "
+            "so the model runs on the CPU, very slowly. `nvidia-smi` shows the newest CUDA your driver "
+            "supports; install a PyTorch built for that CUDA or an older one, e.g. for CUDA 12.6:\n"
+            "    pip install 'torch>=2.6' --index-url https://download.pytorch.org/whl/cu126")
 
 
 def choose_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -13,9 +13,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
-from minicpm_core import checkpoint, download
+from minicpm_core import checkpoint, download, loader
 from minicpm_core.store import ConversationStore, default_db_path
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
@@ -106,6 +107,17 @@ def test_demo_flag_shows_the_banner_on_every_page(app_env, monkeypatch, demo_ckp
         assert "answers are canned" in ok(at).warning[0].value
     at.sidebar.segmented_control(key="language").set_value("zh").run()
     assert "回答是预设的" in ok(at).warning[0].value
+
+
+def test_an_nvidia_gpu_pytorch_cannot_use_is_shown_on_every_page(app_env, monkeypatch):
+    monkeypatch.setattr(loader, "nvidia_gpu_present", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # e.g. a driver older than torch's CUDA
+    monkeypatch.setenv("MINICPM_DEVICE", "auto")  # a model of its own: the cached ones were loaded on "cpu"
+    at = ok(start())
+    for page in ("app_pages/chat.py", "app_pages/model.py"):
+        at.switch_page(page).run()
+        banner = ok(at).error[0].value
+        assert "PyTorch cannot use it" in banner and "download.pytorch.org/whl/cu126" in banner
 
 
 # --- chat -----------------------------------------------------------------------------------------

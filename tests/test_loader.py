@@ -140,6 +140,25 @@ def test_cuda_without_gpu_is_a_clear_error():
         loader.choose_device("cuda")
 
 
+def test_an_unusable_nvidia_gpu_is_explained_not_silently_skipped(tiny_ckpt, monkeypatch, caplog):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(loader, "nvidia_gpu_present", lambda: True)  # e.g. a driver older than torch's CUDA
+    with caplog.at_level(logging.WARNING, logger="minicpm_core.loader"):
+        lm = load_model(tiny_ckpt, device="auto")
+    assert lm.device.type == "cpu" and lm.gpu_problem
+    assert f"PyTorch {torch.__version__}" in lm.gpu_problem and "pip install 'torch>=2.6'" in lm.gpu_problem
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [lm.gpu_problem]
+    with pytest.raises(InvalidRequest, match="has an NVIDIA GPU, but PyTorch"):
+        load_model(tiny_ckpt, device="cuda")
+    assert load_model(tiny_ckpt, device="cpu").gpu_problem is None  # CPU by choice: nothing to explain
+
+
+def test_no_gpu_at_all_is_not_a_problem(tiny_ckpt, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(loader, "nvidia_gpu_present", lambda: False)
+    assert loader.gpu_problem() is None and load_model(tiny_ckpt).gpu_problem is None
+
+
 def test_flash_attention_falls_back_to_sdpa_with_one_log_line(tiny_ckpt, caplog):
     with caplog.at_level(logging.WARNING, logger="minicpm_core.loader"):
         lm = load_model(tiny_ckpt, device="cpu", dtype="float32", attn_implementation="flash_attention_2")

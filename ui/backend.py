@@ -36,6 +36,7 @@ class ReplyStream(Protocol):
 
 class Backend(Protocol):
     demo: bool
+    gpu_problem: str | None  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
 
     def submit(self, messages: list[dict], params: GenerationParams) -> ReplyStream: ...
     def prepare(self, messages: list[dict], params: GenerationParams) -> Any | None: ...
@@ -89,6 +90,7 @@ class LocalBackend:
     def __init__(self, engine):
         self.engine = engine
         self.demo = bool(engine.lm.demo)
+        self.gpu_problem = engine.lm.gpu_problem
 
     def submit(self, messages, params):
         return self.engine.submit(messages, params)
@@ -133,6 +135,7 @@ class RemoteAdapter:
     def __init__(self, remote):
         self.remote = remote
         self.demo = False
+        self.gpu_problem = None  # the server's GPU is the server's business
 
     def submit(self, messages, params):
         return self.remote.submit(messages, params)

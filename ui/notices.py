@@ -50,6 +50,12 @@ def show_flashes() -> None:
         getattr(st, kind, st.info)(text)
 
 
+def gpu_problem_banner(problem: str) -> None:
+    """An NVIDIA GPU that PyTorch cannot use: the model is on the CPU. The core says why and the fix."""
+    with st.container(key="gpu_problem"):
+        st.error(f"**{t('gpu_unusable')}**\n\n{as_markdown(problem)}", icon=":material/memory:")
+
+
 def demo_banner() -> None:
     with st.container(key="demo_banner"):
         st.warning(t("demo_banner"), icon=":material/science:")
