@@ -112,6 +112,10 @@ def _missing_shards(index: Path) -> list[str]:
     return [f"weight shard {shard} (listed in {index.name})" for shard in shards if not _nonempty(index.parent / shard)]
 
 
+def _bullets(items: list[str]) -> str:
+    return "".join(f"  - {item}\n" for item in items)
+
+
 def check_model_dir(path: str | os.PathLike) -> None:
     """Raise ModelNotFound unless `path` holds a complete MiniCPM-2B checkpoint.
 
@@ -126,7 +130,7 @@ def check_model_dir(path: str | os.PathLike) -> None:
         raise ModelNotFound(f"{path} is a file, not a checkpoint directory.\n{_fix_for(path)}")
     missing = missing_files(path)
     if missing:
-        listed = "".join(f"  - {item}\n" for item in missing)
+        listed = _bullets(missing)
         raise ModelNotFound(
             f"The MiniCPM-2B checkpoint at {path} is incomplete. Missing:\n{listed}"
             "If a download was interrupted, running it again resumes it. " + _fix_for(path),
@@ -146,15 +150,16 @@ def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | Non
     text = str(source)
     if MODEL_ID_PATTERN.fullmatch(text):
         target = default_model_dir(text, cache_dir)
-        if target.is_dir() and not missing_files(target):
+        downloaded = target.is_dir()
+        missing = _bullets(missing_files(target)) if downloaded else ""
+        if downloaded and not missing:
             return target
-        what = "is incomplete" if target.is_dir() else "has not been downloaded"
-        missing = "".join(f"  - {item}\n" for item in missing_files(target)) if target.is_dir() else ""
+        what = "is incomplete" if downloaded else "has not been downloaded"
+        command = download_command(text, cache_dir)
         raise ModelNotFound(
-            f"{text} {what} (looked in {target}).\n{missing}"
-            f"Download it with:\n    {download_command(text, cache_dir)}",
-            code="model_incomplete" if target.is_dir() else "model_not_downloaded", model=text, target=target,
-            missing=missing, command=download_command(text, cache_dir))
+            f"{text} {what} (looked in {target}).\n{missing}Download it with:\n    {command}",
+            code="model_incomplete" if downloaded else "model_not_downloaded", model=text, target=target,
+            missing=missing, command=command)
     check_model_dir(path)  # a path that does not exist: the message says so and how to fix it
     return path
 

@@ -62,7 +62,6 @@ class InvalidImport(InvalidRequest):
     def __init__(self, problem: str, code: str, **details: Any):
         super().__init__(f"Cannot import this file: {problem}. {_VALID_IMPORT_HINT}", param="file",
                          code=f"import_{code}", **details)
-        self.problem = problem
 
 
 class NotFound(MiniCPMError):
