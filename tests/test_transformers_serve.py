@@ -29,7 +29,7 @@ from api.support import ask  # tests/api
 from minicpm_core import checkpoint, remote
 from minicpm_core.loader import load_model
 from minicpm_core.remote import RemoteBackend
-from ui.i18n import EN
+from ui.i18n import EN, ZH
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
 STARTUP_LIMIT = 180.0  # seconds; only a guard against a server that never comes up
@@ -169,8 +169,7 @@ def test_the_app_chats_shows_the_ignored_controls_and_the_model_page(server, ser
     monkeypatch.delenv("MINICPM_PASSWORD", raising=False)
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     captions = [c.value for c in at.sidebar.caption]
-    labels = ", ".join(EN[f"param_{name}"] for name in NOT_SENT if f"param_{name}" in EN)  # top_k has no slider
-    assert EN["server_ignores"].format(controls=labels) in captions
+    assert ignored_note(EN) in captions
     at.sidebar.slider(key="temperature").set_value(0.0).run()
     question, answer = checkpoint.DEMO_QA[1]
     at.chat_input(key="chat_input").set_value(question).run()
@@ -180,3 +179,11 @@ def test_the_app_chats_shows_the_ignored_controls_and_the_model_page(server, ser
     table = at.table[0].value.to_string()
     assert not at.exception and server in table and str(served_checkpoint) in table
     assert EN["info_ignored_controls"] in table and ", ".join(NOT_SENT) in table
+    at.sidebar.segmented_control(key="language").set_value("zh").run()
+    assert not at.exception and ignored_note(ZH) in [c.value for c in at.sidebar.caption]
+
+
+def ignored_note(strings: dict[str, str]) -> str:
+    """The sidebar's caption for NOT_SENT in one language (top_k has no sidebar control)."""
+    labels = ", ".join(strings[f"param_{name}"] for name in NOT_SENT if f"param_{name}" in strings)
+    return strings["server_ignores"].format(controls=labels)
