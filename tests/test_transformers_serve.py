@@ -60,7 +60,17 @@ def answer_to(question: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def served_checkpoint(demo_ckpt, tmp_path_factory) -> Path:
+def serving() -> None:
+    """Skip without the serving extras (saying how to install them); in CI, fail."""
+    missing = serving_missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the transformers serve tests, but {missing}.")
+        pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def served_checkpoint(serving, demo_ckpt, tmp_path_factory) -> Path:
     """The demo model as a native Granite checkpoint, which transformers serve loads by path."""
     out = tmp_path_factory.mktemp("granite_demo")
     lm = load_model(demo_ckpt, device="cpu", dtype="float32")
@@ -73,11 +83,6 @@ def served_checkpoint(demo_ckpt, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(served_checkpoint, tmp_path_factory):
     """`transformers serve CHECKPOINT` on a free port; yields its /v1 base URL."""
-    missing = serving_missing()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the transformers serve tests, but {missing}.")
-        pytest.skip(missing)
     home = tmp_path_factory.mktemp("hf_home")
     (home / "hub").mkdir()  # an empty cache: /v1/models lists nothing of the user's
     env = os.environ | {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
