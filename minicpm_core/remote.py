@@ -1,7 +1,8 @@
 """A remote model behind any OpenAI-compatible server, driven like the local `Engine`.
 
-`RemoteBackend(base_url)` talks to this project's `/v1` (`python -m minicpm_core.api`), vLLM or
-SGLang through the official `openai` client, and offers the consumer interface the Streamlit app
+`RemoteBackend(base_url)` talks to this project's `/v1` (`python -m minicpm_core.api`), vLLM,
+SGLang or any other OpenAI-compatible server (`transformers serve`, ...) through the official
+`openai` client, and offers the consumer interface the Streamlit app
 uses on an `Engine`: `submit(messages, params)` returns a handle to iterate for text deltas, with
 `cancel()`, `text`, `stats`, `position`; plus `prepare`, `context_length`, `queue_depth`, `running`,
 `recent`, `chat`, and `describe()` for the Model page.
@@ -15,6 +16,13 @@ What is known remotely, and what is not:
   reports it (this project's server and vLLM do), else 4096.
 - `position` is 0 while the reply streams and None once done: a remote queue is invisible.
   `queue_depth` / `running` come from this project's `/health`; other servers give 0.
+- Which controls reach the model: the standard chat-completions fields (temperature, top_p,
+  max_tokens, seed) go to every server. MiniCPM's other controls (repetition_penalty, top_k,
+  max_length) are extra body fields, which strict servers refuse (`transformers serve` answers 422
+  "Unexpected fields"), so they are sent only to servers known to honour them, recognised by the
+  `owned_by` of their /v1/models card: this project's server, vLLM and SGLang. A server that still
+  refuses a field it names is asked once more without it, and the field is left out from then on.
+  `ignored_controls` lists what the server does not get, for the sidebar and the Model page.
 - `cancel()` closes the HTTP stream; a server that watches its connections (ours does) stops
   generating. The text never shows MiniCPM's turn markers: they are sent as stop strings.
 
@@ -26,7 +34,9 @@ naming the URL, an unknown model as ModelNotFound.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -46,6 +56,31 @@ HEALTH_TIMEOUT = 2.0  # seconds; /health is a status nicety, never worth a stall
 METADATA_TIMEOUT = 10.0  # seconds for /v1/models; replies themselves may take minutes
 PLACEHOLDER_KEY = "EMPTY"  # the openai client insists on a key; servers without one ignore it
 BACKENDS = ("local", "openai")
+
+# GenerationParams fields that chat.completions has a standard field for, and its name there.
+STANDARD_FIELDS = {"temperature": "temperature", "top_p": "top_p", "max_new_tokens": "max_tokens", "seed": "seed"}
+# Every other field is an extra body field under its own name, honoured only by some servers.
+EXTRA_FIELDS = tuple(name for name in GenerationParams.model_fields if name not in STANDARD_FIELDS)
+WIRE_NAMES = {name: STANDARD_FIELDS.get(name, name) for name in GenerationParams.model_fields}
+# Fields whose default means "no limit", which is every server's own default: not worth sending.
+UNLIMITED_DEFAULTS = ("top_k", "max_length")
+# The extras a server honours, by the `owned_by` of its /v1/models card (checked in their sources):
+# this project's ModelCard says "openbmb" and honours all; vLLM's and SGLang's ModelCard say "vllm"
+# and "sglang", and their chat requests take top_k and repetition_penalty (max_length is ours alone).
+HONOURED_EXTRAS: dict[str, frozenset[str]] = {
+    "openbmb": frozenset(EXTRA_FIELDS),
+    "vllm": frozenset({"top_k", "repetition_penalty"}),
+    "sglang": frozenset({"top_k", "repetition_penalty"}),
+}
+# Fields a refusing server may have left out on the retry; model, messages, stream and stop may not.
+OPTIONAL_FIELDS = frozenset(WIRE_NAMES.values()) | {"stream_options"}
+# A 4xx that names fields of the request is a refusal of those fields when it says one of these
+# (transformers serve: "Unexpected fields", OpenAI: "Unrecognized request argument", pydantic:
+# "Extra inputs are not permitted", this project: "Unknown parameter").
+REFUSAL_WORDS = re.compile(r"unexpected|unrecogni[sz]ed|unsupported|not supported|unknown|"
+                           r"extra inputs|extra fields|not permitted|not allowed", re.IGNORECASE)
+
+log = logging.getLogger(__name__)
 
 
 class RemoteGeneration:
@@ -167,6 +202,7 @@ class RemoteBackend:
         self._model = model
         self._card: dict | None = None
         self._health_supported = True
+        self._refused: set[str] = set()  # request fields this server refused (see refused_fields)
 
     # --- the Engine's consumer interface ---------------------------------------------------------
 
@@ -177,9 +213,16 @@ class RemoteBackend:
             params = GenerationParams.parse(params)
         submitted = time.perf_counter()
         try:
-            stream = self.client.chat.completions.create(
-                model=self.model, messages=messages, stream=True, stream_options={"include_usage": True},
-                **request_arguments(params))
+            try:
+                stream = self._open_stream(messages, params)
+            except openai.APIStatusError as exc:
+                refused = refused_fields(exc, self._request_fields(params))
+                if not refused:
+                    raise
+                self._refused |= refused  # remembered: the next requests leave them out from the start
+                log.warning("The model server at %s refused %s; asking again without them.", self.base_url,
+                            ", ".join(sorted(refused)))
+                stream = self._open_stream(messages, params)  # once: a second refusal is the user's error
         except Exception as exc:  # noqa: BLE001 - every client error becomes one of ours
             raise self._failure(exc) from None
         return RemoteGeneration(self, stream, submitted)
@@ -212,6 +255,14 @@ class RemoteBackend:
             return DEFAULT_CONTEXT
 
     @property
+    def ignored_controls(self) -> tuple[str, ...]:
+        """GenerationParams fields this server does not get (in the schema's order): the extras it is
+        not known to honour, and any field it refused."""
+        honoured = self._honoured_extras()
+        return tuple(name for name in GenerationParams.model_fields
+                     if (name in EXTRA_FIELDS and name not in honoured) or WIRE_NAMES[name] in self._refused)
+
+    @property
     def queue_depth(self) -> int:
         return int((self._health() or {}).get("queue_depth", 0))
 
@@ -225,12 +276,13 @@ class RemoteBackend:
         try:
             card = self._model_card()
         except ModelNotFound as exc:  # it answered, but not with the model asked for
-            return info | {"reachable": True, "error": str(exc)}
+            ignored = ", ".join(self.ignored_controls) or None
+            return info | {"reachable": True, "error": str(exc), "ignored_controls": ignored}
         except MiniCPMError as exc:
             return info | {"reachable": False, "error": str(exc)}
         info |= {"reachable": True, "model": self.model, "served_models": self._served,
                  "context_length": int(card.get("max_model_len") or DEFAULT_CONTEXT),
-                 "owned_by": card.get("owned_by")}
+                 "owned_by": card.get("owned_by"), "ignored_controls": ", ".join(self.ignored_controls) or None}
         health = self._health()
         if health is not None:
             info["health"] = health
@@ -241,6 +293,27 @@ class RemoteBackend:
 
     # --- internals --------------------------------------------------------------------------------
 
+    def _open_stream(self, messages: list[dict], params: GenerationParams):
+        usage = {} if "stream_options" in self._refused else {"stream_options": {"include_usage": True}}
+        return self.client.chat.completions.create(model=self.model, messages=messages, stream=True, **usage,
+                                                   **request_arguments(params, self.ignored_controls))
+
+    def _request_fields(self, params: GenerationParams) -> set[str]:
+        """The optional fields `_open_stream` sends now, by their name on the wire."""
+        arguments = request_arguments(params, self.ignored_controls)
+        sent = set(arguments) | set(arguments.get("extra_body", {}))
+        if "stream_options" not in self._refused:
+            sent.add("stream_options")
+        return sent & OPTIONAL_FIELDS
+
+    def _honoured_extras(self) -> frozenset[str]:
+        """The extra fields this kind of server is known to honour; none for an unknown or unreachable one."""
+        try:
+            owner = self._model_card().get("owned_by")
+        except MiniCPMError:
+            return frozenset()
+        return HONOURED_EXTRAS.get(str(owner).lower(), frozenset())
+
     def _model_card(self) -> dict:
         """The served model's entry in /v1/models (the named one, else the first)."""
         if self._card is None:
@@ -248,6 +321,8 @@ class RemoteBackend:
                 cards = [m.model_dump() for m in self.client.with_options(timeout=METADATA_TIMEOUT).models.list()]
             except Exception as exc:  # noqa: BLE001
                 raise self._failure(exc) from None
+            if not cards and self._model:  # transformers serve before 5.24 lists no local model: trust the name
+                cards = [{"id": self._model}]
             if not cards:
                 raise ModelNotFound(f"The server at {self.base_url} serves no model (GET /v1/models is empty).")
             self._served = [c["id"] for c in cards]
@@ -300,27 +375,42 @@ class RemoteBackend:
                                 f"{type(exc).__name__}: {exc}")
 
 
-def request_arguments(params: GenerationParams) -> dict[str, Any]:
-    """GenerationParams → chat.completions.create() arguments; non-OpenAI fields via extra_body."""
-    arguments: dict[str, Any] = {"temperature": params.temperature, "top_p": params.top_p,
-                                 "stop": list(STOP_MARKERS)}
-    if params.max_new_tokens is not None:
-        arguments["max_tokens"] = params.max_new_tokens
-    if params.seed is not None:
-        arguments["seed"] = params.seed
-    extra: dict[str, Any] = {"repetition_penalty": params.repetition_penalty}
-    if params.top_k:
-        extra["top_k"] = params.top_k
-    if params.max_length != GenerationParams.model_fields["max_length"].default:
-        extra["max_length"] = params.max_length  # honoured by this project's server, ignored by others
-    arguments["extra_body"] = extra
+def request_arguments(params: GenerationParams, leave_out: tuple[str, ...] | frozenset[str] = ()) -> dict[str, Any]:
+    """GenerationParams → chat.completions.create() arguments, the one place that maps them: standard
+    fields by their OpenAI name, the others via extra_body; none of the fields named in `leave_out`, no
+    unset one, and no limit at its "unlimited" default."""
+    arguments: dict[str, Any] = {"stop": list(STOP_MARKERS)}
+    extra: dict[str, Any] = {}
+    for name, field in GenerationParams.model_fields.items():
+        value = getattr(params, name)
+        if name in leave_out or value is None or (name in UNLIMITED_DEFAULTS and value == field.default):
+            continue
+        if name in STANDARD_FIELDS:
+            arguments[STANDARD_FIELDS[name]] = value
+        else:
+            extra[name] = value
+    if extra:
+        arguments["extra_body"] = extra
     return arguments
+
+
+def refused_fields(exc: openai.APIStatusError, sent: set[str]) -> set[str]:
+    """The fields of `sent` that a 4xx answer refuses by name ("Unexpected fields in the request:
+    {'top_k'}"), else an empty set: any other error is not a refusal of fields."""
+    if not 400 <= exc.status_code < 500:
+        return set()
+    message, param, _ = _error_fields(exc)
+    text = f"{message} {param or ''}"
+    if not REFUSAL_WORDS.search(text):
+        return set()
+    return {name for name in sent if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text)}
 
 
 def _error_fields(exc: openai.APIStatusError) -> tuple[str, str | None, str | None]:
     body = exc.body if isinstance(exc.body, dict) else {}
     body = body.get("error", body) if isinstance(body.get("error"), dict) else body
-    return str(body.get("message") or exc.message), body.get("param"), body.get("code")
+    message = body.get("message") or body.get("detail")  # FastAPI servers (transformers serve) say "detail"
+    return str(message or exc.message), body.get("param"), body.get("code")
 
 
 # --- command line -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from minicpm_core.api import create_app
 from minicpm_core.engine import Engine
 from minicpm_core.loader import load_model
 from minicpm_core.store import ConversationStore, default_db_path
+from ui.i18n import EN
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
 
@@ -33,6 +34,7 @@ def test_chat_through_an_openai_compatible_server(server, monkeypatch, tmp_path)
     monkeypatch.delenv("MINICPM_PASSWORD", raising=False)
     question, answer = checkpoint.DEMO_QA[1]
     at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not [c for c in at.sidebar.caption if c.value.startswith(EN["server_ignores"].split("{")[0])]
     at.sidebar.slider(key="temperature").set_value(0.0).run()
     at.chat_input(key="chat_input").set_value(question).run()
     assert not at.exception

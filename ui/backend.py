@@ -49,6 +49,8 @@ class Backend(Protocol):
     def recent(self) -> Sequence[Any]: ...
     @property
     def context_length(self) -> int | None: ...
+    @property
+    def ignored_controls(self) -> tuple[str, ...]: ...  # GenerationParams fields the model never gets
     def info(self) -> dict[str, Any]: ...
 
 
@@ -117,6 +119,8 @@ class LocalBackend:
     def context_length(self):
         return self.engine.context_length
 
+    ignored_controls = ()  # the engine honours every control
+
     def info(self) -> dict[str, Any]:
         lm = self.engine.lm
         return {
@@ -161,6 +165,10 @@ class RemoteAdapter:
     @property
     def context_length(self):
         return self.remote.context_length
+
+    @property
+    def ignored_controls(self):
+        return self.remote.ignored_controls
 
     def info(self) -> dict[str, Any]:
         return self.remote.describe()

@@ -18,7 +18,8 @@ from minicpm_core.params import PRESETS, matching_preset
 from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 
 from ui import state
-from ui.i18n import LANGUAGE_KEY, LANGUAGES, t
+from ui.backend import active_backend
+from ui.i18n import LANGUAGE_KEY, LANGUAGES, has, t
 from ui.notices import error_text
 
 CONVERSATIONS_SHOWN = 50
@@ -123,6 +124,7 @@ def settings() -> None:
     st.subheader(t("settings"))
     preset_picker()
     param_sliders()
+    ignored_controls_note()
     state.seed_widget("seed", None)
     state.keep("seed", st.number_input(t("param_seed"), min_value=0, max_value=2**32 - 1, step=1, value=None,
                                        key="seed", placeholder=t("seed_placeholder"), help=t("help_seed")))
@@ -143,6 +145,14 @@ def param_sliders(prefix: str = "") -> None:
         value = st.slider(t(f"param_{name}"), min_value=spec.low, max_value=spec.high, step=spec.step,
                           key=key, help=t(f"help_{name}"))
         state.keep(key, value)
+
+
+def ignored_controls_note() -> None:
+    """Under the sliders: the sidebar's controls that the model server does not get (a strict remote
+    server is sent only the standard OpenAI fields; see minicpm_core.remote)."""
+    ignored = [t(f"param_{name}") for name in active_backend().ignored_controls if has(f"param_{name}")]
+    if ignored:
+        st.caption(t("server_ignores", controls=", ".join(ignored)))
 
 
 def preset_picker(prefix: str = "") -> None:

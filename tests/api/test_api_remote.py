@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import socket
 
+import httpx
+import openai
 import pytest
 
 from minicpm_core.errors import ContextOverflow, GenerationFailed, InvalidRequest
-from minicpm_core.remote import RemoteBackend, add_backend_arguments, make_remote_backend
+from minicpm_core.params import GenerationParams
+from minicpm_core.remote import (EXTRA_FIELDS, RemoteBackend, add_backend_arguments, make_remote_backend,
+                                 refused_fields, request_arguments)
 
 from .support import GREEDY, ask, wait_until
 
@@ -92,6 +96,39 @@ def test_describe_and_status_come_from_the_server(remote, demo_engine):
     assert info["context_length"] == remote.context_length == demo_engine.context_length
     assert info["health"]["status"] == "ok"
     assert remote.queue_depth == 0 and remote.running == 0
+    assert remote.ignored_controls == () and info["ignored_controls"] is None  # ours honours every control
+
+
+def test_every_parameter_maps_to_a_request_field_in_one_place():
+    params = GenerationParams.parse({"temperature": 0.3, "top_p": 0.7, "top_k": 5, "repetition_penalty": 1.1,
+                                     "max_length": 100, "max_new_tokens": 9, "seed": 3})
+    arguments = request_arguments(params)
+    assert {k: v for k, v in arguments.items() if k not in ("stop", "extra_body")} == {
+        "temperature": 0.3, "top_p": 0.7, "max_tokens": 9, "seed": 3}
+    assert arguments["extra_body"] == {"top_k": 5, "repetition_penalty": 1.1, "max_length": 100}
+    assert "extra_body" not in request_arguments(params, EXTRA_FIELDS)
+    defaults = request_arguments(GenerationParams())  # unset and "unlimited" values are not sent
+    assert set(defaults) == {"stop", "temperature", "top_p", "extra_body"} and set(defaults["extra_body"]) == {
+        "repetition_penalty"}
+
+
+def _refusal(status: int, body) -> openai.APIStatusError:
+    response = httpx.Response(status, request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"))
+    return openai.APIStatusError("refused", response=response, body=body)
+
+
+@pytest.mark.parametrize("status, body, refused", [
+    (422, {"detail": "Unexpected fields in the request: {'repetition_penalty', 'top_k'}"},
+     {"repetition_penalty", "top_k"}),  # transformers serve
+    (400, {"error": {"message": "Unrecognized request argument supplied: top_k", "param": None}}, {"top_k"}),
+    (422, {"detail": [{"loc": ["body", "seed"], "msg": "Extra inputs are not permitted"}]}, {"seed"}),
+    (400, {"error": {"message": "temperature must be between 0 and 2", "param": "temperature"}}, set()),
+    (422, {"detail": "Unexpected fields in the request: {'logit_bias'}"}, set()),  # not a field we sent
+    (500, {"detail": "Unexpected fields in the request: {'top_k'}"}, set()),  # not a 4xx
+])
+def test_only_a_4xx_naming_fields_we_sent_is_a_refusal(status, body, refused):
+    sent = {"temperature", "top_p", "seed", "top_k", "repetition_penalty", "stream_options"}
+    assert refused_fields(_refusal(status, body), sent) == refused
 
 
 def test_backend_flags_build_the_remote_backend(demo_server):
