@@ -145,6 +145,9 @@ class RequestGuard:
             if not hmac.compare_digest(given, self.api_key.encode()):
                 return APIError(401, "Incorrect API key.", code="invalid_api_key")
         length = headers.get(b"content-length", b"")
+        if length and b"transfer-encoding" in headers:  # how a request is smuggled past a proxy
+            return APIError(400, "The request has both Content-Length and Transfer-Encoding; send only one.",
+                            code="ambiguous_length")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             return _too_large(int(length))
         return None

@@ -37,6 +37,8 @@ MAX_BODY_BYTES = 8 << 20  # far above any 4,096-token conversation; stops a runa
 MAX_INT_DIGITS = 100  # no number this API reads has more digits; Python's own limit (4,300) raises elsewhere
 MAX_STOP_STRINGS = 4  # OpenAI's limit
 MAX_STOP_LENGTH = 100
+MAX_NAME_LENGTH = 256  # `model` and `user`: names, never text for the model
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # OpenAI's limits
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 
 _Strict = ConfigDict(strict=True, extra="forbid")
@@ -220,13 +222,15 @@ class ChatCompletionRequest(BaseModel):
     model_config = _Strict
 
     messages: list[ChatMessage] = Field(description="The conversation so far; the last must be the user's.")
-    model: str | None = Field(None, description="Any name: this server serves one model.")
+    model: str | None = Field(None, max_length=MAX_NAME_LENGTH, description="Any name: this server serves one model.")
     frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None
     logprobs: bool | None = None
     max_completion_tokens: int | None = Field(None, description="Cap on the reply's tokens.")
     max_tokens: int | None = Field(None, description="Cap on the reply's tokens (older name).")
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = Field(None, description=f"Accepted and unused: up to {MAX_METADATA_PAIRS} "
+                                            f"string pairs, keys up to {MAX_METADATA_KEY} characters, values "
+                                            f"up to {MAX_METADATA_VALUE}.")
     n: int | None = Field(None, description="Must be 1.")
     parallel_tool_calls: bool | None = None
     presence_penalty: float | None = None
@@ -243,7 +247,7 @@ class ChatCompletionRequest(BaseModel):
     tools: list[Any] | None = None
     top_logprobs: int | None = None
     top_p: float | None = Field(None, description=GenerationParams.help("top_p"))
-    user: str | None = None
+    user: str | None = Field(None, max_length=MAX_NAME_LENGTH)
     # --- extras, not in OpenAI's protocol (the official client sends them with extra_body=) ---
     top_k: int | None = Field(None, description=GenerationParams.help("top_k"))
     repetition_penalty: float | None = Field(None, description=GenerationParams.help("repetition_penalty"))
@@ -307,6 +311,11 @@ class ChatCompletionRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def _check_supported(self) -> None:
+        metadata = self.metadata or {}
+        if len(metadata) > MAX_METADATA_PAIRS or any(
+                len(k) > MAX_METADATA_KEY or len(v) > MAX_METADATA_VALUE for k, v in metadata.items()):
+            raise InvalidRequest(f"metadata takes up to {MAX_METADATA_PAIRS} pairs, keys up to {MAX_METADATA_KEY} "
+                                 f"characters and values up to {MAX_METADATA_VALUE}.", "metadata")
         for name, hint in UNSUPPORTED.items():
             value = getattr(self, name)
             if name == "response_format" and value is not None and value.get("type") == "text":
