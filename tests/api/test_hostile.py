@@ -9,12 +9,16 @@ that must succeed. The table is built from the fields of both endpoints; the sum
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import httpx
 import pytest
 
 from minicpm_core.api import create_app
+from minicpm_core.api.__main__ import exposure_warning
+from minicpm_core.api.__main__ import main as api_main
+from minicpm_core.errors import InvalidRequest
 from minicpm_core.api.protocol import MAX_BODY_BYTES, MAX_NAME_LENGTH, MAX_STOP_STRINGS
 from minicpm_core.prompt import MAX_MESSAGES
 
@@ -391,3 +395,104 @@ def test_a_body_cut_short_is_dropped_without_a_hang_and_the_server_stays_healthy
     assert (status, body) == (0, b"")
     with httpx.Client(base_url=hostile_server.url, timeout=CASE_TIMEOUT) as client:
         assert healthy(client) is None
+
+
+# --- one behaviour each: what the corpus only counts ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def keyed_client(tiny_engine):
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(tiny_engine, api_key=KEY), headers={"Authorization": f"Bearer {KEY}"}) as client:
+        yield client
+
+
+@pytest.mark.parametrize("path, body, param", [
+    (SEED, {"prompt": "\ud800"}, "prompt"),
+    (SEED, {"prompt": "hi", "history": [["q", "a\udfff"]]}, "history[0][1]"),
+    (SEED, {"prompt": "hi", "history": [{"role": "user", "content": "\ud800"}]}, "history[0].content"),
+    (CHAT, {"messages": [{"role": "user", "content": "\ud800"}]}, "messages[0].content"),
+    (CHAT, {"messages": [{"role": "user", "content": "\ud800"}], "stream": True}, "messages[0].content"),
+    (CHAT, {"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]},
+     "messages[0].content[0].text"),
+    (CHAT, {"messages": ASK, "stop": ["ok", "\ud800"]}, "stop[1]"),
+    (CHAT, {"messages": ASK, "model": "\ud800"}, "model"),
+])
+def test_a_lone_surrogate_is_a_400_naming_the_field(keyed_client, path, body, param):
+    reply = keyed_client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["param"] == param and error["message"].startswith(f"{param} is not valid Unicode text")
+
+
+@pytest.mark.parametrize("body, words", [
+    (b'{"prompt": "hi", "prompt": "again"}', "the key 'prompt' appears twice"),
+    (b'{"prompt": "hi", "temperature": NaN}', "NaN is not a JSON number"),
+    (b'{"prompt": "hi", "seed": ' + b"1" * 200 + b"}", "a number has 200 digits"),
+    (b'{"prompt": "\xff"}', "not UTF-8 text: byte 0xff"),
+    (b"[" * 100_000, "nested too deeply"),
+])
+def test_what_python_json_would_let_through_is_invalid_json(keyed_client, body, words):
+    reply = keyed_client.post(SEED, content=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400 and "not valid JSON" in reply.json()["error"]["message"]
+    assert words in reply.json()["error"]["message"]
+
+
+def test_a_huge_question_is_refused_by_its_length(keyed_client):
+    reply = keyed_client.post(SEED, json={"prompt": HUGE})
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert "at least" in error["message"] and "the limit is 4096 tokens" in error["message"]
+
+
+def test_health_never_shows_the_local_model_path(tiny_engine, tiny_ckpt):
+    from fastapi.testclient import TestClient
+
+    for key in (None, KEY):
+        with TestClient(create_app(tiny_engine, api_key=key)) as client:
+            health = client.get("/health")
+            assert health.status_code == 200 and str(tiny_ckpt) not in health.text
+            assert health.json()["model"] == tiny_ckpt.name
+
+
+@pytest.mark.parametrize("key", ["密钥", "caf\u00e9", "two words", "", "tab\tkey"])
+def test_a_key_no_client_can_send_is_refused_at_start(tiny_engine, key):
+    with pytest.raises(InvalidRequest, match="API key"):
+        create_app(tiny_engine, api_key=key)
+
+
+def test_cli_refuses_a_non_ascii_key_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    for name in [k for k in os.environ if k.startswith("MINICPM_")]:
+        monkeypatch.delenv(name)
+    assert api_main(["--model", str(tmp_path / "not-loaded"), "--api-key", "密钥"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The API key contains '密'") and "not-loaded" not in err
+
+
+def test_a_non_ascii_key_header_is_a_401_not_a_crash(hostile_server):
+    port = int(hostile_server.url.rsplit(":", 1)[1])
+    request = post(CHAT, as_json({"messages": ASK}), headers=[(b"Authorization", "Bearer 密钥".encode())])
+    status, body = exchange(port, request, half_close=False)
+    assert status == 401 and json.loads(body)["error"]["message"] == "Incorrect API key."
+
+
+@pytest.mark.parametrize("host, key, warned", [("0.0.0.0", None, True), ("::", None, True), ("10.0.0.5", None, True),
+                                               ("0.0.0.0", "k3y", False), ("127.0.0.1", None, False),
+                                               ("localhost", None, False), ("::1", None, False)])
+def test_exposure_warning_only_for_an_open_server_on_a_reachable_address(host, key, warned):
+    warning = exposure_warning(host, key)
+    assert (warning is not None) == warned
+    if warned:
+        assert warning.startswith(f"warning: the API listens on {host} without an API key") and "--api-key" in warning
+
+
+def test_cli_on_all_interfaces_without_a_key_warns_once(tiny_ckpt, capsys, monkeypatch):
+    import uvicorn
+
+    for name in [k for k in os.environ if k.startswith("MINICPM_")]:
+        monkeypatch.delenv(name)
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(kwargs))  # no socket on 0.0.0.0
+    assert api_main(["--model", str(tiny_ckpt), "--device", "cpu", "--host", "0.0.0.0", "--port", "1"]) == 0
+    assert served == [{"host": "0.0.0.0", "port": 1, "log_level": "info"}]
+    assert capsys.readouterr().err.count("warning: the API listens on 0.0.0.0 without an API key") == 1
