@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="require this key as 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
                              "(env MINICPM_API_KEY; default: no key)")
     server.add_argument("--served-model-name", default=None,
-                        help="model name reported by /v1/models (default: the --model value)")
+                        help="model name reported by /v1/models (default: the --model value, a local path by its "
+                             "directory's name)")
     server.add_argument("--log-prompts", action="store_true",
                         help="also log prompt and reply text (off: only token counts and timings)")
     return parser
