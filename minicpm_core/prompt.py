@@ -106,9 +106,9 @@ def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
     stops with InvalidRequest (code "cancelled"), as nobody waits for the answer.
 
     The work is bounded by the budget, not by the history: each turn is tokenized once, newest
-    first, until the budget is spent (turns_until_full); text that cannot fit by its length alone
-    is never tokenized (min_tokens). The ids are always `encode()` of the kept messages, the
-    same as the model's chat() builds; `_settle` checks the estimated cut with that exact encoding.
+    first, until the budget is spent (`_Cut.estimate`); text that cannot fit by its length alone
+    is never tokenized (`_Cut.lower_bound`). The ids are always `encode()` of the kept messages,
+    as the model's chat() builds them; `_Cut.settle` checks the estimated cut with that encoding.
     """
     messages = validate_messages(list(messages))
     system = [m for m in messages if m["role"] == "system"]
