@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from minicpm_core.errors import InvalidRequest
 from minicpm_core.api.protocol import MAX_BODY_BYTES, MAX_NAME_LENGTH, MAX_STOP_STRINGS
 from minicpm_core.prompt import MAX_MESSAGES
 
-from .support import LiveServer
+from .support import LiveServer, wait_until
 
 KEY = "hostile-k3y"
 CHAT, SEED = "/v1/chat/completions", "/"
@@ -68,7 +69,7 @@ def chunked(body: bytes, size: int = 1 << 16, end: bool = True) -> bytes:
     return chunks + (b"0\r\n\r\n" if end else b"")
 
 
-# --- the corpus: (name, request bytes, whether the client half-closes after sending) -----------------
+# --- the corpus: (name, request bytes) ----------------------------------------------------------------
 
 def body_cases():
     """JSON bodies for both endpoints: each yields (name, path, body bytes)."""
@@ -265,47 +266,47 @@ def header_cases():
         "a wrong Bearer beside the right x-api-key": [(b"Authorization", b"Bearer nope"), (b"x-api-key", key)],
         "1,000 headers": [(b"X-Pad-%d" % i, b"v") for i in range(1000)],
     }.items():
-        yield f"auth: {name}", post(CHAT, body, headers=headers), False
-    yield "auth: no key on /", post(SEED, as_json({"prompt": "hi"}), headers=[]), False
-    yield "auth: no key on /v1/models", raw("GET", "/v1/models", []), False
-    yield "auth: a wrong key on /v1/models/x", raw("GET", "/v1/models/x", [(b"Authorization", b"Bearer no")]), False
+        yield f"auth: {name}", post(CHAT, body, headers=headers)
+    yield "auth: no key on /", post(SEED, as_json({"prompt": "hi"}), headers=[])
+    yield "auth: no key on /v1/models", raw("GET", "/v1/models", [])
+    yield "auth: a wrong key on /v1/models/x", raw("GET", "/v1/models/x", [(b"Authorization", b"Bearer no")])
 
     for name, content_type in {"text/plain": b"text/plain", "a form": b"application/x-www-form-urlencoded",
                                "multipart": b"multipart/form-data; boundary=x", "none": b"",
                                "XML": b"application/xml", "jsonx": b"application/jsonx", "text/json": b"text/json",
                                "garbage": b";;;", "a NUL": b"application/json\x00"}.items():
-        yield f"content type {name}", post(CHAT, body, content_type=content_type), False
+        yield f"content type {name}", post(CHAT, body, content_type=content_type)
 
     base = auth() + [(b"Content-Type", b"application/json")]
-    yield "Content-Length shorter than the body", raw("POST", CHAT, base + [(b"Content-Length", b"10")], body), False
+    yield "Content-Length shorter than the body", raw("POST", CHAT, base + [(b"Content-Length", b"10")], body)
     for value in (b"abc", b"-5", b"+5", b"1e3", b"0x10", b" ", b"%d" % (MAX_BODY_BYTES + 1), b"9" * 40):
-        yield f"Content-Length {value[:20]!r}", raw("POST", CHAT, base + [(b"Content-Length", value)]), False
+        yield f"Content-Length {value[:20]!r}", raw("POST", CHAT, base + [(b"Content-Length", value)])
     yield "two different Content-Lengths", raw("POST", CHAT, base + [(b"Content-Length", b"%d" % len(body)),
-                                                                     (b"Content-Length", b"5")], body), False
-    yield "Content-Length 0", raw("POST", CHAT, base + [(b"Content-Length", b"0")]), False
+                                                                     (b"Content-Length", b"5")], body)
+    yield "Content-Length 0", raw("POST", CHAT, base + [(b"Content-Length", b"0")])
     te = base + [(b"Transfer-Encoding", b"chunked")]
     over = b'{"prompt": "' + b"x" * (MAX_BODY_BYTES + 1)
-    yield "chunked, over the limit", raw("POST", SEED, te, chunked(over[:MAX_BODY_BYTES + (1 << 16)], end=False)), False
-    yield "chunked, one chunk over the limit", raw("POST", SEED, te, chunked(over, size=len(over), end=False)), False
-    yield "chunked, a bad chunk size", raw("POST", CHAT, te, b"zz\r\n" + body + b"\r\n0\r\n\r\n"), False
-    yield "chunked, invalid JSON", raw("POST", CHAT, te, chunked(b'{"messages": [')), False
-    yield "chunked and a Content-Length", raw("POST", CHAT, te + [(b"Content-Length", b"5")], chunked(body)), False
-    yield "an unknown Transfer-Encoding", raw("POST", CHAT, base + [(b"Transfer-Encoding", b"gzip")], body), False
+    yield "chunked, over the limit", raw("POST", SEED, te, chunked(over[:MAX_BODY_BYTES + (1 << 16)], end=False))
+    yield "chunked, one chunk over the limit", raw("POST", SEED, te, chunked(over, size=len(over), end=False))
+    yield "chunked, a bad chunk size", raw("POST", CHAT, te, b"zz\r\n" + body + b"\r\n0\r\n\r\n")
+    yield "chunked, invalid JSON", raw("POST", CHAT, te, chunked(b'{"messages": ['))
+    yield "chunked and a Content-Length", raw("POST", CHAT, te + [(b"Content-Length", b"5")], chunked(body))
+    yield "an unknown Transfer-Encoding", raw("POST", CHAT, base + [(b"Transfer-Encoding", b"gzip")], body)
 
-    yield "GET on chat completions", raw("GET", CHAT, auth()), False
-    yield "PUT on /", post(SEED, body).replace(b"POST", b"PUT", 1), False
-    yield "DELETE on /health", raw("DELETE", "/health", []), False
-    yield "POST /v1/completions", post("/v1/completions", body), False
-    yield "a path 10 KB long", raw("GET", "/" + "a" * 10_000, auth()), False
-    yield "a path with ..", raw("GET", "/../../etc/passwd", auth()), False
-    yield "a path with %00", raw("GET", "/v1/models/%00", auth()), False
-    yield "an unknown model", raw("GET", "/v1/models/gpt-4o", auth()), False
-    yield "garbage instead of HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 100, False
-    yield "a request line without version", b"POST /\r\n\r\n", False
-    yield "HTTP/9.9", b"POST / HTTP/9.9\r\nHost: t\r\n\r\n", False
-    yield "a header without colon", b"POST / HTTP/1.1\r\nHost: t\r\nBroken header\r\n\r\n", False
-    yield "no Host header", b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", False
-    yield "a 100 KB header name", raw("POST", CHAT, auth() + [(b"X" * 100_000, b"v")], body), False
+    yield "GET on chat completions", raw("GET", CHAT, auth())
+    yield "PUT on /", post(SEED, body).replace(b"POST", b"PUT", 1)
+    yield "DELETE on /health", raw("DELETE", "/health", [])
+    yield "POST /v1/completions", post("/v1/completions", body)
+    yield "a path 10 KB long", raw("GET", "/" + "a" * 10_000, auth())
+    yield "a path with ..", raw("GET", "/../../etc/passwd", auth())
+    yield "a path with %00", raw("GET", "/v1/models/%00", auth())
+    yield "an unknown model", raw("GET", "/v1/models/gpt-4o", auth())
+    yield "garbage instead of HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 100
+    yield "a request line without version", b"POST /\r\n\r\n"
+    yield "HTTP/9.9", b"POST / HTTP/9.9\r\nHost: t\r\n\r\n"
+    yield "a header without colon", b"POST / HTTP/1.1\r\nHost: t\r\nBroken header\r\n\r\n"
+    yield "no Host header", b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+    yield "a 100 KB header name", raw("POST", CHAT, auth() + [(b"X" * 100_000, b"v")], body)
 
 
 def incomplete_bodies():
@@ -318,8 +319,8 @@ def incomplete_bodies():
                                     chunked(body, end=False)[:-10])
 
 
-def corpus() -> list[tuple[str, bytes, bool]]:
-    cases = [(name, post(path, body), False) for name, path, body in body_cases()]
+def corpus() -> list[tuple[str, bytes]]:
+    cases = [(name, post(path, body)) for name, path, body in body_cases()]
     return cases + list(header_cases())
 
 
@@ -364,7 +365,7 @@ def healthy(client: httpx.Client) -> str | None:
 
 
 def test_corpus_is_large_and_names_are_unique():
-    names = [name for name, _, _ in corpus()]
+    names = [name for name, _ in corpus()]
     assert len(names) >= MIN_CASES and len(set(names)) == len(names)
 
 
@@ -373,9 +374,9 @@ def test_every_hostile_input_is_refused_with_a_4xx_and_the_server_stays_healthy(
     cases = corpus()
     failures = []
     with httpx.Client(base_url=hostile_server.url, timeout=CASE_TIMEOUT) as client:
-        for name, request, half_close in cases:
+        for name, request in cases:
             try:
-                status, body = exchange(port, request, half_close)
+                status, body = exchange(port, request, half_close=False)
                 why = problem(status, body, request) or healthy(client)
             except (OSError, httpx.HTTPError) as exc:
                 why = f"{type(exc).__name__}: {exc}"
@@ -496,3 +497,25 @@ def test_cli_on_all_interfaces_without_a_key_warns_once(tiny_ckpt, capsys, monke
     assert api_main(["--model", str(tiny_ckpt), "--device", "cpu", "--host", "0.0.0.0", "--port", "1"]) == 0
     assert served == [{"host": "0.0.0.0", "port": 1, "log_level": "info"}]
     assert capsys.readouterr().err.count("warning: the API listens on 0.0.0.0 without an API key") == 1
+
+
+def test_a_client_hanging_up_stops_its_prompt_preparation(hostile_server, tiny_engine, monkeypatch):
+    started, outcome = threading.Event(), {}
+    submit = tiny_engine.submit
+
+    def submit_once_the_client_is_gone(messages, params=None, *, cancelled=None):
+        started.set()
+        wait_until(cancelled, what="the API to notice the hang-up")  # the encoding would still be running
+        try:
+            return submit(messages, params, cancelled=cancelled)
+        except InvalidRequest as exc:
+            outcome["code"] = exc.code
+            raise
+
+    monkeypatch.setattr(tiny_engine, "submit", submit_once_the_client_is_gone)
+    port = int(hostile_server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=CASE_TIMEOUT) as sock:
+        sock.sendall(post(CHAT, as_json({"messages": ASK, "max_tokens": 2})).replace(b"Connection: close", b"X: y"))
+        assert started.wait(CASE_TIMEOUT)
+    wait_until(lambda: "code" in outcome, what="the preparation to stop")
+    assert outcome["code"] == "cancelled" and tiny_engine.queue_depth == 0 and tiny_engine.running == 0
