@@ -34,6 +34,7 @@ from ..params import GenerationParams
 from ..prompt import MAX_MESSAGES, ROLES, check_text
 
 MAX_BODY_BYTES = 8 << 20  # far above any 4,096-token conversation; stops a runaway upload early
+UNKNOWN_POSITION = -1  # a JSONDecodeError's position when the message says where (or cannot)
 MAX_INT_DIGITS = 100  # no number this API reads has more digits; Python's own limit (4,300) raises elsewhere
 MAX_STOP_STRINGS = 4  # OpenAI's limit
 MAX_STOP_LENGTH = 100
@@ -60,11 +61,11 @@ def parse_json_body(body: bytes) -> Any:
         raise
     except UnicodeDecodeError as exc:
         raise json.JSONDecodeError(f"it is not UTF-8 text: byte {body[exc.start]:#04x} at byte {exc.start}",
-                                   "", 0) from None
+                                   "", UNKNOWN_POSITION) from None
     except RecursionError:
-        raise json.JSONDecodeError("it is nested too deeply", "", 0) from None
+        raise json.JSONDecodeError("it is nested too deeply", "", UNKNOWN_POSITION) from None
     except ValueError as exc:  # raised by the hooks below
-        raise json.JSONDecodeError(str(exc), "", 0) from None
+        raise json.JSONDecodeError(str(exc), "", UNKNOWN_POSITION) from None
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -446,7 +447,8 @@ def describe_validation_error(errors: list[dict], known_fields: list[str] | tupl
     kind, value = err.get("type", ""), err.get("input")
     if kind == "json_invalid":
         detail = (err.get("ctx") or {}).get("error", "")
-        return f"The request body is not valid JSON ({detail}, at character {loc[0] if loc else '?'}).", None
+        where = f", at character {loc[0]}" if loc and loc[0] != UNKNOWN_POSITION else ""
+        return f"The request body is not valid JSON ({detail}{where}).", None
     if not loc or isinstance(loc[0], int):
         if kind == "missing":
             return "The request body is empty: send a JSON object.", None

@@ -436,7 +436,7 @@ def test_a_lone_surrogate_is_a_400_naming_the_field(keyed_client, path, body, pa
 def test_what_python_json_would_let_through_is_invalid_json(keyed_client, body, words):
     reply = keyed_client.post(SEED, content=body, headers={"Content-Type": "application/json"})
     assert reply.status_code == 400 and "not valid JSON" in reply.json()["error"]["message"]
-    assert words in reply.json()["error"]["message"]
+    assert words in reply.json()["error"]["message"] and "character -1" not in reply.json()["error"]["message"]
 
 
 def test_a_huge_question_is_refused_by_its_length(keyed_client):
