@@ -290,7 +290,7 @@ class ChatService:
         gone = threading.Event()
         failure: BaseException | None = None
         async with anyio.create_task_group() as group:
-            group.start_soon(_set_on_disconnect, request, gone)
+            group.start_soon(_on_disconnect, request, gone.set)
             try:
                 generation = await run_in_threadpool(self.engine.submit, messages, params, cancelled=gone.is_set)
             except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
@@ -310,7 +310,7 @@ class ChatService:
         """Run a reply to its end; cancel it if the client hangs up meanwhile."""
         failure: BaseException | None = None
         async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, request, reply.generation)
+            group.start_soon(_on_disconnect, request, reply.generation.cancel)
             try:
                 await self.wait_for(reply.read_all)
             except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
@@ -365,17 +365,11 @@ class ChatService:
         log.info(line)
 
 
-async def _set_on_disconnect(request: Request, gone: threading.Event) -> None:
-    while (await request.receive())["type"] != "http.disconnect":  # the body has been read already
-        pass
-    gone.set()
-
-
-async def _cancel_on_disconnect(request: Request, generation) -> None:
+async def _on_disconnect(request: Request, action) -> None:
     # The body has been read, so the next message the server sends is the disconnect.
     while (await request.receive())["type"] != "http.disconnect":
         pass
-    generation.cancel()
+    action()
 
 
 def default_model_name(engine) -> str:
