@@ -219,16 +219,19 @@ class Engine:
     def budget(self, params: GenerationParams) -> int:
         return min(params.max_length, self.context_length)
 
-    def prepare(self, messages: list[dict], params: GenerationParams | None = None) -> Prompt:
-        """Validate and encode without generating: prompt ids and how many old turns were dropped."""
+    def prepare(self, messages: list[dict], params: GenerationParams | None = None, cancelled=None) -> Prompt:
+        """Validate and encode without generating: prompt ids and how many old turns were dropped.
+
+        `cancelled()` (optional) is polled while encoding: True stops the work (the caller left)."""
         params = params or GenerationParams()
         room = params.max_new_tokens or MIN_REPLY_ROOM
-        return build_prompt(messages, self.tokenizer, self.budget(params), room)
+        return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled)
 
-    def submit(self, messages: list[dict], params: GenerationParams | dict | None = None) -> Generation:
+    def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
+               cancelled=None) -> Generation:
         if not isinstance(params, GenerationParams):
             params = GenerationParams.parse(params)
-        prompt = self.prepare(messages, params)
+        prompt = self.prepare(messages, params, cancelled)
         max_new = self.budget(params) - len(prompt.ids)
         if params.max_new_tokens:
             max_new = min(max_new, params.max_new_tokens)

@@ -11,7 +11,9 @@ untagged. So a system prompt is plain text placed before the first `<用户>`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +30,35 @@ MINICPM_CHAT_TEMPLATE = (
 STOP_MARKERS = ("<用户>", "<AI>")
 MAX_MESSAGES = 1000
 MIN_REPLY_ROOM = 128  # tokens kept free for the reply when the caller sets no max_new_tokens
+_CHECK_CHUNK = 1 << 20  # characters encoded at a time when looking for lone surrogates
 
 
 @dataclass(frozen=True)
 class Prompt:
     ids: list[int]
     turns_dropped: int
+
+
+def check_text(text: str, where: str) -> str:
+    """Refuse a str that is not valid Unicode text: one holding a lone surrogate (JSON's "\\ud800")."""
+    position = _surrogate_at(text)
+    if position is not None:
+        raise InvalidRequest(
+            f"{where} is not valid Unicode text: it holds a lone surrogate ({ascii(text[position])}) at character "
+            f"{position}. Send UTF-8 text; a character escaped in JSON as \\uD8xx needs its second half.",
+            where, code="invalid_text", field=where, position=position)
+    return text
+
+
+def _surrogate_at(text: str) -> int | None:
+    if text.isascii():  # the common case, checked at memory speed
+        return None
+    for start in range(0, len(text), _CHECK_CHUNK):  # encoding finds one fastest; chunks bound the copy
+        try:
+            text[start:start + _CHECK_CHUNK].encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return start + exc.start
+    return None
 
 
 def validate_messages(messages: Any) -> list[dict[str, str]]:
@@ -52,6 +77,7 @@ def validate_messages(messages: Any) -> list[dict[str, str]]:
                                  f"messages[{i}].role")
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{i}].content must be a string.", f"messages[{i}].content")
+        check_text(content, f"messages[{i}].content")
         clean.append({"role": role, "content": content})
     if clean[-1]["role"] != "user":
         raise InvalidRequest("The last message must be the user's question (role 'user').", "messages")
@@ -71,27 +97,166 @@ def encode(messages: Sequence[dict[str, str]], tokenizer) -> list[int]:
 
 
 def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
-                 reply_room: int = MIN_REPLY_ROOM) -> Prompt:
+                 reply_room: int = MIN_REPLY_ROOM, cancelled: Callable[[], bool] | None = None) -> Prompt:
     """Encode the conversation, dropping the oldest whole turns until `reply_room` tokens are free.
 
-    A turn is a user message and the replies after it. System messages are always kept, and so is
-    the newest question; if that alone leaves no room for a single reply token, ContextOverflow.
+    A turn is a user message and the replies after it. System messages are always kept (in front),
+    and so is the newest question; if that alone leaves no room for a single reply token,
+    ContextOverflow. `cancelled` is polled between tokenizer calls: once it returns True the work
+    stops with InvalidRequest (code "cancelled"), as nobody waits for the answer.
+
+    The work is bounded by the budget, not by the history: each turn is tokenized once, newest
+    first, until the budget is spent (`_Cut.estimate`); text that cannot fit by its length alone
+    is never tokenized (`_Cut.lower_bound`). The ids are always `encode()` of the kept messages,
+    as the model's chat() builds them; `_Cut.settle` checks the estimated cut with that encoding.
     """
     messages = validate_messages(list(messages))
     system = [m for m in messages if m["role"] == "system"]
     turns = split_turns([m for m in messages if m["role"] != "system"])
     reply_room = min(reply_room, budget // 2)
-    for dropped in range(len(turns)):
-        kept = system + [m for turn in turns[dropped:] for m in turn]
-        ids = encode(kept, tokenizer)
-        if len(ids) + reply_room <= budget:
-            return Prompt(ids, dropped)
+    cut = _Cut(tokenizer, system, turns, budget - reply_room, cancelled)
+    newest = len(turns) - 1
+    at_least = cut.lower_bound(newest)
+    if at_least >= budget:  # refused by its length, before a 7 MB question reaches the tokenizer
+        raise _overflow(at_least, budget, exact=False)
+    prompt = cut.settle(cut.estimate())
+    if prompt is not None:
+        return prompt
+    ids = cut.exact(newest)
     if len(ids) < budget:
-        return Prompt(ids, len(turns) - 1)  # only the newest question is left: give it what remains
-    raise ContextOverflow(
-        f"The question is {len(ids)} tokens long but the limit is {budget} tokens (max_length / the "
+        return Prompt(ids, newest)  # only the newest question is left: give it what remains
+    raise _overflow(len(ids), budget, exact=True)
+
+
+def _overflow(tokens: int, budget: int, exact: bool) -> ContextOverflow:
+    size = f"{tokens}" if exact else f"at least {tokens}"
+    return ContextOverflow(
+        f"The question is {size} tokens long but the limit is {budget} tokens (max_length / the "
         "model's context) for question and reply together. Shorten it, or split it into parts.",
-        "messages", code="context_overflow", tokens=len(ids), limit=budget)
+        "messages", code="context_overflow", tokens=tokens, limit=budget)
+
+
+class _Cut:
+    """Where to cut a conversation: `kept(d)` is the system messages plus the turns from `d` on."""
+
+    def __init__(self, tokenizer, system, turns, limit: int, cancelled: Callable[[], bool] | None):
+        self.tokenizer, self.system, self.turns, self.limit = tokenizer, system, turns, limit
+        self.cancelled = cancelled or (lambda: False)
+        self.chars_per_token = max_chars_per_token(tokenizer)
+
+    def kept(self, dropped: int) -> list[dict[str, str]]:
+        return self.system + [m for turn in self.turns[dropped:] for m in turn]
+
+    def lower_bound(self, dropped: int) -> int:
+        """Fewest tokens `encode(kept(dropped))` can have, from its length alone (0: no bound known)."""
+        if self.chars_per_token is None:
+            return 0
+        return 1 + -(-len(render(self.kept(dropped), self.tokenizer)) // self.chars_per_token)  # BOS + ceil
+
+    def count(self, messages: list[dict[str, str]]) -> int:
+        """Tokens of one piece of the prompt tokenized alone (an estimate of its share of the whole)."""
+        self.check()
+        text = render(messages, self.tokenizer)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def exact(self, dropped: int) -> list[int]:
+        self.check()
+        return encode(self.kept(dropped), self.tokenizer)
+
+    def fits(self, dropped: int) -> list[int] | None:
+        """The exact ids of kept(dropped) if they leave the reply its room, else None."""
+        if self.lower_bound(dropped) > self.limit:
+            return None  # provably too long: not worth tokenizing
+        ids = self.exact(dropped)
+        return ids if len(ids) <= self.limit else None
+
+    def estimate(self) -> int:
+        """The fewest turns to drop by per-turn counts: each turn tokenized once, newest first."""
+        used = 1 + (self.count(self.system) if self.system else 0)  # BOS and the system text
+        for dropped in range(len(self.turns) - 1, -1, -1):
+            if self.chars_per_token is not None and used + len(
+                    render(self.turns[dropped], self.tokenizer)) // self.chars_per_token > self.limit:
+                return dropped + 1  # this turn cannot fit by its length: no need to tokenize it
+            used += self.count(self.turns[dropped])
+            if used > self.limit:
+                return dropped + 1
+        return 0
+
+    def settle(self, dropped: int) -> Prompt | None:
+        """The exact cut next to the estimate: the fewest dropped turns whose encoding fits.
+
+        Pieces tokenized alone can differ from the whole by a token at each join (BPE may merge
+        across it), so the estimate is checked with exact encodings and moved until it holds.
+        Fitting is monotone in `dropped` (dropping a turn removes its tags, 6 pieces), so a cut
+        that fits while one turn fewer does not is the same cut the scan from 0 finds.
+        """
+        newest = len(self.turns) - 1
+        dropped = min(dropped, newest)
+        ids = self.fits(dropped)
+        while ids is None and dropped < newest:
+            dropped += 1
+            ids = self.fits(dropped)
+        if ids is None:
+            return None
+        while dropped > 0 and (more := self.fits(dropped - 1)) is not None:
+            dropped, ids = dropped - 1, more
+        return Prompt(ids, dropped)
+
+    def check(self) -> None:
+        if self.cancelled():
+            raise InvalidRequest("The request was cancelled while its prompt was being prepared.",
+                                 code="cancelled")
+
+
+_CHARS_PER_TOKEN: "weakref.WeakKeyDictionary[Any, int | None]" = weakref.WeakKeyDictionary()
+# Normalizers and pre-tokenizers that never make text shorter: under them a token covers at most
+# as many characters as its vocabulary piece is long. MiniCPM's (sentencepiece BPE) uses these.
+_KEEPS_LENGTH = {"Prepend", "Replace", "Metaspace", "ByteLevel", "NFD", "NFKD", "Lowercase", "Sequence"}
+
+
+def max_chars_per_token(tokenizer) -> int | None:
+    """Most characters of text one token can stand for (the longest vocabulary piece), or None.
+
+    So a text of n characters is at least ceil(n / this) tokens. Computed once per tokenizer.
+    None where the tokenizer could shorten the text first (a stripping or composing normalizer)
+    or fuse a run of unknown characters into one token: no bound is derived then.
+    """
+    try:
+        return _CHARS_PER_TOKEN[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    bound = _derive_chars_per_token(tokenizer)
+    try:
+        _CHARS_PER_TOKEN[tokenizer] = bound
+    except TypeError:  # not weak-referenceable: recomputed next time
+        pass
+    return bound
+
+
+def _derive_chars_per_token(tokenizer) -> int | None:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    spec = json.loads(backend.to_str())
+    model = spec.get("model") or {}
+    if model.get("fuse_unk") and not model.get("byte_fallback"):
+        return None
+    for part in ("normalizer", "pre_tokenizer"):
+        if not _keeps_length(spec.get(part)):
+            return None
+    return max(len(piece) for piece in tokenizer.get_vocab())
+
+
+def _keeps_length(component: dict | None) -> bool:
+    if component is None:
+        return True
+    kind = component.get("type")
+    if kind == "Sequence":
+        return all(_keeps_length(c) for c in component.get("normalizers", component.get("pretokenizers", [])))
+    if kind == "Replace":  # one character replaced by at least one keeps the length
+        pattern = component.get("pattern", {})
+        return len(pattern.get("String", "xx")) == 1 and len(component.get("content", "")) >= 1
+    return kind in _KEEPS_LENGTH
 
 
 def split_turns(messages: Sequence[dict[str, str]]) -> list[list[dict[str, str]]]:

@@ -1,11 +1,14 @@
 """Prompting exactly as MiniCPM's chat(): the template, BOS once, the history budget, stop markers."""
 
+import random
+
 import pytest
 
+from minicpm_core.checkpoint import write_checkpoint
 from minicpm_core.errors import ContextOverflow, InvalidRequest
 from minicpm_core.loader import load_tokenizer
-from minicpm_core.prompt import (MINICPM_CHAT_TEMPLATE, build_prompt, encode, find_stop, render,
-                                 unsafe_tail, validate_messages)
+from minicpm_core.prompt import (MINICPM_CHAT_TEMPLATE, build_prompt, encode, find_stop, max_chars_per_token,
+                                 render, split_turns, unsafe_tail, validate_messages)
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +106,135 @@ def test_find_stop(text, index):
                                         ("answer<AI", 3), ("a < b", 0), ("done.", 0), ("<用户>", 0)])
 def test_unsafe_tail_holds_back_possible_marker_starts(text, held):
     assert unsafe_tail(text) == held
+
+
+# --- the history budget at scale: bounded work, same ids as the full re-encoding ---------------------
+
+def reference_build_prompt(messages, tokenizer, budget, reply_room=128):
+    """The original quadratic scan (re-encode the rest once per dropped turn): the oracle for the ids."""
+    messages = validate_messages(list(messages))
+    system = [m for m in messages if m["role"] == "system"]
+    turns = split_turns([m for m in messages if m["role"] != "system"])
+    reply_room = min(reply_room, budget // 2)
+    for dropped in range(len(turns)):
+        ids = encode(system + [m for turn in turns[dropped:] for m in turn], tokenizer)
+        if len(ids) + reply_room <= budget:
+            return dropped, ids
+    if len(ids) < budget:
+        return len(turns) - 1, ids
+    return "overflow", None
+
+
+WORDS = ["mountain", "river", "山", "东", "泰山", "你好", "的", "是", "?", "!", "。", "，", "<", ">", "AI", "用户",
+         "\n", "  ", "😀", "é", "'", "1234", "Hi", "the", "ab", "<用", "户>", "\t", "ー"]
+
+
+def random_conversation(rng, turns):
+    def text():
+        return "".join(rng.choice(WORDS) + rng.choice(["", " "]) for _ in range(rng.randint(0, 40)))
+
+    messages = [{"role": "system", "content": text()}] if rng.random() < 0.3 else []
+    for _ in range(turns):
+        messages.append({"role": "user", "content": text()})
+        for _ in range(rng.choice([0, 1, 1, 1, 2])):
+            messages.append({"role": rng.choice(["assistant", "assistant", "system"]), "content": text()})
+    messages.append({"role": "user", "content": text() + "?"})
+    return messages
+
+
+@pytest.fixture(scope="module", params=["tokenizer.model", "tokenizer.json"])
+def any_tokenizer(request, tmp_path_factory):
+    """Both upstream layouts: sentencepiece's tokenizer.model alone, and with tokenizer.json."""
+    path = write_checkpoint(tmp_path_factory.mktemp("tok"), tokenizer_json=request.param == "tokenizer.json")
+    return load_tokenizer(path)
+
+
+def test_cut_gives_the_same_ids_as_the_full_rescan_on_random_conversations(any_tokenizer):
+    rng = random.Random(9)
+    checked = dropped = 0
+    for _ in range(300):
+        messages = random_conversation(rng, rng.randint(0, 12))
+        full = len(encode(reference_messages(messages), any_tokenizer))
+        budget = max(16, rng.randint(full // 4, full + 20))
+        room = rng.choice([1, 8, 32, 128])
+        expected = reference_build_prompt(messages, any_tokenizer, budget, room)
+        if expected[0] == "overflow":
+            with pytest.raises(ContextOverflow):
+                build_prompt(messages, any_tokenizer, budget, room)
+            continue
+        prompt = build_prompt(messages, any_tokenizer, budget, room)
+        assert (prompt.turns_dropped, prompt.ids) == expected, messages
+        checked += 1
+        dropped += prompt.turns_dropped > 0
+    assert checked > 200 and dropped > 100  # the cases exercised cutting, not only "everything fits"
+
+
+def reference_messages(messages):
+    system = [m for m in messages if m["role"] == "system"]
+    return system + [m for m in messages if m["role"] != "system"]
+
+
+def test_length_bound_never_exceeds_the_real_token_count(any_tokenizer):
+    bound = max_chars_per_token(any_tokenizer)
+    assert bound == max(len(piece) for piece in any_tokenizer.get_vocab())
+    rng = random.Random(3)
+    for _ in range(300):
+        text = "".join(rng.choice(WORDS + ["temperature", "tokenizer", "▁", "x" * 30]) for _ in range(rng.randint(1, 60)))
+        tokens = len(any_tokenizer(text, add_special_tokens=False)["input_ids"])
+        assert tokens >= -(-len(text) // bound), text
+
+
+def test_huge_question_is_refused_by_its_length_without_tokenizing_it(tokenizer, monkeypatch):
+    seen = spy_on_tokenizer(tokenizer, monkeypatch)
+    with pytest.raises(ContextOverflow, match="at least .* tokens long but the limit is 4096") as caught:
+        build_prompt([{"role": "user", "content": "x" * 7_000_000}], tokenizer, budget=4096)
+    assert seen == [] and caught.value.details["limit"] == 4096
+
+
+def spy_on_tokenizer(tokenizer, monkeypatch) -> list[int]:
+    """Record the length of every text the tokenizer is asked to encode (it still encodes it)."""
+    seen, call = [], type(tokenizer).__call__
+
+    def recording(self, text, *args, **kwargs):
+        seen.append(len(text))
+        return call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", recording)
+    return seen
+
+
+def test_long_history_work_is_bounded_by_the_budget_not_the_history(tokenizer, monkeypatch):
+    messages = []
+    for i in range(499):
+        messages += [{"role": "user", "content": f"question {i} " + "山 river " * 250},
+                     {"role": "assistant", "content": "answer " * 285}]
+    messages.append({"role": "user", "content": "the newest question"})
+    history_chars = sum(len(m["content"]) for m in messages)
+    assert len(messages) == 999 and history_chars > 1_900_000
+    seen = spy_on_tokenizer(tokenizer, monkeypatch)
+    prompt = build_prompt(messages, tokenizer, budget=4096)
+    assert prompt.turns_dropped > 490 and len(prompt.ids) + 128 <= 4096
+    assert sum(seen) < 3 * 4096 * max_chars_per_token(tokenizer) < history_chars / 10
+    assert prompt.ids == encode(messages[2 * prompt.turns_dropped:], tokenizer)
+
+
+def test_preparation_stops_once_cancelled(tokenizer, monkeypatch):
+    seen = spy_on_tokenizer(tokenizer, monkeypatch)
+    with pytest.raises(InvalidRequest, match="cancelled") as caught:
+        build_prompt(conversation(50), tokenizer, budget=64, cancelled=lambda: len(seen) >= 3)
+    assert caught.value.code == "cancelled" and len(seen) == 3
+
+
+@pytest.mark.parametrize("content", ["\ud800", "ok \udfff", "\ude00\ud83d", "emoji half \ud83d"])
+def test_lone_surrogates_are_invalid_requests_naming_the_message(tokenizer, content):
+    messages = conversation(1)
+    messages[1]["content"] = content
+    with pytest.raises(InvalidRequest, match=r"messages\[1\]\.content is not valid Unicode text") as caught:
+        build_prompt(messages, tokenizer, budget=4096)
+    assert caught.value.param == "messages[1].content"
+
+
+def test_a_proper_surrogate_pair_is_just_an_emoji(tokenizer):
+    import json
+    messages = [{"role": "user", "content": json.loads('"\\ud83d\\ude00 hi"')}]
+    assert build_prompt(messages, tokenizer, budget=4096).ids == encode(messages, tokenizer)

@@ -9,6 +9,7 @@ command) and exit status 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -34,10 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="require this key as 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
                              "(env MINICPM_API_KEY; default: no key)")
     server.add_argument("--served-model-name", default=None,
-                        help="model name reported by /v1/models (default: the --model value)")
+                        help="model name reported by /v1/models (default: the --model value, a local path by its "
+                             "directory's name)")
     server.add_argument("--log-prompts", action="store_true",
                         help="also log prompt and reply text (off: only token counts and timings)")
     return parser
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What to tell the user who serves without a key on an address other machines can reach."""
+    if api_key:
+        return None
+    try:
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:  # a host name: it may well be reachable
+        pass
+    return (f"warning: the API listens on {host} without an API key: anyone who can reach this port can use "
+            "the model. Set one with --api-key KEY (or MINICPM_API_KEY), or listen on --host 127.0.0.1.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,8 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ..errors import MiniCPMError
     from ..options import load_engine, model_options
+    from .app import check_api_key, create_app
 
     try:
+        check_api_key(args.api_key)  # before the minutes a model takes to load
         engine = load_engine(model_options(args))
     except MiniCPMError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -55,10 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
-    from .app import create_app
-
     app = create_app(engine, api_key=args.api_key, log_prompts=args.log_prompts,
                      model_name=args.served_model_name)
+    if warning := exposure_warning(args.host, args.api_key):
+        print(warning, file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 

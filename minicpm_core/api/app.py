@@ -18,10 +18,12 @@ It does not implement tool calls, log probabilities or n > 1; those are refused 
 from __future__ import annotations
 
 import datetime
+import hmac
 import json
 import logging
-import secrets
+import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -29,6 +31,7 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,7 +39,7 @@ from ..errors import ContextOverflow, GenerationFailed, InvalidRequest, MiniCPME
 from .protocol import (
     MAX_BODY_BYTES, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
     ChunkChoice, Delta, ErrorDetail, ErrorResponse, Health, ModelCard, ModelList, SeedRequest, SeedResponse,
-    Usage, completion_id, describe_validation_error, now,
+    Usage, completion_id, describe_validation_error, now, parse_json_body,
 )
 
 log = logging.getLogger(__name__)
@@ -133,19 +136,41 @@ class RequestGuard:
         await error_response(err, scope["path"])(scope, receive, send)
 
     def refusal(self, scope) -> APIError | None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {k.lower(): v for k, v in scope["headers"]}  # raw bytes: a key is compared as bytes
         if self.api_key and scope["path"] not in OPEN_PATHS:
-            auth = headers.get("authorization", "")
-            given = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key")
+            given = _presented_key(headers)
             if given is None:
                 return APIError(401, "Missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.",
                                 code="invalid_api_key")
-            if not secrets.compare_digest(given.encode(), self.api_key.encode()):
+            if not hmac.compare_digest(given, self.api_key.encode()):
                 return APIError(401, "Incorrect API key.", code="invalid_api_key")
-        length = headers.get("content-length", "")
+        length = headers.get(b"content-length", b"")
+        if length and b"transfer-encoding" in headers:  # how a request is smuggled past a proxy
+            return APIError(400, "The request has both Content-Length and Transfer-Encoding; send only one.",
+                            code="ambiguous_length")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
             return _too_large(int(length))
         return None
+
+
+def _presented_key(headers: dict[bytes, bytes]) -> bytes | None:
+    auth = headers.get(b"authorization", b"")
+    return auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key")
+
+
+def check_api_key(api_key: str | None) -> str | None:
+    """The key as given, or InvalidRequest when no client could send it (HTTP headers are ASCII)."""
+    if api_key is None:
+        return None
+    if not api_key:
+        raise InvalidRequest("The API key is empty: pass a non-empty --api-key (or MINICPM_API_KEY), or none "
+                             "for an open server.", "api_key")
+    bad = next((c for c in api_key if not "!" <= c <= "~"), None)
+    if bad is not None:
+        raise InvalidRequest(f"The API key contains {bad!r}: use printable ASCII only (letters, digits, "
+                             "punctuation; no spaces), because HTTP clients send the key in a header as ASCII.",
+                             "api_key")
+    return api_key
 
 
 def _header(scope, name: str) -> str | None:
@@ -260,9 +285,21 @@ class ChatService:
         self.engine, self.model_name, self.log_prompts = engine, model_name, log_prompts
         self._waiters = anyio.CapacityLimiter(MAX_WAITING_REPLIES)
 
-    async def submit(self, messages: list[dict], params, stops: tuple[str, ...] = ()) -> Reply:
-        # Encoding a long conversation takes milliseconds: keep it off the event loop too.
-        return Reply(await run_in_threadpool(self.engine.submit, messages, params), stops)
+    async def submit(self, request: Request, messages: list[dict], params, stops: tuple[str, ...] = ()) -> Reply:
+        """Encode and queue, off the event loop; a client that hangs up meanwhile stops the encoding."""
+        gone = threading.Event()
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(_on_disconnect, request, gone.set)
+            try:
+                generation = await run_in_threadpool(self.engine.submit, messages, params, cancelled=gone.is_set)
+            except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
+                failure = exc
+            finally:
+                group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return Reply(generation, stops)
 
     async def wait_for(self, func, *args):
         # abandon_on_cancel: a disconnect must not wait for the next token to arrive; the caller
@@ -273,7 +310,7 @@ class ChatService:
         """Run a reply to its end; cancel it if the client hangs up meanwhile."""
         failure: BaseException | None = None
         async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, request, reply.generation)
+            group.start_soon(_on_disconnect, request, reply.generation.cancel)
             try:
                 await self.wait_for(reply.read_all)
             except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
@@ -328,16 +365,39 @@ class ChatService:
         log.info(line)
 
 
-async def _cancel_on_disconnect(request: Request, generation) -> None:
+async def _on_disconnect(request: Request, action) -> None:
     # The body has been read, so the next message the server sends is the disconnect.
     while (await request.receive())["type"] != "http.disconnect":
         pass
-    generation.cancel()
+    action()
 
 
 def default_model_name(engine) -> str:
+    """The --model value, but a local path only by its directory's name: clients never learn paths."""
     lm = engine.lm
-    return "minicpm-2b-demo" if getattr(lm, "demo", False) else str(lm.source)
+    if getattr(lm, "demo", False):
+        return "minicpm-2b-demo"
+    source = Path(str(lm.source)).expanduser()
+    return source.name if source.is_absolute() or source.exists() else str(lm.source)
+
+
+class _StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json_body(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """Routes whose JSON body is parsed strictly (protocol.parse_json_body): no NaN, no duplicate key."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def strict(request: Request):
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return strict
 
 
 # --- the app -------------------------------------------------------------------------------------
@@ -345,10 +405,12 @@ def default_model_name(engine) -> str:
 def create_app(engine, *, api_key: str | None = None, log_prompts: bool = False,
                model_name: str | None = None) -> FastAPI:
     """The API for one loaded engine. `api_key` set: every endpoint but /health and the docs needs it."""
+    api_key = check_api_key(api_key)
     model_name = model_name or default_model_name(engine)
     service = ChatService(engine, model_name, log_prompts)
     app = FastAPI(title="MiniCPM-2B Chat API",
                   description="The seed tutorial's `POST /`, plus OpenAI-compatible `/v1/chat/completions`.")
+    app.router.route_class = StrictJSONRoute
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(RequestGuard, api_key=api_key)
@@ -357,7 +419,7 @@ def create_app(engine, *, api_key: str | None = None, log_prompts: bool = False,
     async def seed_chat(body: SeedRequest, request: Request) -> SeedResponse:
         """The seed tutorial's endpoint: `{"prompt": ...}` in, `{"response", "status", "time"}` out."""
         messages, params = body.to_messages(), body.to_params()
-        reply = await service.submit(messages, params)
+        reply = await service.submit(request, messages, params)
         try:
             text = await service.complete(request, reply)
         finally:
@@ -369,7 +431,7 @@ def create_app(engine, *, api_key: str | None = None, log_prompts: bool = False,
     @app.post("/v1/chat/completions", response_model=ChatCompletion, responses={400: {"model": ErrorResponse}})
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         messages, params, stops = body.to_messages(), body.to_params(), body.stop_strings()
-        reply = await service.submit(messages, params, stops)
+        reply = await service.submit(request, messages, params, stops)
         request_id = completion_id()
         if body.stream:
             events = service.stream(reply, request_id, body.include_usage, request.url.path, messages)

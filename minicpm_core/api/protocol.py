@@ -22,22 +22,100 @@ This module knows nothing about FastAPI, the engine or threads.
 from __future__ import annotations
 
 import difflib
+import json
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from ..errors import InvalidRequest
 from ..params import GenerationParams
-from ..prompt import ROLES
+from ..prompt import MAX_MESSAGES, ROLES, check_text
 
 MAX_BODY_BYTES = 8 << 20  # far above any 4,096-token conversation; stops a runaway upload early
+UNKNOWN_POSITION = -1  # a JSONDecodeError's position when the message says where (or cannot)
+MAX_INT_DIGITS = 100  # no number this API reads has more digits; Python's own limit (4,300) raises elsewhere
 MAX_STOP_STRINGS = 4  # OpenAI's limit
 MAX_STOP_LENGTH = 100
+MAX_NAME_LENGTH = 256  # `model` and `user`: names, never text for the model
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # OpenAI's limits
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 
 _Strict = ConfigDict(strict=True, extra="forbid")
+
+
+# --- the body: strict JSON, valid text ----------------------------------------------------------
+
+def parse_json_body(body: bytes) -> Any:
+    """The request body as JSON, strictly: raises json.JSONDecodeError with a sentence for a human.
+
+    Python's json module accepts what JSON does not (NaN, Infinity, a key given twice: the last
+    silently wins) and raises other errors for undecodable bytes, endless digits or deep nesting;
+    all of them are refused here as "not valid JSON", which the API answers with a 400.
+    """
+    try:
+        return json.loads(body, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constant,
+                          parse_int=_bounded_int)
+    except json.JSONDecodeError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError(f"it is not UTF-8 text: byte {body[exc.start]:#04x} at byte {exc.start}",
+                                   "", UNKNOWN_POSITION) from None
+    except RecursionError:
+        raise json.JSONDecodeError("it is nested too deeply", "", UNKNOWN_POSITION) from None
+    except ValueError as exc:  # raised by the hooks below
+        raise json.JSONDecodeError(str(exc), "", UNKNOWN_POSITION) from None
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"the key {_short(duplicate)} appears twice in one object")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits) > MAX_INT_DIGITS:
+        raise ValueError(f"a number has {len(digits)} digits; at most {MAX_INT_DIGITS} are accepted")
+    return int(digits)
+
+
+def check_body_text(data: Any) -> Any:
+    """Refuse any string in the body (a value or a key, at any depth) that is not valid Unicode text.
+
+    JSON may escape half a surrogate pair ("\\ud800"); Python decodes it into a str that no UTF-8
+    encoder or tokenizer accepts. The error names the field, e.g. messages[2].content.
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:  # iterative: the nesting depth is the client's choice
+        where, value = stack.pop()
+        if isinstance(value, str):
+            check_text(value, where or "the request body")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str):
+                    check_text(key, f"a key in {where or 'the request body'}")
+                stack.append((name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return data
+
+
+def _screened(data: Any, list_field: str) -> Any:
+    """Before pydantic builds anything: valid text everywhere, and no more messages than are served."""
+    check_body_text(data)
+    if isinstance(data, dict) and isinstance(data.get(list_field), list) and len(data[list_field]) > MAX_MESSAGES:
+        raise InvalidRequest(f"{list_field} has {len(data[list_field])} entries; at most {MAX_MESSAGES} are "
+                             "accepted.", list_field)
+    return data
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -73,6 +151,11 @@ class SeedRequest(BaseModel):
     top_k: int | None = Field(None, description=GenerationParams.help("top_k"))
     repetition_penalty: float | None = Field(None, description=GenerationParams.help("repetition_penalty"))
     seed: int | None = Field(None, description=GenerationParams.help("seed"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _screen(cls, data: Any) -> Any:
+        return _screened(data, "history")
 
     def to_messages(self) -> list[dict[str, str]]:
         if not self.prompt.strip():
@@ -140,13 +223,15 @@ class ChatCompletionRequest(BaseModel):
     model_config = _Strict
 
     messages: list[ChatMessage] = Field(description="The conversation so far; the last must be the user's.")
-    model: str | None = Field(None, description="Any name: this server serves one model.")
+    model: str | None = Field(None, max_length=MAX_NAME_LENGTH, description="Any name: this server serves one model.")
     frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None
     logprobs: bool | None = None
     max_completion_tokens: int | None = Field(None, description="Cap on the reply's tokens.")
     max_tokens: int | None = Field(None, description="Cap on the reply's tokens (older name).")
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = Field(None, description=f"Accepted and unused: up to {MAX_METADATA_PAIRS} "
+                                            f"string pairs, keys up to {MAX_METADATA_KEY} characters, values "
+                                            f"up to {MAX_METADATA_VALUE}.")
     n: int | None = Field(None, description="Must be 1.")
     parallel_tool_calls: bool | None = None
     presence_penalty: float | None = None
@@ -163,11 +248,16 @@ class ChatCompletionRequest(BaseModel):
     tools: list[Any] | None = None
     top_logprobs: int | None = None
     top_p: float | None = Field(None, description=GenerationParams.help("top_p"))
-    user: str | None = None
+    user: str | None = Field(None, max_length=MAX_NAME_LENGTH)
     # --- extras, not in OpenAI's protocol (the official client sends them with extra_body=) ---
     top_k: int | None = Field(None, description=GenerationParams.help("top_k"))
     repetition_penalty: float | None = Field(None, description=GenerationParams.help("repetition_penalty"))
     max_length: int | None = Field(None, description=GenerationParams.help("max_length"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _screen(cls, data: Any) -> Any:
+        return _screened(data, "messages")
 
     def to_messages(self) -> list[dict[str, str]]:
         if not self.messages:
@@ -222,6 +312,11 @@ class ChatCompletionRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def _check_supported(self) -> None:
+        metadata = self.metadata or {}
+        if len(metadata) > MAX_METADATA_PAIRS or any(
+                len(k) > MAX_METADATA_KEY or len(v) > MAX_METADATA_VALUE for k, v in metadata.items()):
+            raise InvalidRequest(f"metadata takes up to {MAX_METADATA_PAIRS} pairs, keys up to {MAX_METADATA_KEY} "
+                                 f"characters and values up to {MAX_METADATA_VALUE}.", "metadata")
         for name, hint in UNSUPPORTED.items():
             value = getattr(self, name)
             if name == "response_format" and value is not None and value.get("type") == "text":
@@ -352,7 +447,8 @@ def describe_validation_error(errors: list[dict], known_fields: list[str] | tupl
     kind, value = err.get("type", ""), err.get("input")
     if kind == "json_invalid":
         detail = (err.get("ctx") or {}).get("error", "")
-        return f"The request body is not valid JSON ({detail}, at character {loc[0] if loc else '?'}).", None
+        where = f", at character {loc[0]}" if loc and loc[0] != UNKNOWN_POSITION else ""
+        return f"The request body is not valid JSON ({detail}{where}).", None
     if not loc or isinstance(loc[0], int):
         if kind == "missing":
             return "The request body is empty: send a JSON object.", None
@@ -387,5 +483,5 @@ def _json_kind(value: Any) -> str:
 
 
 def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    text = repr(value[:limit] + "..." if isinstance(value, str) and len(value) > limit else value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
