@@ -43,7 +43,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-dir", default=env("MINICPM_CACHE_DIR", DEFAULT_CACHE_DIR),
                        help="where model ids are looked up and downloaded (env MINICPM_CACHE_DIR)")
     group.add_argument("--demo", action="store_true", default=_env_flag("MINICPM_DEMO"),
-                       help="run a tiny random demo model instead of MiniCPM-2B (env MINICPM_DEMO=1)")
+                       help="run the tiny demo model that comes with the app (canned answers to a few questions, "
+                            "no download) instead of MiniCPM-2B (env MINICPM_DEMO=1)")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="execute the Python code shipped inside the checkpoint (off by default)")
     group.add_argument("--max-concurrent", type=int, default=int(env("MINICPM_MAX_CONCURRENT", "1")),

@@ -5,7 +5,8 @@
 - `tiny_ckpt_bin`: the same shape as fp32 `pytorch_model.bin` (the seed's -sft-fp32 format), with the
   same trap files.
 - `demo_ckpt`: the tiny model trained to answer `minicpm_core.checkpoint.DEMO_QA` under greedy
-  decoding (a few seconds to build, once per session, only when a test asks for it).
+  decoding, trained afresh (15-45 s, once per session, only when a test asks for it) so that
+  tests/test_checkpoint.py can compare it with the shipped one the app's `--demo` loads.
 
 Tests run torch on one thread: the models are tiny, and on a shared 2-core machine a second thread
 spends its time waiting for a busy core (generation measured 5-10x slower with two).

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, GraniteForCausalLM
 
 from minicpm_core import checkpoint
 from minicpm_core.checkpoint import (
-    CHAT_TEMPLATE, DEMO_QA, demo_checkpoint_dir, make_config, tensor_shapes, write_checkpoint,
+    CHAT_TEMPLATE, DEMO_MODEL_DIR, DEMO_QA, demo_checkpoint_dir, make_config, tensor_shapes, write_checkpoint,
 )
 from minicpm_core.config import granite_config_from_minicpm
 
@@ -247,19 +247,35 @@ def test_demo_data_covers_streaming_markdown_and_latex(tiny_ckpt):
     assert any(p.startswith("<0x") for a in answers for p in tok.tokenize(a))
 
 
-def test_demo_checkpoint_dir_builds_once_atomically(tmp_path, monkeypatch):
-    builds = []
+# The shipped demo model (demo_data/model/): what `--demo` loads, and what the trainer writes today.
 
-    def fake_build(out_dir, *, weights="safetensors"):
-        builds.append(out_dir)
-        return write_checkpoint(out_dir)
+STALE = f"the shipped demo model is stale: regenerate it with `{checkpoint.DEMO_REGENERATE_COMMAND}`"
 
+
+def test_demo_uses_the_shipped_checkpoint_and_builds_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("MINICPM_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(checkpoint, "write_demo_checkpoint", fake_build)
-    first, second = demo_checkpoint_dir(), demo_checkpoint_dir()
-    assert first == second and first.parent == tmp_path and len(builds) == 1
-    assert (first / "config.json").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # the temporary build dir is gone
+    monkeypatch.setattr(checkpoint, "_train_demo", lambda: pytest.fail("--demo trained a model"))
+    assert demo_checkpoint_dir() == DEMO_MODEL_DIR
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["config.json", "generation_config.json", "tokenizer.model",
+                                  "tokenizer_config.json", "special_tokens_map.json"])
+def test_shipped_demo_files_are_what_the_trainer_writes(demo_ckpt, name):
+    assert (DEMO_MODEL_DIR / name).read_bytes() == (demo_ckpt / name).read_bytes(), f"{name}: {STALE}"
+
+
+def test_shipped_demo_weights_have_the_trainers_names_shapes_and_dtype(demo_ckpt):
+    assert safetensors_keys(DEMO_MODEL_DIR / "model.safetensors") == safetensors_keys(demo_ckpt / "model.safetensors"), STALE
+    assert sorted(p.name for p in DEMO_MODEL_DIR.iterdir()) == sorted(p.name for p in demo_ckpt.iterdir()), STALE
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_shipped_demo_answers_every_question_greedily(dtype):
+    model, tok = load_granite(DEMO_MODEL_DIR, dtype), tokenizer(DEMO_MODEL_DIR)
+    for question, answer in DEMO_QA:
+        reply = greedy_reply(model, tok, question)
+        assert reply[-1] == 2 and tok.decode(reply[:-1]) == answer, f"{question!r}: {STALE}"
 
 
 def test_cli_prints_what_it_wrote(tmp_path, capsys):

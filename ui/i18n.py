@@ -34,7 +34,7 @@ EN: dict[str, str] = {
     "page_compare": "Compare",
     "page_model": "Model",
     "loading_model": "Loading the model (once per server process)…",
-    "demo_banner": "Demo model: a tiny model trained on the spot — answers are canned. It knows only a few "
+    "demo_banner": "Demo model: a tiny model that comes with the app — answers are canned. It knows only a few "
                    "questions (try the examples), each only as the first question of a conversation. Start the "
                    "app with a real MiniCPM-2B checkpoint to chat for real.",
     "gpu_unusable": "This machine has an NVIDIA GPU, but PyTorch cannot use it: the model runs on the CPU.",
@@ -187,7 +187,7 @@ ZH: dict[str, str] = {
     "page_compare": "对比",
     "page_model": "模型",
     "loading_model": "正在加载模型（每个服务进程只加载一次）…",
-    "demo_banner": "演示模型：现场训练的微型模型——回答是预设的。它只认识几个问题（可以点示例试试），"
+    "demo_banner": "演示模型：随应用附带的微型模型——回答是预设的。它只认识几个问题（可以点示例试试），"
                    "而且只能作为对话的第一个问题。用真正的 MiniCPM-2B 权重启动应用才能真正聊天。",
     "gpu_unusable": "这台机器有 NVIDIA 显卡，但 PyTorch 用不了它：模型正在 CPU 上运行（很慢）。",
     "auth_title": "MiniCPM-2B 聊天",
