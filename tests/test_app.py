@@ -173,6 +173,25 @@ def test_reload_with_the_conversation_in_the_url_restores_it(app_env, demo_qa):
     assert again.title[0].value == question  # the conversation is named after its first question
 
 
+def test_a_chosen_language_is_kept_in_the_url_across_reloads_and_pages_and_auto_removes_it(app_env):
+    at = ok(start())
+    at.sidebar.segmented_control(key="language").set_value("zh").run()
+    assert ok(at).query_params["lang"] == "zh"
+    reloaded = ok(start(query={"lang": "zh"}))  # a reload: a new session, only the URL remembers
+    assert reloaded.title[0].value == "MiniCPM-2B 聊天"
+    assert reloaded.sidebar.segmented_control(key="language").value == "zh"
+    reloaded.switch_page("app_pages/model.py").run()
+    assert ok(reloaded).query_params["lang"] == "zh" and reloaded.title[0].value == "模型"
+    reloaded.sidebar.segmented_control(key="language").set_value("auto").run()
+    assert "lang" not in ok(reloaded).query_params
+
+
+def test_an_unknown_language_in_the_url_is_ignored(app_env):
+    at = ok(start(query={"lang": "fr"}))
+    assert at.sidebar.segmented_control(key="language").value == "auto"
+    assert at.title[0].value == "MiniCPM-2B Chat"
+
+
 def test_unknown_conversation_in_the_url_starts_a_new_one(app_env):
     at = ok(start(query={"c": "doesnotexist"}))
     assert at.warning and not at.chat_message
