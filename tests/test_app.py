@@ -122,33 +122,36 @@ def test_an_nvidia_gpu_pytorch_cannot_use_is_shown_on_every_page(app_env, monkey
 
 # --- chat -----------------------------------------------------------------------------------------
 
-def widget_keys(at: AppTest) -> set[str]:
-    return {w.key for w in at.button_group}
+def examples(at: AppTest) -> dict[str, object]:
+    """The example-question buttons of an empty chat, by label."""
+    return {b.label: b for b in at.button if (b.key or "").startswith("example_")}
 
 
 def test_an_empty_chat_offers_examples_that_go_once_it_starts(app_env):
     at = ok(start())
-    english = at.button_group(key="examples").options
-    assert english[1] == "Write a Python function that checks whether a number is prime."
+    assert list(examples(at))[1] == "Write a Python function that checks whether a number is prime."
     at.sidebar.segmented_control(key="language").set_value("zh").run()
-    assert ok(at).button_group(key="examples").options[1] == "写一个判断素数的 Python 函数。"
+    assert list(examples(ok(at)))[1] == "写一个判断素数的 Python 函数。"
     at = ask(at, "hi")
-    assert "examples" not in widget_keys(at)
+    assert not examples(at)
     at.sidebar.button(key="new_conversation").click().run()
-    assert "examples" in widget_keys(ok(at))
+    assert examples(ok(at))
 
 
-def test_clicking_a_demo_example_asks_it(app_env, monkeypatch, demo_ckpt):
+def test_clicking_a_demo_example_asks_it_once(app_env, monkeypatch, demo_ckpt):
     monkeypatch.setenv("MINICPM_DEMO", "1")
     monkeypatch.setattr(checkpoint, "demo_checkpoint_dir", lambda: Path(demo_ckpt))
     at = greedy(start())
-    examples = at.button_group(key="examples")
-    question = examples.options[0]
+    question = list(examples(at))[0]
     assert question == "Tell me a story."  # the demo offers what it was trained on
-    examples.set_value(question).run()
-    assert bubbles(ok(at)) == [("user", question), ("assistant", dict(checkpoint.DEMO_QA)[question])]
-    assert "examples" not in widget_keys(at)
+    examples(at)[question].click().run()
+    expected = [("user", question), ("assistant", dict(checkpoint.DEMO_QA)[question])]
+    assert bubbles(ok(at)) == expected
+    assert not examples(at)
     assert [m.content for m in stored(at.query_params["c"]).messages][0] == question
+    at.sidebar.slider(key="top_p").set_value(0.5).run()  # the next run, like the one a Stop click starts
+    assert bubbles(ok(at)) == expected
+    assert len(stored(at.query_params["c"]).messages) == 2, "the example was asked once"
 
 def test_demo_question_gets_its_canned_answer_and_both_are_stored(app_env, demo_qa):
     question, answer = demo_qa["en"]
