@@ -18,6 +18,7 @@ settings = state.settings()
 params = state.params_from(settings)
 system_prompt = settings["system_prompt"]
 
+chat.settle_abandoned_reply()  # a Stop click's run: draw the stopped reply as saved, not half-saved
 conv_id = state.current_conversation_id()
 conversation = store.get(conv_id) if conv_id else None
 if conv_id and conversation is None:

@@ -122,33 +122,36 @@ def test_an_nvidia_gpu_pytorch_cannot_use_is_shown_on_every_page(app_env, monkey
 
 # --- chat -----------------------------------------------------------------------------------------
 
-def widget_keys(at: AppTest) -> set[str]:
-    return {w.key for w in at.button_group}
+def examples(at: AppTest) -> dict[str, object]:
+    """The example-question buttons of an empty chat, by label."""
+    return {b.label: b for b in at.button if (b.key or "").startswith("example_")}
 
 
 def test_an_empty_chat_offers_examples_that_go_once_it_starts(app_env):
     at = ok(start())
-    english = at.button_group(key="examples").options
-    assert english[1] == "Write a Python function that checks whether a number is prime."
+    assert list(examples(at))[1] == "Write a Python function that checks whether a number is prime."
     at.sidebar.segmented_control(key="language").set_value("zh").run()
-    assert ok(at).button_group(key="examples").options[1] == "写一个判断素数的 Python 函数。"
+    assert list(examples(ok(at)))[1] == "写一个判断素数的 Python 函数。"
     at = ask(at, "hi")
-    assert "examples" not in widget_keys(at)
+    assert not examples(at)
     at.sidebar.button(key="new_conversation").click().run()
-    assert "examples" in widget_keys(ok(at))
+    assert examples(ok(at))
 
 
-def test_clicking_a_demo_example_asks_it(app_env, monkeypatch, demo_ckpt):
+def test_clicking_a_demo_example_asks_it_once(app_env, monkeypatch, demo_ckpt):
     monkeypatch.setenv("MINICPM_DEMO", "1")
     monkeypatch.setattr(checkpoint, "demo_checkpoint_dir", lambda: Path(demo_ckpt))
     at = greedy(start())
-    examples = at.button_group(key="examples")
-    question = examples.options[0]
+    question = list(examples(at))[0]
     assert question == "Tell me a story."  # the demo offers what it was trained on
-    examples.set_value(question).run()
-    assert bubbles(ok(at)) == [("user", question), ("assistant", dict(checkpoint.DEMO_QA)[question])]
-    assert "examples" not in widget_keys(at)
+    examples(at)[question].click().run()
+    expected = [("user", question), ("assistant", dict(checkpoint.DEMO_QA)[question])]
+    assert bubbles(ok(at)) == expected
+    assert not examples(at)
     assert [m.content for m in stored(at.query_params["c"]).messages][0] == question
+    at.sidebar.slider(key="top_p").set_value(0.5).run()  # the next run, like the one a Stop click starts
+    assert bubbles(ok(at)) == expected
+    assert len(stored(at.query_params["c"]).messages) == 2, "the example was asked once"
 
 def test_demo_question_gets_its_canned_answer_and_both_are_stored(app_env, demo_qa):
     question, answer = demo_qa["en"]
@@ -171,6 +174,25 @@ def test_reload_with_the_conversation_in_the_url_restores_it(app_env, demo_qa):
     again = ok(start(query={"c": first.query_params["c"]}))
     assert bubbles(again) == [("user", question), ("assistant", answer)]
     assert again.title[0].value == question  # the conversation is named after its first question
+
+
+def test_a_chosen_language_is_kept_in_the_url_across_reloads_and_pages_and_auto_removes_it(app_env):
+    at = ok(start())
+    at.sidebar.segmented_control(key="language").set_value("zh").run()
+    assert ok(at).query_params["lang"] == "zh"
+    reloaded = ok(start(query={"lang": "zh"}))  # a reload: a new session, only the URL remembers
+    assert reloaded.title[0].value == "MiniCPM-2B 聊天"
+    assert reloaded.sidebar.segmented_control(key="language").value == "zh"
+    reloaded.switch_page("app_pages/model.py").run()
+    assert ok(reloaded).query_params["lang"] == "zh" and reloaded.title[0].value == "模型"
+    reloaded.sidebar.segmented_control(key="language").set_value("auto").run()
+    assert "lang" not in ok(reloaded).query_params
+
+
+def test_an_unknown_language_in_the_url_is_ignored(app_env):
+    at = ok(start(query={"lang": "fr"}))
+    assert at.sidebar.segmented_control(key="language").value == "auto"
+    assert at.title[0].value == "MiniCPM-2B Chat"
 
 
 def test_unknown_conversation_in_the_url_starts_a_new_one(app_env):

@@ -181,10 +181,6 @@ def ask(page, question: str) -> None:
     wait_idle(page, STEP_MS)
 
 
-def words(text: str) -> str:
-    return re.sub(r"\W", "", text)
-
-
 def conversation_id(page) -> str:
     match = re.search(r"[?&]c=([^&#]+)", page.url)
     assert match, f"no conversation id in {page.url}"
@@ -293,42 +289,116 @@ def test_export_downloads_the_question_and_answer(page, demo_app):
     assert [(m["role"], m["content"]) for m in exported["messages"]] == [("user", SUM_Q), ("assistant", answer)]
 
 
+def reply_text(bubble):
+    """The Markdown of an assistant bubble (not its caption, not the Stop button's label)."""
+    return bubble.get_by_test_id("stMarkdown").get_by_test_id("stMarkdownContainer")
+
+
+def stop_button(page):
+    # The chat input's Stop (submit_mode="stop"), or a Stop button of the app's own (key "stop_reply").
+    return page.get_by_test_id("stChatInputStopButton").or_(page.locator(".st-key-stop_reply button"))
+
+
+def stop_mid_reply(page, index: int, screenshot: str | None = None) -> str:
+    """Wait until bubble number `index` streams its reply, press Stop, and wait until the run that Stop
+    started has drawn that reply as the store keeps it (marked stopped) and has ended. Returns its text."""
+    bubble = bubbles(page).nth(index)
+    expect(reply_text(bubble)).to_have_text(re.compile(r"\S{10}"))  # random text, on to max_length
+    stop = stop_button(page)
+    if screenshot:
+        shot(page, screenshot)
+    expect(stop).to_be_visible()  # still streaming (also after the screenshot)
+    stop.click()
+    # Only the run Stop started can draw the caption. Waiting for it, not for the Stop button to go,
+    # matters: the button goes as soon as that run draws over it, before the reply is redrawn.
+    expect(bubble.get_by_test_id("stCaptionContainer")).to_contain_text("stopped")
+    wait_idle(page, STEP_MS)  # a question asked again would be answered in this same run
+    expect(stop).to_have_count(0)
+    return reply_text(bubble).text_content()
+
+
 def test_stop_keeps_the_partial_reply_marked_stopped_and_frees_the_model(page, random_app):
     open_app(page, random_app.url, STEP_MS)
     # Sampling from a random model can end a reply at any token (EOS or a marker), even while Stop is
-    # being clicked. With this seed (and the default sampling settings) the reply to STORY_Q runs past
-    # 300 tokens, so Stop always lands mid-reply.
+    # being clicked. With this seed (and the default sampling settings) the reply to STORY_Q and to
+    # each example question runs past 300 tokens, so Stop always lands mid-reply.
     set_seed(page, LONG_REPLY_SEED)
     send(page, STORY_Q)
-    reply = bubbles(page).nth(1).get_by_test_id("stMarkdown").get_by_test_id("stMarkdownContainer")
-    expect(reply).to_have_text(re.compile(r"\S{10}"))  # streaming has begun (random text, to max_length)
-    # The chat input's Stop (submit_mode="stop"), or a Stop button of the app's own (key "stop_reply").
-    stop = page.get_by_test_id("stChatInputStopButton").or_(page.locator(".st-key-stop_reply button"))
-    shot(page, "02_chat_streaming")
-    expect(stop).to_be_visible()  # still streaming when the screenshot was taken
-
-    stop.click()
-    expect(stop).to_have_count(0)
-    wait_idle(page, STEP_MS)
-    partial = reply.text_content()
+    partial = stop_mid_reply(page, 1, screenshot="02_chat_streaming")
     assert partial.strip(), "the text streamed so far stays on screen"
     shot(page, "04_chat_stopped")
 
-    # Stop ends the script run, so this page draws nothing more (no caption) until its next run;
-    # a reload shows what the store kept.
-    page.reload()
+    page.reload()  # what the store kept
     caption = bubbles(page).nth(1).get_by_test_id("stCaptionContainer")
     expect(caption).to_contain_text("stopped")
     wait_idle(page, STEP_MS)
     role, kept = bubble_texts(page)[1]
-    # Letters and digits only: while streaming, Markdown syntax still open (a lone "[") is held back.
-    assert role == "assistant" and words(kept).startswith(words(partial))
+    assert role == "assistant" and kept == partial
     tokens = int(re.match(r"(\d+) tokens", caption.text_content()).group(1))
     assert 0 < tokens < MODEL_CONTEXT // 2, "stopped long before max_length"
     shot(page, "04b_chat_stopped_after_reload")
 
     go_to(page, "Model", "Model")
     expect(page.get_by_test_id("stMetricValue").first).to_have_text("0")  # nothing generates any more
+
+
+def click_example(page, index: int) -> str:
+    """Click the empty chat's example question number `index`; returns the question."""
+    button = page.locator(f".st-key-example_{index} button")
+    question = button.text_content()
+    button.click()
+    return question
+
+
+def test_stop_after_an_example_question_keeps_that_one_question_and_its_stopped_reply(page, random_app):
+    open_app(page, random_app.url, STEP_MS)
+    set_seed(page, LONG_REPLY_SEED)
+    question = click_example(page, 0)
+    partial = stop_mid_reply(page, 1)
+    assert bubble_texts(page) == [("user", question), ("assistant", partial)]  # not asked a second time
+    assert partial.strip()
+
+    page.reload()
+    expect(bubbles(page)).to_have_count(2)
+    wait_idle(page, STEP_MS)
+    assert bubble_texts(page) == [("user", question), ("assistant", partial)], "the store has the same"
+
+
+def test_stop_takes_effect_every_time(page, random_app):
+    open_app(page, random_app.url, STEP_MS)
+    set_seed(page, LONG_REPLY_SEED)
+    for index in range(3):
+        if index:
+            page.locator(".st-key-new_conversation button").click()
+            expect(bubbles(page)).to_have_count(0)
+            wait_idle(page, STEP_MS)
+        question = click_example(page, index)
+        partial = stop_mid_reply(page, 1)
+        assert bubble_texts(page) == [("user", question), ("assistant", partial)], f"stop number {index + 1}"
+    go_to(page, "Model", "Model")
+    expect(page.get_by_test_id("stMetricValue").first).to_have_text("0")
+
+
+# --- language -----------------------------------------------------------------------------------------
+
+def test_a_chosen_language_survives_a_reload_and_a_page_switch(page, demo_app):
+    open_app(page, demo_app.url, STEP_MS)  # the browser says en-US: Auto is English
+    page.locator(".st-key-language button").filter(has_text="中文").click()
+    title = page.get_by_test_id("stMainBlockContainer").locator("h1")
+    expect(title).to_have_text("MiniCPM-2B 聊天")
+    wait_idle(page, STEP_MS)
+
+    page.reload()
+    expect(title).to_have_text("MiniCPM-2B 聊天")
+    wait_idle(page, STEP_MS)
+    go_to(page, "模型", "模型")
+    page.reload()
+    expect(title).to_have_text("模型")
+    wait_idle(page, STEP_MS)
+    page.locator(".st-key-language button").filter(has_text="自动").click()
+    expect(title).to_have_text("Model")
+    wait_idle(page, STEP_MS)
+    assert "lang=" not in page.url
 
 
 # --- compare ------------------------------------------------------------------------------------------

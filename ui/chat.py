@@ -6,7 +6,8 @@ The invariant: nothing the user typed or saw is lost.
 - The reply is created in the store when generation starts, saved at least every SAVE_EVERY_S
   while it streams, and finalised in a `finally`. Stop, a click elsewhere (a rerun abandons
   `st.write_stream` and does not return the partial text) or a closed tab therefore leaves the
-  partial reply in the store, marked finish_reason "cancelled".
+  partial reply in the store, marked finish_reason "cancelled". The run that click starts draws
+  the conversation only once that is done (`settle_abandoned_reply`).
 - Leaving the stream early always cancels the generation, so no abandoned reply keeps the model
   busy (engine.running drops back to 0).
 
@@ -15,6 +16,7 @@ Drawing happens in `app_pages/chat.py` and `answer_here`; the rest is plain func
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from ui.notices import error_text
 SAVE_EVERY_S = 0.5  # how much of a streamed reply a crash or a killed session can lose at most
 QUEUE_POLL_S = 0.25  # how often the queue position is refreshed while waiting
 STATS_WAIT_S = 2.0  # after a stop, how long to wait for the engine's final numbers
+SETTLE_WAIT_S = 5.0  # how long a run waits for the run it replaced to save the reply it was streaming
 
 
 # --- an empty conversation ------------------------------------------------------------------------
@@ -45,7 +48,7 @@ DEMO_EXAMPLES = {
            "What is the Pythagorean theorem?", "What is the capital of France?"),
     "zh": ("讲一个故事", "用 Python 打印你好", "前 n 个正整数的和是多少？", "列出三种水果"),
 }
-EXAMPLES_KEY = "examples"  # the pills widget
+EXAMPLES_KEY = "examples"  # the container of the example buttons
 CHOSEN_EXAMPLE = "_chosen_example"  # the clicked example, asked on this run
 
 
@@ -56,18 +59,26 @@ def example_questions(demo: bool) -> list[str]:
 
 
 def welcome(demo: bool) -> None:
-    """What an empty chat shows: one line on what to do, and example questions to click."""
+    """What an empty chat shows: one line on what to do, and example questions to click.
+
+    Buttons, not st.pills: a click is an event, and a button's click reaches the server once. A pills
+    selection is a value the browser keeps and sends again with every later interaction until a
+    redrawn pills widget clears it; the run that asks the example also removes the welcome, so the
+    clearing never reached the browser, and Stop during the reply chose (and asked) it again.
+    """
     st.markdown(t("chat_welcome"))
-    st.pills(t("examples"), example_questions(demo), key=EXAMPLES_KEY, on_change=_choose_example)
+    st.caption(t("examples"))
+    with st.container(horizontal=True, key=EXAMPLES_KEY):
+        for i, question in enumerate(example_questions(demo)):
+            st.button(question, key=f"example_{i}", on_click=_choose_example, args=(question,))
 
 
-def _choose_example() -> None:
-    # A click asks the question once; the pills reset so the same example can be clicked again later.
-    st.session_state[CHOSEN_EXAMPLE] = st.session_state.get(EXAMPLES_KEY)
-    st.session_state[EXAMPLES_KEY] = None
+def _choose_example(question: str) -> None:
+    st.session_state[CHOSEN_EXAMPLE] = question
 
 
 def take_chosen_example() -> str | None:
+    """The example clicked for this run, once: the next run (e.g. Stop's) finds nothing."""
     return st.session_state.pop(CHOSEN_EXAMPLE, None)
 
 
@@ -259,6 +270,34 @@ class ReplyRecorder:
         self._save(self.meta)
 
 
+class StreamingReply:
+    """The reply a run of this session is streaming, as the session's next run sees it.
+
+    Streamlit's fastReruns (the default) start the run a click asks for at once, in a new thread,
+    while the run it replaces is still streaming: that one stops only at its next Streamlit call and
+    saves the reply in its `finally`. The new run must not draw the reply before then, or it shows
+    the last periodic save (nothing at all within SAVE_EVERY_S of the first token) and no "stopped".
+    """
+
+    def __init__(self, generation) -> None:
+        self.generation = generation
+        self.settled = threading.Event()  # set once the reply is in the store for good
+
+
+def settle_abandoned_reply() -> None:
+    """Before drawing the conversation: wait until a reply an earlier run left mid-stream is saved.
+
+    A run that starts while an earlier run of this session streams was asked for by a click (Stop,
+    or any widget), and the earlier run abandons its stream: cancelling here only saves it the wait
+    for its next token.
+    """
+    streaming = st.session_state.pop(state.STREAMING_REPLY, None)
+    if streaming is None or streaming.settled.is_set():
+        return
+    streaming.generation.cancel()
+    streaming.settled.wait(SETTLE_WAIT_S)
+
+
 def ask(store: ConversationStore, conv_id: str | None, question: str) -> str:
     """Store the question (creating the conversation if needed) before anything is generated."""
     if conv_id is None or store.get(conv_id) is None:
@@ -280,6 +319,7 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
     except MiniCPMError as exc:
         st.error(error_text(exc))
         return False
+    streaming = st.session_state[state.STREAMING_REPLY] = StreamingReply(generation)
     recorder = None
     try:
         message = store.append(conv_id, "assistant", "", reply_meta(None, params))
@@ -303,6 +343,7 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
             generation.cancel()
             if recorder is not None:
                 recorder.finish("cancelled")
+        streaming.settled.set()
     return True
 
 

@@ -27,13 +27,14 @@ CONVERSATION_LIST_HEIGHT = 280  # px; longer lists scroll
 
 
 def language_switch() -> None:
-    """Auto (the browser's language), 中文 or English. Drawn first: every later label depends on it."""
-    state.seed_widget(LANGUAGE_KEY, "auto")
+    """Auto (the browser's language), 中文 or English. Drawn first: every later label depends on it.
+    A choice other than Auto is kept in the URL, so a reload keeps it."""
+    state.seed_widget_from_url(LANGUAGE_KEY, state.LANGUAGE_PARAM, LANGUAGES, "auto")
     names = {"auto": t("language_auto"), "zh": "中文", "en": "English"}
     with st.sidebar:
         choice = st.segmented_control(t("language"), LANGUAGES, format_func=names.__getitem__,
                                       key=LANGUAGE_KEY, required=True)
-    state.keep(LANGUAGE_KEY, choice or "auto")
+    state.keep_in_url(LANGUAGE_KEY, state.LANGUAGE_PARAM, choice or "auto", "auto")
 
 
 def render_sidebar(store: ConversationStore) -> None:

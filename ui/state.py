@@ -3,7 +3,8 @@
 Streamlit deletes a widget's state on any run that does not draw it (a page switch, a run stopped
 early), so every value the user chose is copied into our own dict under `KEEP`, and each widget is
 re-seeded from that dict before it is drawn. The conversation on screen lives in the URL (`?c=<id>`),
-so a reload or a new tab shows it again; `st.session_state` alone would lose it.
+and so does a chosen interface language (`?lang=`), so a reload or a new tab shows them again;
+`st.session_state` alone would lose them.
 
 Generation settings are read from `GenerationParams` (ranges, defaults, help text), never restated
 here; only the slider step sizes are ours.
@@ -21,8 +22,10 @@ from minicpm_core.params import GenerationParams
 KEEP = "_keep"  # {widget key: value} that survives page switches
 FLASH = "_flash"  # notices to show once on the next run: [(kind, text)]
 PENDING_REPLY = "_pending_reply"  # conversation id whose last question awaits a reply
+STREAMING_REPLY = "_streaming_reply"  # the reply a run of this session is streaming (ui.chat.StreamingReply)
 CURRENT_CONVERSATION = "_conversation"  # mirror of ?c=, for when a page switch drops the query string
 CONVERSATION_PARAM = "c"
+LANGUAGE_PARAM = "lang"
 
 SLIDER_PARAMS = ("temperature", "top_p", "repetition_penalty", "max_length")
 SLIDER_STEPS: dict[str, float | int] = {"temperature": 0.05, "top_p": 0.05, "repetition_penalty": 0.01,
@@ -95,6 +98,26 @@ def put(key: str, value: Any) -> None:
 
 def get(key: str, default: Any = None) -> Any:
     return kept().get(key, default)
+
+
+def seed_widget_from_url(key: str, param: str, choices: tuple[str, ...], default: str) -> None:
+    """`seed_widget` for a choice that also lives in the URL (`?param=`): a new session (a reload,
+    a new tab) starts from the URL's value if it is one of `choices`."""
+    from_url = st.query_params.get(param)
+    if key not in kept() and from_url in choices:
+        kept()[key] = from_url
+    seed_widget(key, default)
+
+
+def keep_in_url(key: str, param: str, value: str, default: str) -> str:
+    """`keep`, and mirror the value in the URL; the default is no parameter at all. Called on every
+    run, so a page switch (which drops the query string) gets it back."""
+    keep(key, value)
+    if value == default:
+        st.query_params.pop(param, None)
+    elif st.query_params.get(param) != value:
+        st.query_params[param] = value
+    return value
 
 
 def settings(prefix: str = "") -> dict[str, Any]:
