@@ -322,7 +322,7 @@ class Engine:
         with self._cond:
             if self._closed:
                 raise GenerationFailed("The engine has been shut down.")
-            if self._must_wait() >= self.max_queue:
+            if not self._queue_has_room():
                 raise self._queue_full()
             self._waiting.append(generation)
             self._cond.notify()
@@ -358,16 +358,19 @@ class Engine:
 
     # --- scheduling ---------------------------------------------------------------------------
 
-    def _must_wait(self) -> int:
-        """Requests that are waiting with no idle worker to take them (call with `_cond` held)."""
+    def _queue_has_room(self) -> bool:
+        """Whether one more request would wait among at most `max_queue` (call with `_cond` held).
+
+        Waiting requests that an idle worker is about to take do not count: they will not wait.
+        """
         idle = self.max_concurrent - len(self._running)
-        return max(0, len(self._waiting) - idle)
+        return len(self._waiting) + 1 - idle <= self.max_queue
 
     def _queue_full(self) -> QueueFull:
         retry_after = self.retry_after()
         return QueueFull(
-            f"The server is busy: {self.max_queue} requests are already waiting for the model (the queue's "
-            f"limit). Try again in about {retry_after} seconds.",
+            f"The server is busy: every reply slot is generating and the queue is full ({self.max_queue} "
+            f"waiting at most). Try again in about {retry_after} seconds.",
             retry_after=retry_after, limit=self.max_queue)
 
     def retry_after(self) -> int:
