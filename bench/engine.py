@@ -162,13 +162,16 @@ def per_token_overhead(lm, tokens: int, repeats: int) -> dict:
     for name in ("engine", "api"):
         result[f"{name}_ratio"] = statistics.median(o[0] / b[0] for o, b in zip(runs[name], runs["bare"]))
     result["lengths"] = sorted({n for values in runs.values() for _, n in values})
+    # what the ratio means elsewhere: the extra wall time per token, which does not scale with the model
+    for name in ("engine", "api"):
+        result[f"{name}_ms"] = statistics.median((1 / o - 1 / b) * 1000 for (o, _), (b, _) in zip(runs[name], runs["bare"]))
     return result
 
 
 def report_overhead(label: str, o: dict) -> None:
     print(f"{label}: bare generate {o['bare']:.2f} tok/s; engine stream {o['engine']:.2f} tok/s, ratio "
-          f"{o['engine_ratio']:.3f}; API SSE stream {o['api']:.2f} tok/s, ratio {o['api_ratio']:.3f} "
-          f"(goal >= 0.95; reply lengths {o['lengths']})")
+          f"{o['engine_ratio']:.3f} ({o['engine_ms']:+.2f} ms/token); API SSE stream {o['api']:.2f} tok/s, ratio "
+          f"{o['api_ratio']:.3f} ({o['api_ms']:+.2f} ms/token) (goal >= 0.95; reply lengths {o['lengths']})")
 
 
 def follow_up_latency(lm, turns: int = 10) -> dict:
@@ -220,9 +223,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="auto", help="auto: bf16 where the CPU has it, else fp32")
     parser.add_argument("--overhead-only", action="store_true", help="only the per-token overhead, on --shapes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's; 1 is steadier on a shared machine)")
     parser.add_argument("--shapes", default="small,2b", help="for --overhead-only: small (1,024 wide, 4 layers), "
                         "2b (MiniCPM-2B width, --layers layers)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.overhead_only:
         for shape in args.shapes.split(","):
             path = small_checkpoint() if shape == "small" else checkpoint(args.layers)

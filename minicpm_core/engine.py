@@ -43,7 +43,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
 from .detok import IncrementalDecoder, StopMarkerWatch
-from .errors import GenerationFailed, InvalidRequest, QueueFull
+from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
 from .loader import LoadedModel
 from .options import DEFAULT_MAX_QUEUE
 from .params import GenerationParams
@@ -59,7 +59,6 @@ LONGEST_MARKER = max(len(marker) for marker in STOP_MARKERS)
 # "past_key_values" before (5.20 is the newest for Python 3.10, AutoDL's Python).
 CACHE_ARG = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
-RETRY_AFTER_DEFAULT_S = 10  # the hint before any reply has finished to time one
 RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 120
 RETRY_AFTER_SAMPLE = 10  # recent replies whose generation time sets the hint
 

@@ -41,6 +41,9 @@ class GenerationFailed(MiniCPMError):
     """Generation broke inside the model (out of memory, CUDA error). HTTP 500; the engine stays usable."""
 
 
+RETRY_AFTER_DEFAULT_S = 10  # the retry hint when nothing better is known (no reply timed yet)
+
+
 class QueueFull(MiniCPMError):
     """Every slot is busy and the queue is at its limit: try again after `retry_after` seconds. HTTP 429."""
 

@@ -9,7 +9,9 @@ from openai import OpenAI
 
 from minicpm_core.api import create_app
 from minicpm_core.engine import Engine
+from minicpm_core.errors import QueueFull
 from minicpm_core.loader import load_model
+from minicpm_core.remote import RemoteBackend
 
 from .support import LiveServer, ask
 
@@ -53,13 +55,16 @@ def test_a_full_queue_is_429_with_retry_after(busy_engine):
         assert served.status_code == 200 and served.json()["status"] == 200
 
 
-def test_openai_client_sees_a_rate_limit_error(busy_engine):
+def test_openai_client_and_remote_backend_see_the_server_busy(busy_engine):
     server = LiveServer(create_app(busy_engine)).start()
     try:
         client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
         blocker = occupy(busy_engine)
         with pytest.raises(openai.RateLimitError, match="queue is full"):
             client.chat.completions.create(model="m", messages=ask("hi"), stream=True)
+        with pytest.raises(QueueFull, match=r"is busy \(429\)") as busy:  # the app's remote backend
+            RemoteBackend(f"{server.url}/v1").submit(ask("hi"), {"temperature": 0}).result()
+        assert busy.value.retry_after == busy_engine.retry_after()
         blocker.cancel()
         assert blocker.wait(10)
     finally:
