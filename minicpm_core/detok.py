@@ -1,4 +1,5 @@
-"""Incremental detokenization: token ids in, text deltas out, never half a character.
+"""Incremental detokenization: token ids in, text deltas out, never half a character; and a cheap
+per-token check for stop markers (`StopMarkerWatch`).
 
 Byte-fallback tokens (`<0xE4>`, `<0xBD>`, ...) decode to U+FFFD until the character is complete,
 so a delta is held back while the decoded window ends in U+FFFD. Each step decodes only a short
@@ -41,3 +42,27 @@ class IncrementalDecoder:
         full_text = self._decode(self.ids[self._prefix_offset:])
         self._prefix_offset = self._read_offset = len(self.ids)
         return full_text[len(prefix_text):]
+
+
+class StopMarkerWatch:
+    """Tells, token by token, whether the newest token completed a stop marker in the decoded text.
+
+    Built once per tokenizer. `closers` are the ids whose text can end a marker: it contains a
+    marker's last character, or it is part of a multi-byte character (decodes to U+FFFD alone). A
+    marker can only be completed by a closer, so for any other token the answer needs no decoding;
+    for a closer, only the last `window` tokens are decoded (a character is at most four tokens).
+    """
+
+    def __init__(self, tokenizer, markers: tuple[str, ...]):
+        self._tokenizer = tokenizer
+        self.markers = markers
+        last_chars = {marker[-1] for marker in markers}
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+        self.closers = frozenset(i for i, text in enumerate(texts)
+                                 if REPLACEMENT in text or any(c in text for c in last_chars))
+        self.window = 4 * max(len(marker) for marker in markers)
+
+    def has_marker(self, ids: list[int]) -> bool:
+        """Whether the text of `ids` (the newest `window` tokens of a reply) contains a marker."""
+        text = self._tokenizer.decode(ids, skip_special_tokens=True)
+        return any(marker in text for marker in self.markers)

@@ -15,26 +15,37 @@ Invariants:
   the longest token prefix with its prompt, owns it while generating, and puts the extended
   cache back when it ends, so a follow-up turn only pre-fills its new tokens.
 - The text a consumer sees never contains a stop marker or a partial one, nor half a character;
-  the deltas concatenate to exactly the final reply.
+  the deltas concatenate to exactly the final reply. The worker ends a reply at the very token that
+  completes a marker (`StopMarkerWatch`, a set lookup per token, not a decode).
+- Sampling draws from the request's own `torch.Generator` (seeded from its `seed`, else at random),
+  never from torch's global RNG: a seeded reply is the same whatever else runs at the same time.
+- At most `max_queue` requests wait for a slot; one more raises QueueFull (HTTP 429) with a hint
+  of when to retry, instead of queueing without bound.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
+import statistics
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 
 import torch
-from transformers import StopStringCriteria, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TemperatureLogitsWarper,
+    TopKLogitsWarper, TopPLogitsWarper,
+)
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
-from .detok import IncrementalDecoder
-from .errors import GenerationFailed, InvalidRequest
+from .detok import IncrementalDecoder, StopMarkerWatch
+from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
 from .loader import LoadedModel
+from .options import DEFAULT_MAX_QUEUE
 from .params import GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, STOP_MARKERS, Prompt, build_prompt, find_stop, unsafe_tail
@@ -42,9 +53,15 @@ from .stats import RECENT_STATS, ReplyStats
 
 log = logging.getLogger(__name__)
 
+LONGEST_MARKER = max(len(marker) for marker in STOP_MARKERS)
+
 # The KV cache's name, as generate()'s argument and on its output: "cache" from transformers 5.21,
 # "past_key_values" before (5.20 is the newest for Python 3.10, AutoDL's Python).
 CACHE_ARG = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
+
+RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 120
+RETRY_AFTER_SAMPLE = 10  # recent replies whose generation time sets the hint
+
 
 class Generation:
     """One request: a worker produces token ids, the consumer iterates text deltas."""
@@ -62,6 +79,7 @@ class Generation:
         self._cancel = threading.Event()
         self._cond = threading.Condition()
         self._token_ids: list[int] = []
+        self._hit_marker = False  # set by the worker at the token that completed a stop marker
         self._finished = False
         self._error: GenerationFailed | None = None
         self._submitted = time.perf_counter()
@@ -95,26 +113,34 @@ class Generation:
 
     def _deltas(self) -> Iterator[str]:
         decoder = IncrementalDecoder(self._engine.tokenizer)
-        decoded, read = "", 0
+        decoded, read, searched, stop = "", 0, 0, None
         try:
             while True:
+                # 1. take every id that arrived since the last wake-up (one or many)
                 with self._cond:
                     self._cond.wait_for(lambda: len(self._token_ids) > read or self._finished)
                     new_ids = self._token_ids[read:]
                     finished = self._finished
                 read += len(new_ids)
+                # 2. decode only those (plus a short window), never the whole reply again
                 decoded += decoder.push(new_ids)
                 if finished:
                     decoded += decoder.flush()
-                stop = find_stop(decoded)
+                # 3. look for a stop marker only where a new one can be: the new text and a marker's width before it
+                if stop is None:
+                    start = max(0, searched - LONGEST_MARKER + 1)
+                    hit = find_stop(decoded[start:])
+                    stop, searched = (None if hit is None else start + hit), len(decoded)
+                # 4. show what can no longer turn into a marker
                 if stop is not None:
-                    visible = decoded[:stop]
+                    end = stop
                 elif finished:
-                    visible = decoded
+                    end = len(decoded)
                 else:
-                    visible = decoded[:len(decoded) - unsafe_tail(decoded)]
-                if len(visible) > len(self.text):
-                    delta, self.text = visible[len(self.text):], visible
+                    end = len(decoded) - unsafe_tail(decoded[-LONGEST_MARKER:])
+                if end > len(self.text):
+                    delta = decoded[len(self.text):end]
+                    self.text += delta
                     yield delta
                 if finished:
                     break
@@ -180,26 +206,85 @@ class _TokenSink(BaseStreamer):
         pass
 
 
-class _StopWhenCancelled(StoppingCriteria):
-    def __init__(self, event: threading.Event):
-        self._event = event
+class _StopSignals(StoppingCriteria):
+    """Ends `generate` at the token that completes a stop marker, or at the first step after cancel().
+
+    Cheap on every step: a flag, then a set lookup on the newest token; only a token that can end a
+    marker costs decoding the last few tokens. It replaces transformers' StopStringCriteria, which
+    costs about 5% per token (it matches vocabulary pieces against the markers on each step).
+    """
+
+    def __init__(self, generation: Generation, watch: StopMarkerWatch, device: torch.device):
+        self._generation = generation
+        self._watch = watch
+        self._prompt_len = len(generation.prompt.ids)
+        self._stop = torch.ones(1, dtype=torch.bool, device=device)  # batch 1; generate never writes into these
+        self._go_on = torch.zeros(1, dtype=torch.bool, device=device)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+        generation = self._generation
+        if generation._cancel.is_set():
+            return self._stop
+        if int(input_ids[0, -1]) in self._watch.closers:
+            start = max(self._prompt_len, input_ids.shape[1] - self._watch.window)
+            if self._watch.has_marker(input_ids[0, start:].tolist()):
+                generation._hit_marker = True
+                return self._stop
+        return self._go_on
+
+
+class _SampleWithGenerator(LogitsProcessor):
+    """Sampling from the request's own `torch.Generator`, inside a greedy `generate`.
+
+    transformers' sampling draws from torch's global RNG, which every request shares. So the engine
+    runs `generate` greedy with this processor last: it applies the warpers transformers' sampling
+    would (temperature, top_k, top_p; repetition penalty is applied before it by `generate`), draws
+    one token with `generator`, and returns scores whose argmax is exactly that token.
+    """
+
+    def __init__(self, params: GenerationParams, generator: torch.Generator):
+        warpers: list[LogitsProcessor] = []
+        if params.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(float(params.temperature)))
+        if params.top_k:
+            warpers.append(TopKLogitsWarper(int(params.top_k)))
+        if params.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(float(params.top_p)))
+        self._warpers = LogitsProcessorList(warpers)
+        self._generator = generator
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self._warpers(input_ids, scores), dim=-1)
+        token = torch.multinomial(probs, num_samples=1, generator=self._generator)
+        return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
+
+
+def request_generator(params: GenerationParams, device: torch.device) -> torch.Generator:
+    """The request's own RNG: seeded from `params.seed`, or from fresh entropy when it has none."""
+    generator = torch.Generator(device=device)
+    if params.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(params.seed)
+    return generator
 
 
 class Engine:
-    def __init__(self, lm: LoadedModel, max_concurrent: int = 1, prefix_cache: PrefixCache | None = None):
+    def __init__(self, lm: LoadedModel, max_concurrent: int = 1, prefix_cache: PrefixCache | None = None,
+                 max_queue: int = DEFAULT_MAX_QUEUE):
         if max_concurrent < 1:
             raise InvalidRequest("max_concurrent must be at least 1.", "max_concurrent")
+        if max_queue < 0:
+            raise InvalidRequest("max_queue must be 0 or more.", "max_queue")
         self.lm = lm
         self.model = lm.model
         self.tokenizer = lm.tokenizer
         self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
         self.prefix_cache = prefix_cache if prefix_cache is not None else PrefixCache()
-        # Built once: it preprocesses the whole vocabulary (122k pieces upstream), and it keeps no
-        # per-request state, so every generation can share it.
-        self._stop_on_markers = StopStringCriteria(self.tokenizer, list(STOP_MARKERS))
+        # Built once: it decodes the whole vocabulary (122k pieces upstream) and keeps no per-request
+        # state, so every generation shares it.
+        self._marker_watch = StopMarkerWatch(self.tokenizer, STOP_MARKERS)
         self.recent: deque[ReplyStats] = deque(maxlen=RECENT_STATS)
         self._waiting: deque[Generation] = deque()
         self._running: list[Generation] = []
@@ -239,6 +324,8 @@ class Engine:
         with self._cond:
             if self._closed:
                 raise GenerationFailed("The engine has been shut down.")
+            if not self._queue_has_room():
+                raise self._queue_full()
             self._waiting.append(generation)
             self._cond.notify()
         return generation
@@ -272,6 +359,27 @@ class Engine:
             worker.join(timeout=30)
 
     # --- scheduling ---------------------------------------------------------------------------
+
+    def _queue_has_room(self) -> bool:
+        """Whether one more request would wait among at most `max_queue` (call with `_cond` held).
+
+        Waiting requests that an idle worker is about to take do not count: they will not wait.
+        """
+        idle = self.max_concurrent - len(self._running)
+        return len(self._waiting) + 1 - idle <= self.max_queue
+
+    def _queue_full(self) -> QueueFull:
+        retry_after = self.retry_after()
+        return QueueFull(
+            f"The server is busy: every reply slot is generating and the queue is full ({self.max_queue} "
+            f"waiting at most). Try again in about {retry_after} seconds.",
+            retry_after=retry_after, limit=self.max_queue)
+
+    def retry_after(self) -> int:
+        """Seconds until a place in the queue is likely to free: a typical reply's time over the slots."""
+        durations = [s.total_seconds - s.queue_seconds for s in list(self.recent)[-RETRY_AFTER_SAMPLE:]]
+        typical = statistics.median(durations) if durations else RETRY_AFTER_DEFAULT_S
+        return max(RETRY_AFTER_MIN_S, min(RETRY_AFTER_MAX_S, math.ceil(typical / self.max_concurrent)))
 
     def _position(self, generation: Generation) -> int:
         with self._cond:
@@ -325,33 +433,30 @@ class Engine:
 
     def _generate_kwargs(self, generation: Generation, cache) -> dict:
         params = generation.params
-        if params.seed is not None:
-            torch.manual_seed(params.seed)  # reproducible with max_concurrent=1, as the RNG is global
         device = self.model.device
         input_ids = torch.tensor([generation.prompt.ids], device=device)
         kwargs = dict(
             input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
             max_new_tokens=generation.max_new_tokens,
             repetition_penalty=float(params.repetition_penalty),
-            stopping_criteria=StoppingCriteriaList([_StopWhenCancelled(generation._cancel), self._stop_on_markers]),
+            stopping_criteria=StoppingCriteriaList([_StopSignals(generation, self._marker_watch, device)]),
             streamer=_TokenSink(generation), return_dict_in_generate=True,
+            # always greedy: sampling happens in _SampleWithGenerator, on the request's own RNG
+            do_sample=False, temperature=None, top_p=None, top_k=None,
         )
-        if params.greedy:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=float(params.temperature), top_p=float(params.top_p),
-                          top_k=int(params.top_k))
+        if not params.greedy:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_SampleWithGenerator(params, request_generator(params, device))])
         if cache is not None:
             kwargs[CACHE_ARG] = cache
         return kwargs
 
     def _finish_reason(self, generation: Generation, generated: list[int]) -> str:
+        if generation._hit_marker:
+            return "stop"
         if generation.cancelled:
             return "cancelled"
         if generated and generated[-1] == self.tokenizer.eos_token_id:
-            return "stop"
-        tail = self.tokenizer.decode(generated[-16:], skip_special_tokens=True)
-        if find_stop(tail) is not None:
             return "stop"
         return "length"
 

@@ -39,3 +39,14 @@ class ModelNotFound(MiniCPMError):
 
 class GenerationFailed(MiniCPMError):
     """Generation broke inside the model (out of memory, CUDA error). HTTP 500; the engine stays usable."""
+
+
+RETRY_AFTER_DEFAULT_S = 10  # the retry hint when nothing better is known (no reply timed yet)
+
+
+class QueueFull(MiniCPMError):
+    """Every slot is busy and the queue is at its limit: try again after `retry_after` seconds. HTTP 429."""
+
+    def __init__(self, message: str, *, retry_after: int, **details: Any):
+        super().__init__(message, code="queue_full", retry_after=retry_after, **details)
+        self.retry_after = retry_after

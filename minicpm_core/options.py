@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 DEFAULT_MODEL = "OpenBMB/MiniCPM-2B-sft-fp32"
 DEFAULT_CACHE_DIR = "/root/autodl-tmp"  # where the seed tutorial downloads to
+DEFAULT_MAX_QUEUE = 32  # requests that may wait for a free slot; one more is refused (HTTP 429)
 
 
 def _env_flag(name: str) -> bool:
@@ -29,6 +30,7 @@ class ModelOptions:
     demo: bool = False
     trust_remote_code: bool = False
     max_concurrent: int = 1
+    max_queue: int = DEFAULT_MAX_QUEUE
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,12 +51,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="execute the Python code shipped inside the checkpoint (off by default)")
     group.add_argument("--max-concurrent", type=int, default=int(env("MINICPM_MAX_CONCURRENT", "1")),
                        help="replies generated at once; others wait in a fair queue (default %(default)s)")
+    group.add_argument("--max-queue", type=int, default=int(env("MINICPM_MAX_QUEUE", str(DEFAULT_MAX_QUEUE))),
+                       help="requests that may wait for a free slot; more are refused (HTTP 429) with a hint "
+                            "of when to retry (env MINICPM_MAX_QUEUE; default %(default)s)")
 
 
 def model_options(args: argparse.Namespace) -> ModelOptions:
     return ModelOptions(model=args.model, dtype=args.dtype, device=args.device, cache_dir=args.cache_dir,
                         demo=args.demo, trust_remote_code=args.trust_remote_code,
-                        max_concurrent=args.max_concurrent)
+                        max_concurrent=args.max_concurrent, max_queue=args.max_queue)
 
 
 def parse_model_options(argv: Sequence[str] | None = None) -> ModelOptions:
@@ -76,4 +81,4 @@ def load_engine(options: ModelOptions):
     else:
         lm = load_model(options.model, device=options.device, dtype=options.dtype,
                         cache_dir=options.cache_dir, trust_remote_code=options.trust_remote_code)
-    return Engine(lm, max_concurrent=options.max_concurrent)
+    return Engine(lm, max_concurrent=options.max_concurrent, max_queue=options.max_queue)

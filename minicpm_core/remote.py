@@ -46,7 +46,9 @@ from typing import Any
 import httpx
 import openai
 
-from .errors import ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound
+from .errors import (
+    RETRY_AFTER_DEFAULT_S, ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull,
+)
 from .params import GenerationParams
 from .prompt import STOP_MARKERS, validate_messages
 from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats
@@ -365,6 +367,10 @@ class RemoteBackend:
             if exc.status_code == 404:
                 return ModelNotFound(f"The model server at {url} answered 404 ({message}). Check the base URL "
                                      "(it usually ends in /v1) and the model name.")
+            if exc.status_code == 429:  # its queue is full (this project's server) or a rate limit
+                retry_after = exc.response.headers.get("retry-after", "")
+                return QueueFull(f"The model server at {url} is busy (429): {message}",
+                                 retry_after=int(retry_after) if retry_after.isdigit() else RETRY_AFTER_DEFAULT_S)
             if exc.status_code in (400, 413, 422):
                 cls = ContextOverflow if code == "context_length_exceeded" else InvalidRequest
                 return cls(message, param)

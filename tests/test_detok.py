@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from minicpm_core.detok import IncrementalDecoder
+from minicpm_core.detok import IncrementalDecoder, StopMarkerWatch
 from minicpm_core.loader import load_tokenizer
 
 TEXTS = ["Hello, world! 你好，世界。", "表情😀🎉 和生僻字龘靐", "def f(x):\n    return x ** 2\n", "  leading spaces  ",
@@ -54,3 +54,41 @@ def test_multibyte_character_is_held_until_complete(tokenizer):
 def test_special_tokens_are_not_shown(tokenizer):
     ids = tokenizer("hi", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert "".join(stream(tokenizer, ids)) == "hi"
+
+
+# --- StopMarkerWatch: the worker's per-token marker check ------------------------------------------
+
+MARKERS = ("<用户>", "<AI>")
+
+
+def first_marker_step(tokenizer, ids):
+    """The index of the token after which plain decoding first contains a marker, else None."""
+    for i in range(len(ids)):
+        if any(m in tokenizer.decode(ids[:i + 1], skip_special_tokens=True) for m in MARKERS):
+            return i
+    return None
+
+
+def watch_step(watch, ids):
+    for i in range(len(ids)):
+        if ids[i] in watch.closers and watch.has_marker(ids[max(0, i + 1 - watch.window):i + 1]):
+            return i
+    return None
+
+
+def test_marker_watch_stops_at_the_token_that_completes_a_marker(tokenizer):
+    watch = StopMarkerWatch(tokenizer, MARKERS)
+    rng = random.Random(1)
+    fillers = ["好的。", "表情😀", "a < b > c", "<用", "AI", "<A", "龘", " x "]
+    for _ in range(60):
+        parts = [rng.choice(fillers) for _ in range(rng.randrange(0, 5))]
+        if rng.random() < 0.7:
+            parts.insert(rng.randrange(len(parts) + 1), rng.choice(MARKERS))
+        ids = tokenizer("".join(parts), add_special_tokens=False)["input_ids"]
+        assert watch_step(watch, ids) == first_marker_step(tokenizer, ids), "".join(parts)
+
+
+def test_marker_watch_needs_no_decoding_for_most_tokens(tokenizer):
+    watch = StopMarkerWatch(tokenizer, MARKERS)
+    assert tokenizer("<AI>", add_special_tokens=False)["input_ids"][-1] in watch.closers
+    assert len(watch.closers) < len(tokenizer) // 4

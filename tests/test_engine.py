@@ -1,15 +1,19 @@
-"""The engine on a real tiny model: streaming, stop markers, cancel, errors, budget, queue, cache."""
+"""The engine on a real tiny model: streaming, stop markers, cancel, errors, budget, queue, cache,
+sampling on each request's own RNG."""
 
 import threading
+from collections import Counter
 
 import pytest
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
-from minicpm_core.engine import Engine
-from minicpm_core.errors import ContextOverflow, GenerationFailed, InvalidRequest
+from minicpm_core.engine import RETRY_AFTER_MAX_S, Engine, _SampleWithGenerator, request_generator
+from minicpm_core.errors import ContextOverflow, GenerationFailed, InvalidRequest, QueueFull
 from minicpm_core.loader import load_model
+from minicpm_core.params import GenerationParams
 from minicpm_core.prefix_cache import PrefixCache
+from minicpm_core.stats import ReplyStats
 
 GREEDY = {"temperature": 0, "max_new_tokens": 24}
 # Greedy decoding of "hello" on the random tiny model repeats one token, so the reply never ends on its
@@ -291,3 +295,158 @@ def test_prefix_cache_is_bounded(lm):
     engine.chat(ask("a question long enough to cache"), GREEDY)
     assert len(tiny) == 0 and tiny.total_bytes() == 0
     engine.close()
+
+
+# --- sampling on the request's own RNG --------------------------------------------------------------
+
+SAMPLED = {"temperature": 1.5, "top_p": 1.0, "max_new_tokens": 24}
+
+
+def test_seed_does_not_touch_the_global_rng(engine):
+    state = torch.get_rng_state()
+    engine.chat(ask("hello"), SAMPLED | {"seed": 7})
+    engine.chat(ask("hello"), SAMPLED)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_seeded_reply_is_the_same_while_another_request_samples(lm):
+    seeded = SAMPLED | {"seed": 1234}
+    alone = Engine(lm, prefix_cache=PrefixCache(max_entries=0))
+    expected = alone.chat(ask("hello"), seeded)[0]
+    alone.close()
+    shared = Engine(lm, max_concurrent=2, prefix_cache=PrefixCache(max_entries=0))
+    for _ in range(2):
+        # sampling too; seed 100 makes it run past 600 tokens, so it samples for all of `mine`
+        other = shared.submit(ask("another user"), SAMPLED | {"seed": 100, "max_new_tokens": 600})
+        stream_until_tokens(other, 1)
+        mine = shared.submit(ask("hello"), seeded)
+        assert mine.result() == expected
+        assert not other.done  # it really sampled alongside, all the time
+        other.cancel()
+        assert other.wait(10)
+    shared.close()
+
+
+def test_different_seeds_give_different_replies(engine):
+    replies = {engine.chat(ask("hello"), SAMPLED | {"seed": seed})[0] for seed in (1, 2, 3)}
+    assert len(replies) == 3
+
+
+def test_an_unseeded_request_gets_a_fresh_seed():
+    params = GenerationParams.parse(SAMPLED)
+    seeds = {request_generator(params, torch.device("cpu")).initial_seed() for _ in range(3)}
+    assert len(seeds) == 3
+    assert request_generator(GenerationParams.parse(SAMPLED | {"seed": 5}), torch.device("cpu")).initial_seed() == 5
+
+
+def test_greedy_reply_equals_plain_generate(engine):
+    params = {"temperature": 0, "repetition_penalty": 1.1, "max_new_tokens": 20}
+    generation = engine.submit(ask("你好 hello"), params)
+    generation.result()
+    ids = torch.tensor([generation.prompt.ids])
+    plain = engine.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, temperature=None,
+                                  top_p=None, top_k=None, repetition_penalty=1.1, max_new_tokens=20)
+    assert generation._token_ids == plain[0, ids.shape[1]:].tolist()
+
+
+class RecordScores(LogitsProcessor):
+    """Keeps the scores each step hands to the sampler (after generate's own repetition penalty)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores[0].clone())
+        return scores
+
+
+def sample_with_recorder(engine, monkeypatch, params):
+    recorder = RecordScores()
+    original = engine._generate_kwargs
+
+    def with_recorder(generation, cache):
+        kwargs = original(generation, cache)
+        kwargs["logits_processor"].insert(0, recorder)
+        return kwargs
+
+    monkeypatch.setattr(engine, "_generate_kwargs", with_recorder)
+    generation = engine.submit(ask("hello"), params)
+    generation.result()
+    assert len(recorder.steps) == len(generation._token_ids) > 0
+    return recorder.steps, generation._token_ids
+
+
+def test_top_k_is_honoured(engine, monkeypatch):
+    steps, tokens = sample_with_recorder(engine, monkeypatch, {"temperature": 2.0, "top_p": 1.0, "top_k": 3,
+                                                               "seed": 11, "max_new_tokens": 40})
+    ranks = [int((scores > scores[token]).sum()) for scores, token in zip(steps, tokens)]
+    assert max(ranks) < 3  # never outside the 3 most likely
+    assert any(rank > 0 for rank in ranks)  # and really sampled, not greedy
+
+
+def test_top_p_is_honoured(engine, monkeypatch):
+    params = {"temperature": 2.0, "top_p": 0.3, "seed": 3, "max_new_tokens": 40}
+    steps, tokens = sample_with_recorder(engine, monkeypatch, params)
+    nucleus = TopPLogitsWarper(0.3)
+    for scores, token in zip(steps, tokens):
+        allowed = torch.isfinite(nucleus(None, (scores / 2.0)[None]))[0]
+        assert allowed[token]
+    assert any(int((scores > scores[token]).sum()) > 0 for scores, token in zip(steps, tokens))
+
+
+def test_sampler_draws_from_the_warped_distribution():
+    scores = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]])
+    params = GenerationParams.parse({"temperature": 0.7, "top_k": 4, "top_p": 1.0, "seed": 0})
+    sampler = _SampleWithGenerator(params, request_generator(params, torch.device("cpu")))
+    draws = 4000
+    counts = Counter(int(sampler(None, scores.clone()).argmax()) for _ in range(draws))
+    expected = torch.softmax(scores[0, :4] / 0.7, dim=-1)
+    assert set(counts) <= {0, 1, 2, 3}
+    for token in range(4):
+        assert abs(counts[token] / draws - float(expected[token])) < 0.03
+
+
+# --- the bounded queue --------------------------------------------------------------------------------
+
+def test_a_full_queue_refuses_until_a_place_frees(lm):
+    engine = Engine(lm, max_queue=2)
+    blocker = engine.submit(ask("hello"), LONG)
+    stream_until_tokens(blocker, 1)
+    waiting = [engine.submit(ask(f"question {i}"), LONG) for i in range(2)]
+    with pytest.raises(QueueFull, match=r"queue is full \(2 waiting at most\)") as refused:
+        engine.submit(ask("one too many"), GREEDY)
+    assert refused.value.code == "queue_full" and 1 <= refused.value.retry_after <= RETRY_AFTER_MAX_S
+    assert engine.queue_depth == 2
+    blocker.cancel()  # its slot frees: the first waiting request starts, one place in the queue frees
+    stream_until_tokens(waiting[0], 1)
+    accepted = engine.submit(ask("now there is room"), GREEDY)
+    assert accepted.position == 2
+    for generation in waiting:
+        generation.cancel()
+    assert accepted.result() is not None and accepted.stats.finish_reason in ("stop", "length")
+    engine.close()
+
+
+def test_max_queue_zero_serves_only_free_slots(lm):
+    engine = Engine(lm, max_queue=0)
+    running = engine.submit(ask("hello"), LONG)  # a free slot: accepted
+    stream_until_tokens(running, 1)
+    with pytest.raises(QueueFull):
+        engine.submit(ask("would have to wait"), GREEDY)
+    running.cancel()
+    assert running.wait(10)
+    engine.close()
+
+
+def test_retry_after_follows_recent_reply_times(engine):
+    assert engine.retry_after() >= 1
+    for _ in range(3):
+        engine.recent.append(ReplyStats(prompt_tokens=5, completion_tokens=50, cached_tokens=0, turns_dropped=0,
+                                        queue_seconds=4.0, ttft_seconds=0.1, tokens_per_second=5.0,
+                                        total_seconds=34.0, finish_reason="stop"))
+    assert engine.retry_after() == 30  # generation time, queueing excluded, one slot
+
+
+def test_negative_max_queue_is_refused(lm):
+    with pytest.raises(InvalidRequest, match="max_queue"):
+        Engine(lm, max_queue=-1)

@@ -24,7 +24,7 @@ from typing import Any
 
 import streamlit as st
 
-from minicpm_core.errors import MiniCPMError
+from minicpm_core.errors import MiniCPMError, QueueFull
 from minicpm_core.params import GenerationParams
 from minicpm_core.stats import FINISH_REASONS
 from minicpm_core.store import Conversation, ConversationStore, Message, NotFound
@@ -316,6 +316,9 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
     conversation = store.get(conv_id)
     try:
         generation = backend.submit(prompt_messages(conversation, system_prompt), params)
+    except QueueFull as exc:  # the question is kept: redraw, so its Regenerate button is there to retry
+        state.flash("warning", error_text(exc))
+        return True
     except MiniCPMError as exc:
         st.error(error_text(exc))
         return False

@@ -63,6 +63,7 @@ EN: dict[str, str] = {
     "err_invalid_request": "This request cannot be served.",
     "err_model_not_found": "No model found.",
     "err_generation_failed": "Generation failed.",
+    "err_busy": "The model is busy: your question is saved. Ask again in a moment with Regenerate.",
     "err_not_found": "Not found.",
     "err_generic": "Something went wrong.",
     # sidebar: conversations
@@ -211,6 +212,7 @@ ZH: dict[str, str] = {
     "err_invalid_request": "无法处理这个请求。",
     "err_model_not_found": "找不到模型。",
     "err_generation_failed": "生成失败。",
+    "err_busy": "模型正忙：你的问题已保存。请稍后点“重新生成”再问一次。",
     "err_not_found": "找不到。",
     "err_generic": "出错了。",
     "conversations": "对话",
@@ -333,6 +335,7 @@ _IMPORT_HINT_ZH = ("可以导入的是本应用导出的 JSON（含 \"messages\"
 ERRORS_ZH: dict[str, str] = {
     "context_overflow": "这个问题有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或模型的"
                         "上下文长度）。请缩短问题，或者拆成几部分来问。",
+    "queue_full": "服务器正忙：所有回答位都在生成，排队也已满。请大约 {retry_after} 秒后再试。",
     "out_of_memory": "生成时显存不足。请调小 max_length、清空或缩短对话，或者关闭其他占用显存的程序，然后重试。",
     "conversation_gone": "这个对话已经不存在了（可能在另一个标签页里被删除了）。",
     "model_not_downloaded": "{model} 还没有下载（查找位置：{target}）。\n下载命令：\n    {command}",

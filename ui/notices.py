@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from minicpm_core.errors import ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound
+from minicpm_core.errors import (
+    ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull,
+)
 from minicpm_core.store import InvalidImport, NotFound
 
 from ui import state
@@ -19,6 +21,7 @@ _HEADLINES = (
     (InvalidRequest, "err_invalid_request"),
     (ModelNotFound, "err_model_not_found"),
     (GenerationFailed, "err_generation_failed"),
+    (QueueFull, "err_busy"),
     (NotFound, "err_not_found"),
     (MiniCPMError, "err_generic"),
 )

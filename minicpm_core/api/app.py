@@ -35,7 +35,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound
+from ..errors import ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull
 from .protocol import (
     MAX_BODY_BYTES, AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
     ChunkChoice, Delta, ErrorDetail, ErrorResponse, Health, ModelCard, ModelList, SeedRequest, SeedResponse,
@@ -66,6 +66,10 @@ def api_error_from(exc: Exception) -> APIError:
         return APIError(400, str(exc), exc.param, "context_length_exceeded")
     if isinstance(exc, InvalidRequest):
         return APIError(400, str(exc), exc.param)
+    if isinstance(exc, QueueFull):  # OpenAI's clients retry a 429 after Retry-After by themselves
+        err = APIError(429, str(exc), type="rate_limit_error", code="queue_full")
+        err.retry_after = exc.retry_after
+        return err
     if isinstance(exc, ModelNotFound):
         return APIError(503, str(exc), type="model_not_loaded", code="model_not_found")
     if isinstance(exc, GenerationFailed):
@@ -85,6 +89,8 @@ def error_body(err: APIError, path: str) -> dict:
 
 def error_response(err: APIError, path: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    if getattr(err, "retry_after", None) is not None:
+        headers = {"Retry-After": str(err.retry_after)}
     return JSONResponse(error_body(err, path), status_code=err.status, headers=headers)
 
 
