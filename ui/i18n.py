@@ -363,6 +363,7 @@ ERRORS_ZH: dict[str, str] = {
     "import_message_meta_type": "第 {number} 条消息的 \"meta\" 不是对象。" + _IMPORT_HINT_ZH,
     "import_message_meta_surrogates": "第 {number} 条消息的 \"meta\" 含有无效的字符转义（单独的代理项，如 "
                                       "\"\\ud800\"）。" + _IMPORT_HINT_ZH,
+    "import_message_meta_invalid": "第 {number} 条消息的 \"meta\" 里的 \"{key}\" 不对（{reason}）。" + _IMPORT_HINT_ZH,
 }
 
 
