@@ -121,3 +121,54 @@ def test_hostile_messages_and_title_load_nothing_and_run_nothing(hostile_app, br
     finally:
         context.close()
     assert "Traceback" not in server.log()
+
+
+@pytest.fixture(scope="module")
+def password_app(tiny_ckpt, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("security_password")
+    env = {**app_env(tiny_ckpt, tmp / "data"), "MINICPM_PASSWORD": "s3cret"}
+    with StreamlitServer(env, tmp / "streamlit.log") as server:
+        yield server
+
+
+def asks_for_password(page) -> bool:
+    """After the page's first run: True for the login form, False for the chat."""
+    page.locator("[data-testid=stChatInput], .st-key-password").first.wait_for()
+    return page.locator(".st-key-password").count() == 1
+
+
+def test_a_login_is_remembered_across_reloads_and_tabs_but_not_a_forged_cookie(password_app, browser):
+    context = browser.new_context(viewport=VIEWPORT, locale="en-US")
+    try:
+        page = context.new_page()
+        open_app(page, password_app.url, STEP_MS * 2)
+        assert asks_for_password(page)
+        page.locator(".st-key-password input").fill("s3cret")
+        page.locator(".st-key-login_submit button").click()
+        expect(page.get_by_test_id("stChatInput")).to_be_visible()
+        page.wait_for_function("document.cookie.includes('minicpm_login=')")
+        cookie = next(c for c in context.cookies() if c["name"] == "minicpm_login")
+        assert cookie["sameSite"] == "Strict"
+
+        page.reload()
+        assert not asks_for_password(page)
+        other_tab = context.new_page()
+        other_tab.goto(password_app.url)
+        assert not asks_for_password(other_tab)
+
+        expires, signature = cookie["value"].split(".")
+        forged = (f"{int(expires) + 10**6}.{signature}",  # a longer life
+                  f"{expires}.{'0' * len(signature)}",  # a made-up signature
+                  f"1000.{signature}")  # long expired
+        for value in forged:
+            fresh = browser.new_context(viewport=VIEWPORT, locale="en-US")
+            try:
+                fresh.add_cookies([{**cookie, "value": value}])
+                tab = fresh.new_page()
+                tab.goto(password_app.url)
+                assert asks_for_password(tab), value
+            finally:
+                fresh.close()
+    finally:
+        context.close()
+    assert "Traceback" not in password_app.log()

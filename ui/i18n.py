@@ -43,6 +43,7 @@ EN: dict[str, str] = {
     "auth_password": "Password",
     "auth_submit": "Enter",
     "auth_wrong": "Wrong password.",
+    "auth_wait": "Too many wrong tries: wait {seconds} s, then try again.",
     # missing model / load errors
     "setup_title": "The model is not here yet",
     "setup_download_intro": "Download **{model}** from ModelScope into `{target}` now (about 5–11 GB; this "
@@ -192,6 +193,7 @@ ZH: dict[str, str] = {
     "auth_password": "密码",
     "auth_submit": "进入",
     "auth_wrong": "密码错误。",
+    "auth_wait": "错误次数太多：请等 {seconds} 秒后再试。",
     "setup_title": "还没有模型",
     "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`（约 5–11 GB，需要一段时间；中断后可以续传）：",
     "setup_download": "下载模型",
