@@ -18,12 +18,14 @@ It deliberately does not change how valid text looks: bold, lists, tables, code 
 from __future__ import annotations
 
 import string
+import time
 from collections.abc import Iterable
 
 import streamlit as st
 from markdown_it import MarkdownIt
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
+SANITIZE_SHARE = 0.2  # while streaming, at most this share of the time goes to making the text safe
 MAX_PASSES = 8  # an escaped image becomes a link, which may need escaping in turn: a few passes
 _MARKDOWN_PUNCTUATION = set(string.punctuation)
 
@@ -54,22 +56,33 @@ def plain_text_block(text: str) -> str:
 
 
 def write_stream(stream: Iterable[str]) -> str:
-    """Draw text deltas as they come, made safe each time (an image half-streamed never loads); return the text."""
+    """Draw text deltas as they come, made safe each time (an image half-streamed never loads); return the text.
+
+    Parsing a long reply takes milliseconds, so a redraw waits until SANITIZE_SHARE of the time since
+    the last one would have been spent on it: short replies redraw on every delta, long ones less often.
+    """
     placeholder = st.empty()
-    text = ""
+    text, shown, last_draw, cost = "", "", 0.0, 0.0
     for delta in stream:
         text += delta
+        if time.monotonic() - last_draw >= cost / SANITIZE_SHARE:
+            started = time.monotonic()
+            placeholder.markdown(safe_markdown(text) or " ")
+            shown, last_draw = text, time.monotonic()
+            cost = last_draw - started
+    if shown != text:  # the last deltas came while a redraw waited
         placeholder.markdown(safe_markdown(text) or " ")
     return text
 
 
 # --- where the unsafe constructs are ---------------------------------------------------------------
 
-def _parser(found: list[tuple[str, int, str]]) -> MarkdownIt:
+def _parser() -> MarkdownIt:
     """A CommonMark parser (plus GFM tables and strikethrough) that records where images and links start.
 
-    Each record is (inline source, offset in it, what to escape there): "!" for an image, "[" for a
-    link and "<" for an autolink with an unsafe target.
+    Each record, in the parse's env["found"], is (inline source, offset in it, what to escape there):
+    "!" for an image, "[" for a link and "<" for an autolink with an unsafe target. Built once; a
+    parse keeps its state in its own objects, so sessions' threads can share it.
     """
     md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
     md.validateLink = lambda url: True  # see every link the browser's renderer would see
@@ -83,9 +96,9 @@ def _parser(found: list[tuple[str, int, str]]) -> MarkdownIt:
             if matched and not silent and token is not None:
                 target = token.attrGet("src") if name == "image" else token.attrGet("href")
                 if name == "image":
-                    found.append((state.src, start, "!"))
+                    state.env["found"].append((state.src, start, "!"))
                 elif not _is_safe_target(str(target or "")):
-                    found.append((state.src, start, "[" if name == "link" else "<"))
+                    state.env["found"].append((state.src, start, "[" if name == "link" else "<"))
             return matched
         return wrapped
 
@@ -93,6 +106,9 @@ def _parser(found: list[tuple[str, int, str]]) -> MarkdownIt:
         rule = next(r.fn for r in md.inline.ruler.__rules__ if r.name == name)
         md.inline.ruler.at(name, recording(name, rule))
     return md
+
+
+_PARSER = _parser()
 
 
 def _is_safe_target(url: str) -> bool:
@@ -106,7 +122,7 @@ def _is_safe_target(url: str) -> bool:
 def _unsafe_positions(text: str) -> list[int | None]:
     """Offsets in `text` where a backslash neutralises an image or an unsafe link (None: not found)."""
     found: list[tuple[str, int, str]] = []
-    tokens = _parser(found).parse(text)
+    tokens = _PARSER.parse(text, {"found": found})
     if not found:
         return []
     lines = text.split("\n")
