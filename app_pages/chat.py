@@ -7,9 +7,9 @@ Order as in every Streamlit chat: title, history, actions on the last turn, inpu
 import streamlit as st
 
 from ui import chat, state
-from ui.markdown_safe import plain_text, safe_markdown
 from ui.backend import active_backend, get_store
 from ui.i18n import t
+from ui.markdown_safe import plain_text, safe_markdown
 
 st.set_page_config(layout="centered")
 
