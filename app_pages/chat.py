@@ -9,6 +9,7 @@ import streamlit as st
 from ui import chat, state
 from ui.backend import active_backend, get_store
 from ui.i18n import t
+from ui.markdown_safe import plain_text, safe_markdown
 
 st.set_page_config(layout="centered")
 
@@ -26,7 +27,7 @@ if conv_id and conversation is None:
     state.set_conversation(None)
     conv_id = None
 
-st.title(conversation.title if conversation and conversation.title else t("chat_title"))
+st.title(plain_text(conversation.title) if conversation and conversation.title else t("chat_title"))
 
 usage = chat.context_usage(backend, conversation, params, system_prompt)
 if usage is not None and conversation is not None:
@@ -39,7 +40,7 @@ for message in conversation.messages if conversation else ():
     if message.role == "system":
         continue
     with st.chat_message(message.role):
-        st.markdown(message.content or " ")
+        st.markdown(safe_markdown(message.content) or " ")
         caption = chat.reply_caption(message.meta) if message.role == "assistant" else ""
         if caption:
             st.caption(caption)
@@ -71,7 +72,7 @@ if question and question.strip():
     conv_id = chat.ask(store, conv_id, question)  # stored before anything is generated
     state.set_conversation(conv_id)
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(safe_markdown(question))
     st.session_state[state.PENDING_REPLY] = conv_id
 
 if conv_id and st.session_state.pop(state.PENDING_REPLY, None) == conv_id:

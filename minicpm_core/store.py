@@ -9,8 +9,11 @@ instead of failing or interleaving. WAL mode lets that other process read while 
 It also exports a conversation as JSON or Markdown and imports JSON, validating every field against
 the named limits below, so a bad file is refused with a message that says what is wrong.
 
-It deliberately does not know about Streamlit, the model, tokens or prompts: messages are
-(role, content, meta) and `meta` is an opaque JSON object stored as given.
+It deliberately does not know about Streamlit, the model or prompts: messages are (role, content,
+meta), and `meta` is a JSON object stored as given. The keys the app reads from it (a reply's token
+counts, speed, finish reason, settings) follow one schema, `MessageMeta`: an import whose meta breaks
+it is refused, and a stored meta that breaks it (an old or hand-edited database) reads back without
+the bad keys, so a page never meets a count that is not a number.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidRequest, MiniCPMError
+from .stats import FINISH_REASONS
 
 DATA_DIR_ENV = "MINICPM_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.local/share/minicpm-chat")
@@ -44,6 +50,7 @@ MAX_TITLE_CHARS = 200
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 MAX_MESSAGES = 2000
 MAX_MESSAGE_CHARS = 200_000
+MAX_META_COUNT = 10**9  # token counts in meta: far above any context, far below SQLite's integer limit
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -62,6 +69,45 @@ class InvalidImport(InvalidRequest):
     def __init__(self, problem: str, code: str, **details: Any):
         super().__init__(f"Cannot import this file: {problem}. {_VALID_IMPORT_HINT}", param="file",
                          code=f"import_{code}", **details)
+
+
+_Count = Field(default=None, ge=0, le=MAX_META_COUNT, strict=True)
+
+
+class MessageMeta(BaseModel):
+    """The keys of a message's meta that the app reads; other keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int | None = _Count
+    completion_tokens: int | None = _Count
+    turns_dropped: int | None = _Count
+    tokens_per_second: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
+    finish_reason: Literal[FINISH_REASONS] | None = None  # type: ignore[valid-type]
+    params: dict[str, Any] | None = None  # the GenerationParams that produced a reply
+
+
+def meta_problem(meta: dict[str, Any]) -> tuple[str, str] | None:
+    """(key, what is wrong) for the first key of `meta` that breaks MessageMeta; None if it is valid."""
+    try:
+        MessageMeta.model_validate(meta)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        return str(error["loc"][0]), error["msg"]
+    return None
+
+
+def readable_meta(stored: str) -> dict[str, Any]:
+    """A stored meta as the app may read it: the keys that break MessageMeta are left out."""
+    try:
+        meta = json.loads(stored)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    while (problem := meta_problem(meta)) is not None:  # one bad key less each time: it ends
+        meta = {key: value for key, value in meta.items() if key != problem[0]}
+    return meta
 
 
 class NotFound(MiniCPMError):
@@ -260,7 +306,7 @@ class ConversationStore:
 
     @staticmethod
     def _message_from_row(row: sqlite3.Row) -> Message:
-        return Message(row["id"], row["role"], row["content"], json.loads(row["meta"]), row["created_at"])
+        return Message(row["id"], row["role"], row["content"], readable_meta(row["meta"]), row["created_at"])
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -489,6 +535,11 @@ def _parse_message(number: int, raw: Any) -> tuple[str, str, dict[str, Any]]:
     if not _is_utf8(_dump_meta(meta)):
         raise InvalidImport(f'{where} has "meta" that {_LONE_SURROGATES}', "message_meta_surrogates",
                             number=number)
+    problem = meta_problem(meta)
+    if problem is not None:
+        key, reason = problem
+        raise InvalidImport(f'{where} has "meta" whose "{key}" is wrong ({reason})', "message_meta_invalid",
+                            number=number, key=key, reason=reason)
     return role, content, meta
 
 

@@ -345,6 +345,14 @@ BAD_IMPORTS = {
     "content not text": (json.dumps([{"role": "user", "content": 7}]), '"content" that is a number'),
     "image content part": (json.dumps([{"role": "user", "content": [{"type": "image_url"}]}]), "not text"),
     "meta not an object": (json.dumps([{"role": "user", "content": "a", "meta": [1]}]), '"meta" that is a list'),
+    "meta speed not a number": (json.dumps([{"role": "assistant", "content": "a", "meta": {"tokens_per_second": "fast"}}]),
+                                'message 1 has "meta" whose "tokens_per_second" is wrong'),
+    "meta count not a number": (json.dumps([{"role": "assistant", "content": "a", "meta": {"prompt_tokens": "many"}}]),
+                                '"prompt_tokens" is wrong'),
+    "meta count negative": (json.dumps([{"role": "assistant", "content": "a", "meta": {"prompt_tokens": -5000}}]),
+                            '"prompt_tokens" is wrong (Input should be greater than or equal to 0)'),
+    "meta unknown finish reason": (json.dumps([{"role": "assistant", "content": "a", "meta": {"finish_reason": 1}}]),
+                                   '"finish_reason" is wrong'),
     "lone surrogate": ('[{"role": "user", "content": "\\ud800"}]', "lone surrogate"),
     "too deeply nested": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     "too many messages": (json.dumps([{"role": "user", "content": ""}] * (MAX_MESSAGES + 1)),
@@ -362,6 +370,19 @@ def test_bad_import_is_refused_with_a_helpful_message(store, data, problem):
     assert EXPORT_FORMAT in message and '"role": "user"' in message  # says what a valid file looks like
     assert isinstance(info.value, InvalidRequest)
     assert store.list() == []  # nothing half-imported
+
+
+def test_stored_meta_that_breaks_the_schema_reads_back_without_the_bad_keys(store):
+    conversation = store.create()
+    reply = store.append(conversation.id, "assistant", "hi", {"completion_tokens": 3, "note": "kept"})
+    with sqlite3.connect(store.path) as db:  # as an old version or a hand edit could have left it
+        db.execute("UPDATE messages SET meta = ? WHERE id = ?", (json.dumps(
+            {"completion_tokens": 3, "note": "kept", "tokens_per_second": "fast", "prompt_tokens": -5000}), reply.id))
+    assert store.get(conversation.id).messages[0].meta == {"completion_tokens": 3, "note": "kept"}
+    for broken in ("[1, 2]", "not json", "null"):
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE messages SET meta = ? WHERE id = ?", (broken, reply.id))
+        assert store.get(conversation.id).messages[0].meta == {}
 
 
 def test_failed_write_is_rolled_back_and_store_stays_usable(store):

@@ -29,7 +29,7 @@ from minicpm_core.params import GenerationParams
 from minicpm_core.stats import FINISH_REASONS
 from minicpm_core.store import Conversation, ConversationStore, Message, NotFound
 
-from ui import state
+from ui import markdown_safe, state
 from ui.i18n import current_language, t
 from ui.notices import error_text
 
@@ -335,7 +335,7 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
             st.button(t("stop_reply"), key="stop_reply", icon=":material/stop_circle:", type="tertiary")
             stream = recorder.stream()
             try:
-                st.write_stream(stream)
+                markdown_safe.write_stream(stream)
             except MiniCPMError as exc:  # GenerationFailed: the partial reply is already saved as "error"
                 state.flash("error", error_text(exc))
             finally:

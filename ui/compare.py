@@ -15,7 +15,7 @@ import streamlit as st
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
 
-from ui import chat
+from ui import chat, markdown_safe
 from ui.i18n import t
 from ui.notices import error_text
 
@@ -51,7 +51,7 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
                 stream = chat.follow(generation, chat.queue_notice(st.empty()))
                 try:
                     with st.container(key=f"compare_reply_{side}"):
-                        st.write_stream(stream)
+                        markdown_safe.write_stream(stream)
                 except MiniCPMError as exc:
                     st.error(error_text(exc))
                 finally:
@@ -80,5 +80,5 @@ def show_results(results: dict[str, Any], columns: dict[str, Any]) -> None:
         with columns[side]:
             header(side, GenerationParams.parse(results[side]["meta"]["params"]))
             with st.container(key=f"compare_reply_{side}"):
-                st.markdown(results[side]["text"] or " ")
+                st.markdown(markdown_safe.safe_markdown(results[side]["text"]) or " ")
             st.caption(chat.reply_caption(results[side]["meta"]))

@@ -43,6 +43,7 @@ EN: dict[str, str] = {
     "auth_password": "Password",
     "auth_submit": "Enter",
     "auth_wrong": "Wrong password.",
+    "auth_wait": "Too many wrong tries: wait {seconds} s, then try again.",
     # missing model / load errors
     "setup_title": "The model is not here yet",
     "setup_download_intro": "Download **{model}** from ModelScope into `{target}` now (about 5–11 GB; this "
@@ -195,6 +196,7 @@ ZH: dict[str, str] = {
     "auth_password": "密码",
     "auth_submit": "进入",
     "auth_wrong": "密码错误。",
+    "auth_wait": "错误次数太多：请等 {seconds} 秒后再试。",
     "setup_title": "还没有模型",
     "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`（约 5–11 GB，需要一段时间；中断后可以续传）：",
     "setup_download": "下载模型",
@@ -370,6 +372,7 @@ ERRORS_ZH: dict[str, str] = {
     "import_message_meta_type": "第 {number} 条消息的 \"meta\" 不是对象。" + _IMPORT_HINT_ZH,
     "import_message_meta_surrogates": "第 {number} 条消息的 \"meta\" 含有无效的字符转义（单独的代理项，如 "
                                       "\"\\ud800\"）。" + _IMPORT_HINT_ZH,
+    "import_message_meta_invalid": "第 {number} 条消息的 \"meta\" 里的 \"{key}\" 不对（{reason}）。" + _IMPORT_HINT_ZH,
 }
 
 

@@ -20,6 +20,7 @@ from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 from ui import state
 from ui.backend import active_backend
 from ui.i18n import LANGUAGE_KEY, LANGUAGES, has, t
+from ui.markdown_safe import plain_text
 from ui.notices import error_text
 
 CONVERSATIONS_SHOWN = 50
@@ -57,7 +58,7 @@ def conversations(store: ConversationStore) -> None:
                           key="conversation_list", border=False):
             for summary in listed:
                 is_current = current is not None and summary.id == current.id
-                st.button(summary.title or t("untitled"), key=f"conv_{summary.id}", width="stretch",
+                st.button(plain_text(summary.title) or t("untitled"), key=f"conv_{summary.id}", width="stretch",
                           type="secondary" if is_current else "tertiary", on_click=state.set_conversation,
                           args=(summary.id,))
     if current is not None:
@@ -110,7 +111,7 @@ def import_uploaded(store: ConversationStore) -> None:
         state.flash("error", error_text(exc))
         return
     state.set_conversation(conversation.id)
-    state.flash("success", t("imported", title=conversation.title or t("untitled"),
+    state.flash("success", t("imported", title=plain_text(conversation.title) or t("untitled"),
                              n=len(conversation.messages)))
 
 
