@@ -133,7 +133,8 @@ def _overflow(tokens: int, budget: int, exact: bool) -> ContextOverflow:
     return ContextOverflow(
         f"The question is {size} tokens long but the limit is {budget} tokens (max_length / the "
         "model's context) for question and reply together. Shorten it, or split it into parts.",
-        "messages", code="context_overflow", tokens=tokens, limit=budget)
+        "messages", code="context_overflow" if exact else "context_overflow_at_least",
+        tokens=tokens, limit=budget)
 
 
 class _Cut:

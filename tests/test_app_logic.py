@@ -201,9 +201,12 @@ def test_every_bad_import_file_is_explained_in_chinese(in_chinese, store, data):
 
 def test_chat_errors_are_explained_in_chinese_with_their_numbers(in_chinese, store, demo_engine):
     overflow = caught(lambda: demo_engine.submit([{"role": "user", "content": "river " * 5000}]))
-    assert overflow.code == "context_overflow"
-    assert f"{overflow.details['tokens']} 个 token" in i18n.error_message(overflow)
+    assert overflow.code == "context_overflow"  # tokenized: its exact length
+    assert f"有 {overflow.details['tokens']} 个 token" in i18n.error_message(overflow)
     assert "最多 4096 个 token" in i18n.error_message(overflow)
+    huge = caught(lambda: demo_engine.submit([{"role": "user", "content": "river " * 100_000}]))
+    assert huge.code == "context_overflow_at_least"  # refused by its length, before tokenizing
+    assert f"至少有 {huge.details['tokens']} 个 token" in i18n.error_message(huge)
 
     oom = failure(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert i18n.error_message(oom).startswith("生成时显存不足")

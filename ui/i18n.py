@@ -337,6 +337,8 @@ _IMPORT_HINT_ZH = ("可以导入的是本应用导出的 JSON（含 \"messages\"
 ERRORS_ZH: dict[str, str] = {
     "context_overflow": "这个问题有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或模型的"
                         "上下文长度）。请缩短问题，或者拆成几部分来问。",
+    "context_overflow_at_least": "这个问题至少有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或"
+                                 "模型的上下文长度）。请缩短问题，或者拆成几部分来问。",
     "queue_full": "服务器正忙：所有回答位都在生成，排队也已满。请大约 {retry_after} 秒后再试。",
     "out_of_memory": "生成时显存不足。请调小 max_length、清空或缩短对话，或者关闭其他占用显存的程序，然后重试。",
     "conversation_gone": "这个对话已经不存在了（可能在另一个标签页里被删除了）。",
