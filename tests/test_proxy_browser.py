@@ -6,7 +6,8 @@ proxy forwards to the app with the Host rewritten to the internal address (127.0
 nginx's default `proxy_set_header Host $proxy_host` does, passing Origin and cookies through unless
 told to drop Streamlit's XSRF cookie.
 
-What Streamlit does (1.67, starlette; 1.65's tornado server has the same checks):
+What Streamlit 1.67 (starlette) does; 1.65's tornado server makes the same two checks (tornado's
+same-host test then the same allowlist; tornado's XSRF check), not run here:
 - websocket: with `server.enableCORS` on, an Origin whose host:port differs from Host is accepted only
   if its host name is localhost/127.0.0.1/0.0.0.0, the machine's IPs, `browser.serverAddress`, or in
   `server.corsAllowedOrigins`; otherwise 403 and the app never connects;
