@@ -35,7 +35,8 @@ from browser_utils import CHROMIUM_ARGS, CHROMIUM, free_port
 sync_api = pytest.importorskip("playwright.sync_api")
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
-ws_client = pytest.importorskip("websockets.asyncio.client")
+ws_client = pytest.importorskip("websockets.asyncio.client")  # Streamlit 1.67 brings it; 1.65 may not
+pytest.importorskip("starlette")
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import Response  # noqa: E402

@@ -11,7 +11,7 @@ the same list).
   key made at process start from the password, so a reload or a new tab does not ask again; a
   changed password or a restarted server does. The cookie is written by a tiny script in a hidden
   component (Streamlit has no API to set one) and read back with `st.context.cookies`.
-- No password, every interface (0.0.0.0) and Streamlit's CORS/XSRF checks off (config.toml, for
+- No password, an address beyond loopback (0.0.0.0) and Streamlit's CORS/XSRF checks off (config.toml, for
   AutoDL's proxy): any web page a visitor opens could drive the app, so it refuses to serve
   (`refuses_open_network`) until a password is set, it binds 127.0.0.1, or MINICPM_ALLOW_OPEN=1.
 """
