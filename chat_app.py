@@ -51,6 +51,9 @@ def gate(render, *args) -> None:
 
 
 def main() -> None:
+    if auth.refuses_open_network():
+        gate(auth.open_network_page)
+        return
     if not auth.is_authenticated():
         gate(auth.login_page)
         return

@@ -8,6 +8,9 @@
   decoding, trained afresh (15-45 s, once per session, only when a test asks for it) so that
   tests/test_checkpoint.py can compare it with the shipped one the app's `--demo` loads.
 
+`MINICPM_ALLOW_OPEN=1` for every test: AppTest reads .streamlit/config.toml (0.0.0.0, no cross-site
+checks), where the app refuses to serve without a password; tests/test_open_network.py lifts it.
+
 Tests run torch on one thread: the models are tiny, and on a shared 2-core machine a second thread
 spends its time waiting for a busy core (generation measured 5-10x slower with two).
 """
@@ -20,10 +23,16 @@ import pytest
 import torch
 
 from minicpm_core.checkpoint import write_checkpoint, write_demo_checkpoint
+from ui.backend import ALLOW_OPEN_ENV
 
 
 def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def allow_open_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ALLOW_OPEN_ENV, "1")
 
 
 @pytest.fixture(scope="session")

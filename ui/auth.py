@@ -11,12 +11,16 @@ the same list).
   key made at process start from the password, so a reload or a new tab does not ask again; a
   changed password or a restarted server does. The cookie is written by a tiny script in a hidden
   component (Streamlit has no API to set one) and read back with `st.context.cookies`.
+- No password, an address beyond loopback (0.0.0.0) and Streamlit's CORS/XSRF checks off (config.toml, for
+  AutoDL's proxy): any web page a visitor opens could drive the app, so it refuses to serve
+  (`refuses_open_network`) until a password is set, it binds 127.0.0.1, or MINICPM_ALLOW_OPEN=1.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import secrets
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 import streamlit as st
 import streamlit.components.v1 as components
 
+from ui.backend import ALLOW_OPEN_ENV, allow_open
 from ui.i18n import t
 
 PASSWORD_ENV = "MINICPM_PASSWORD"
@@ -201,3 +206,37 @@ def login_page() -> None:
     FAILED_LOGINS.failed(session)
     wait = FAILED_LOGINS.wait_s(session)
     st.error(t("auth_wrong") + (" " + t("auth_wait", seconds=math.ceil(wait)) if wait > 0 else ""))
+
+
+# --- open to the network ---------------------------------------------------------------------------
+
+def is_loopback(address: str) -> bool:
+    """True for 127.x.x.x, ::1 and localhost; "" (Streamlit's default: every interface) and 0.0.0.0 are not."""
+    host = address.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "", a host name or a LAN address: reachable from elsewhere
+        return False
+
+
+def cross_site_checks_off() -> bool:
+    return not st.get_option("server.enableCORS") or not st.get_option("server.enableXsrfProtection")
+
+
+def refuses_open_network() -> bool:
+    """True when anyone who can reach the port, and any web page they open, could use the app."""
+    return (required_password() is None and cross_site_checks_off()
+            and not is_loopback(str(st.get_option("server.address") or "")) and not allow_open())
+
+
+def open_network_page() -> None:
+    """Shown instead of any page while refuses_open_network(): why, and the three ways on."""
+    address = str(st.get_option("server.address") or "0.0.0.0")  # noqa: S104 - "" binds every interface
+    st.title(t("open_title"))
+    st.error(t("open_why", address=address), icon=":material/public:")
+    st.markdown(t("open_what"))
+    st.code(f"{PASSWORD_ENV}=... streamlit run chat_app.py\n"
+            "streamlit run chat_app.py --server.address 127.0.0.1\n"
+            f"{ALLOW_OPEN_ENV}=1 streamlit run chat_app.py", language="bash")

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import streamlit as st
 
 from minicpm_core.errors import InvalidRequest
-from minicpm_core.options import ModelOptions, add_model_arguments, model_options
+from minicpm_core.options import ModelOptions, _env_flag, add_model_arguments, model_options
 from minicpm_core.params import GenerationParams
 from minicpm_core.store import ConversationStore, default_db_path
 
@@ -77,6 +77,14 @@ def parse_app_options(argv: Sequence[str] | None) -> AppOptions:
         raise InvalidRequest(f"Bad command-line option or environment variable: {exc}") from None
     return AppOptions(model=model_options(args), backend=args.backend, base_url=args.base_url,
                       api_key=args.api_key, remote_model=args.remote_model)
+
+
+ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # 1: serve every interface with no password and no cross-site checks
+
+
+def allow_open() -> bool:
+    """The user's explicit opt-out of the refusal in ui.auth.refuses_open_network."""
+    return _env_flag(ALLOW_OPEN_ENV)
 
 
 def script_argv(script: str) -> list[str]:

@@ -44,6 +44,12 @@ EN: dict[str, str] = {
     "auth_submit": "Enter",
     "auth_wrong": "Wrong password.",
     "auth_wait": "Too many wrong tries: wait {seconds} s, then try again.",
+    "open_title": "Set a password first",
+    "open_why": "This app listens on {address}, reachable from other machines, with no password, and Streamlit's "
+                "cross-site checks (CORS, XSRF) are off so that uploads work behind AutoDL's proxy. Anyone who "
+                "can reach the port, and any web page a visitor opens, could use it. So it serves nothing.",
+    "open_what": "Restart it one of these ways: with a password (recommended on a public machine), only on "
+                 "this machine (127.0.0.1), or, if the network is yours alone, by saying so explicitly:",
     # missing model / load errors
     "setup_title": "The model is not here yet",
     "setup_download_intro": "Download **{model}** from ModelScope into `{target}` now (about 5–11 GB; this "
@@ -197,6 +203,12 @@ ZH: dict[str, str] = {
     "auth_submit": "进入",
     "auth_wrong": "密码错误。",
     "auth_wait": "错误次数太多：请等 {seconds} 秒后再试。",
+    "open_title": "请先设置密码",
+    "open_why": "应用正在 {address} 上监听（其他机器也能访问），没有密码，而且为了在 AutoDL 的代理后面能上传文件，"
+                "Streamlit 的跨站检查（CORS、XSRF）已关闭。任何能访问这个端口的人，以及访问者打开的任何网页，"
+                "都能使用它。因此应用拒绝提供服务。",
+    "open_what": "请用下列方式之一重新启动：设置密码（公网机器上推荐）、只在本机监听（127.0.0.1），"
+                 "或者如果网络只有你自己能访问，明确表示允许：",
     "setup_title": "还没有模型",
     "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`（约 5–11 GB，需要一段时间；中断后可以续传）：",
     "setup_download": "下载模型",
