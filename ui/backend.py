@@ -200,10 +200,18 @@ class _Load(threading.Thread):
     def __init__(self, options: AppOptions):
         super().__init__(name="load model", daemon=True)
         self.options = options
-        self.started = time.monotonic()
+        self.started: float | None = None
+        self._start_lock = threading.Lock()
         self.backend: Backend | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
+
+    def begin(self) -> None:
+        """Start loading unless already started (by any session)."""
+        with self._start_lock:
+            if self.started is None:
+                self.started = time.monotonic()
+                self.start()
 
     def run(self) -> None:
         try:
@@ -228,10 +236,8 @@ def build_backend(options: AppOptions) -> Backend:
 
 
 @st.cache_resource(show_spinner=False)
-def _start_load(options: AppOptions) -> _Load:
-    load = _Load(options)
-    load.start()
-    return load
+def _load_for(options: AppOptions) -> _Load:
+    return _Load(options)
 
 
 def get_backend(options: AppOptions) -> Backend:
@@ -240,23 +246,27 @@ def get_backend(options: AppOptions) -> Backend:
     A failed load (ModelNotFound, ...) is raised here once and not kept, so fixing the cause and
     rerunning tries again. The remote backend needs no model: it is waited for at once.
     """
-    load = _start_load(options)
+    load = _load_for(options)
     if not load.done.is_set() and options.backend != "openai":
         return PendingBackend(load)
+    load.begin()
     load.done.wait()
     if load.error is not None:
-        _start_load.clear(options)
+        _load_for.clear(options)
     return load.result()
 
 
 def forget_backend() -> None:
     """Drop every loaded or failed backend, so the next run loads anew (e.g. after a download)."""
-    _start_load.clear()
+    _load_for.clear()
 
 
 class PendingBackend:
-    """The local backend while its model loads. Drawing a page never waits: `prepare` gives None
-    (no context meter yet) and the queue is empty. `submit` and `info` wait for the model."""
+    """The local backend before its model is loaded. Drawing a page never waits: `prepare` gives
+    None (no context meter yet) and the queue is empty. `submit` and `info` wait for the model.
+
+    The load begins at the first wait (at the latest at the end of the first run, see chat_app),
+    not before: its imports hold the GIL for long stretches and would slow drawing the page."""
 
     ready = False
     gpu_problem = None  # known once loaded: the next run shows its banner
@@ -272,6 +282,7 @@ class PendingBackend:
     def wait(self) -> Backend:
         """The loaded backend (or the load's error). Meanwhile a line says how long the load has
         taken; each update is also where Streamlit can stop this run for a newer one."""
+        self._load.begin()
         if not self._load.done.is_set():
             line = st.empty()
             while not self._load.done.wait(WAIT_TICK_S):
