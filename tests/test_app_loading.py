@@ -91,5 +91,8 @@ def test_a_failed_load_shows_the_setup_page_and_is_tried_again(held_load, monkey
         assert str(missing) in " ".join(e.value for e in at.error), "the missing model page names the folder"
         assert not at.chat_input
         assert not ui_backend._load_for(options).done.is_set(), "the failure was not kept: a rerun loads anew"
+        ok(at.run())
+        assert str(missing) in " ".join(e.value for e in at.error), "every run shows it, not a chat page first"
+        assert not at.chat_input and not loading_notice_shown(at)
     finally:
         ui_backend._load_for.clear(options)

@@ -240,19 +240,39 @@ def _load_for(options: AppOptions) -> _Load:
     return _Load(options)
 
 
+_failed: set[AppOptions] = set()  # options whose last load failed
+
+
 def get_backend(options: AppOptions) -> Backend:
     """The process's backend for these options, or a PendingBackend while the local model loads.
 
-    A failed load (ModelNotFound, ...) is raised here once and not kept, so fixing the cause and
-    rerunning tries again. The remote backend needs no model: it is waited for at once.
+    A failed load (ModelNotFound, ...) is raised here and not kept, so fixing the cause and
+    rerunning tries again. That retry, and the remote backend (it needs no model), run within the
+    run, as the setup page and its download button must be drawn by every run until the load works.
     """
     load = _load_for(options)
-    if not load.done.is_set() and options.backend != "openai":
+    if not load.done.is_set() and options.backend != "openai" and options not in _failed:
         return PendingBackend(load)
-    load.begin()
-    load.done.wait()
-    if load.error is not None:
+    try:
+        backend = wait_for(load)
+    except BaseException:
+        _failed.add(options)
         _load_for.clear(options)
+        raise
+    _failed.discard(options)
+    return backend
+
+
+def wait_for(load: _Load) -> Backend:
+    """The loaded backend (or the load's error), starting the load if no session has yet. Meanwhile
+    a line says how long it has taken; each update is also where Streamlit can stop this run for a
+    newer one (a click, a question) instead of holding it."""
+    load.begin()
+    if not load.done.is_set():
+        line = st.empty()
+        while not load.done.wait(WAIT_TICK_S):
+            line.caption(t("loading_model_for", seconds=time.monotonic() - load.started))
+        line.empty()
     return load.result()
 
 
@@ -280,15 +300,7 @@ class PendingBackend:
         self.demo = load.options.model.demo
 
     def wait(self) -> Backend:
-        """The loaded backend (or the load's error). Meanwhile a line says how long the load has
-        taken; each update is also where Streamlit can stop this run for a newer one."""
-        self._load.begin()
-        if not self._load.done.is_set():
-            line = st.empty()
-            while not self._load.done.wait(WAIT_TICK_S):
-                line.caption(t("loading_model_for", seconds=time.monotonic() - self._load.started))
-            line.empty()
-        return self._load.result()
+        return wait_for(self._load)
 
     def submit(self, messages, params):
         return self.wait().submit(messages, params)
