@@ -6,8 +6,9 @@ Goal (issue 8): the first `--demo` start is ready within 10 s on this machine.
 
 Two paths, each started fresh, with an empty MINICPM_DATA_DIR, every repeat:
 - app: `streamlit run chat_app.py -- --demo` (on 127.0.0.1:<free port>); Chromium, launched
-  beforehand so its own start is not counted, opens the page (the first view loads the model), sends
-  a demo question and waits until the reply bubble shows its first text;
+  beforehand so its own start is not counted, opens the page as soon as the server answers
+  (`serving`), waits for the chat input (`interactive`: the page is drawn while the model loads),
+  sends a demo question at once and waits until the reply bubble shows its first text (`first_token`);
 - api: `python -m minicpm_core.api --demo`; /health is polled until it answers (the model is loaded
   before the server listens), then a streamed /v1/chat/completions is read up to its first content
   delta.
