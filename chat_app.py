@@ -21,7 +21,7 @@ import streamlit as st  # noqa: E402
 
 from minicpm_core.errors import MiniCPMError, ModelNotFound  # noqa: E402
 from ui import auth, notices, setup, sidebar  # noqa: E402
-from ui.backend import activate, get_store, load_backend, parse_app_options, script_argv  # noqa: E402
+from ui.backend import activate, get_backend, get_store, parse_app_options, script_argv  # noqa: E402
 from ui.i18n import t  # noqa: E402
 
 SIDEBAR_PX = 340
@@ -59,8 +59,7 @@ def main() -> None:
         return
     try:
         options = parse_app_options(script_argv(__file__))
-        with st.spinner(t("loading_model"), show_time=True):
-            backend = load_backend(options)
+        backend = get_backend(options)  # while the model loads, a PendingBackend: the page is drawn now
     except ModelNotFound as exc:
         gate(setup.missing_model_page, options, exc)
         return
@@ -68,6 +67,8 @@ def main() -> None:
         gate(setup.load_error_page, exc)
         return
     activate(backend)
+    if not backend.ready:
+        notices.loading_notice()
     if backend.demo:
         notices.demo_banner()
     if backend.gpu_problem:
@@ -79,6 +80,18 @@ def main() -> None:
         page.run()
     except MiniCPMError as exc:  # last line of defence: a message, never a traceback
         notices.show_error(exc)
+    if not backend.ready:
+        wait_then_redraw(backend)
+
+
+def wait_then_redraw(backend) -> None:
+    """The page is drawn while the model loads: wait for it, then rerun to draw the loaded state
+    (banners, context meter), or the setup/error page if the load failed."""
+    try:
+        backend.wait()
+    except MiniCPMError:
+        pass  # the rerun shows it, through get_backend
+    st.rerun()
 
 
 main()

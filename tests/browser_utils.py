@@ -135,9 +135,15 @@ def launch_chromium(playwright, executable: str = CHROMIUM):
     return playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
 
 
+LOADING_NOTICE = ".st-key-loading_notice"  # on the page while the model loads (ui/notices.py)
+
+
 def open_app(page, url: str, timeout_ms: float) -> None:
-    """Load the app and wait until it is connected and its script has finished a run."""
+    """Load the app and wait until it is connected, its model is loaded (the first page is drawn
+    while it loads, then redrawn) and its script has finished a run."""
     page.goto(url)
+    wait_idle(page, timeout_ms)
+    page.wait_for_selector(LOADING_NOTICE, state="detached", timeout=timeout_ms)
     wait_idle(page, timeout_ms)
 
 

@@ -2,16 +2,22 @@
 
 The pages code against the small `Backend` interface below, never against `Engine` directly, so
 `streamlit run chat_app.py -- --backend openai --base-url URL` drives a remote server with the same
-pages. `load_backend` builds it once per process (`st.cache_resource`): every browser session
+pages. `get_backend` builds it once per process (`st.cache_resource`): every browser session
 shares one model and one queue. The conversation store is likewise one per process and data file.
 
-This module does not draw anything except through the caller; errors propagate as MiniCPMError.
+The local model loads in a background thread (torch and transformers alone take seconds to
+import), so the first page is drawn at once: until the load is done, `get_backend` returns a
+PendingBackend, whose calls that need the model wait for it, showing how long it has taken.
+
+Apart from that wait line, this module draws nothing; errors propagate as MiniCPMError.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,9 @@ from minicpm_core.errors import InvalidRequest
 from minicpm_core.options import ModelOptions, _env_flag, add_model_arguments, model_options
 from minicpm_core.params import GenerationParams
 from minicpm_core.store import ConversationStore, default_db_path
+from ui.i18n import t
+
+WAIT_TICK_S = 0.5  # how often a wait for the model updates its line (and lets a newer run take over)
 
 class ReplyStream(Protocol):
     """What `submit` returns (engine.Generation or the remote equivalent)."""
@@ -36,6 +45,7 @@ class ReplyStream(Protocol):
 
 class Backend(Protocol):
     demo: bool
+    ready: bool  # False while the model is still loading (PendingBackend)
     gpu_problem: str | None  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
 
     def submit(self, messages: list[dict], params: GenerationParams) -> ReplyStream: ...
@@ -99,6 +109,7 @@ class LocalBackend:
 
     def __init__(self, engine):
         self.engine = engine
+        self.ready = True
         self.demo = bool(engine.lm.demo)
         self.gpu_problem = engine.lm.gpu_problem
 
@@ -146,6 +157,7 @@ class RemoteAdapter:
 
     def __init__(self, remote):
         self.remote = remote
+        self.ready = True
         self.demo = False
         self.gpu_problem = None  # the server's GPU is the server's business
 
@@ -190,17 +202,125 @@ def make_remote(options: AppOptions) -> RemoteAdapter:
     return RemoteAdapter(make_remote_backend(args))
 
 
-@st.cache_resource(show_spinner=False)
-def load_backend(options: AppOptions) -> Backend:
-    """Once per process and options: the model stays loaded across reruns and sessions.
+class _Load(threading.Thread):
+    """Building the backend for one set of options, once per process, whichever session started it."""
 
-    A failure (ModelNotFound, ...) is not cached, so fixing the cause and rerunning tries again.
-    """
+    def __init__(self, options: AppOptions):
+        super().__init__(name="load model", daemon=True)
+        self.options = options
+        self.started: float | None = None
+        self._start_lock = threading.Lock()
+        self.backend: Backend | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def begin(self) -> None:
+        """Start loading unless already started (by any session)."""
+        with self._start_lock:
+            if self.started is None:
+                self.started = time.monotonic()
+                self.start()
+
+    def run(self) -> None:
+        try:
+            self.backend = build_backend(self.options)
+        except BaseException as exc:  # noqa: BLE001 - handed to the sessions, raised there
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self) -> Backend:
+        if self.error is not None:
+            raise self.error
+        return self.backend
+
+
+def build_backend(options: AppOptions) -> Backend:
     if options.backend == "openai":
         return make_remote(options)
     from minicpm_core.options import load_engine
 
     return LocalBackend(load_engine(options.model))
+
+
+@st.cache_resource(show_spinner=False)
+def _load_for(options: AppOptions) -> _Load:
+    return _Load(options)
+
+
+_failed: set[AppOptions] = set()  # options whose last load failed
+
+
+def get_backend(options: AppOptions) -> Backend:
+    """The process's backend for these options, or a PendingBackend while the local model loads.
+
+    A failed load (ModelNotFound, ...) is raised here and not kept, so fixing the cause and
+    rerunning tries again. That retry, and the remote backend (it needs no model), run within the
+    run, as the setup page and its download button must be drawn by every run until the load works.
+    """
+    load = _load_for(options)
+    if not load.done.is_set() and options.backend != "openai" and options not in _failed:
+        return PendingBackend(load)
+    try:
+        backend = wait_for(load)
+    except BaseException:
+        _failed.add(options)
+        _load_for.clear(options)
+        raise
+    _failed.discard(options)
+    return backend
+
+
+def wait_for(load: _Load) -> Backend:
+    """The loaded backend (or the load's error), starting the load if no session has yet. Meanwhile
+    a line says how long it has taken; each update is also where Streamlit can stop this run for a
+    newer one (a click, a question) instead of holding it."""
+    load.begin()
+    if not load.done.is_set():
+        line = st.empty()
+        while not load.done.wait(WAIT_TICK_S):
+            line.caption(t("loading_model_for", seconds=time.monotonic() - load.started))
+        line.empty()
+    return load.result()
+
+
+def forget_backend() -> None:
+    """Drop every loaded or failed backend, so the next run loads anew (e.g. after a download)."""
+    _load_for.clear()
+
+
+class PendingBackend:
+    """The local backend before its model is loaded. Drawing a page never waits: `prepare` gives
+    None (no context meter yet) and the queue is empty. `submit` and `info` wait for the model.
+
+    The load begins at the first wait (at the latest at the end of the first run, see chat_app),
+    not before: its imports hold the GIL for long stretches and would slow drawing the page."""
+
+    ready = False
+    gpu_problem = None  # known once loaded: the next run shows its banner
+    ignored_controls = ()
+    context_length = None
+    queue_depth = running = 0
+    recent = ()
+
+    def __init__(self, load: _Load):
+        self._load = load
+        self.demo = load.options.model.demo
+
+    def wait(self) -> Backend:
+        return wait_for(self._load)
+
+    def submit(self, messages, params):
+        return self.wait().submit(messages, params)
+
+    def prepare(self, messages, params):
+        return None
+
+    def budget(self, params):
+        return params.max_length
+
+    def info(self) -> dict[str, Any]:
+        return self.wait().info()
 
 
 @st.cache_resource(show_spinner=False)

@@ -146,8 +146,10 @@ def context_usage(backend, conversation: Conversation | None, params: Generation
 
     After a reply: its real prompt + reply tokens and how many old turns it had to leave out.
     Otherwise (no reply yet, an imported conversation): what the backend would encode now.
-    None when unknown (a remote backend before its first reply).
+    None when unknown (a remote backend before its first reply, the model still loading).
     """
+    if not backend.ready:
+        return None
     budget = backend.budget(params)
     messages = prompt_messages(conversation, system_prompt)
     last = conversation.messages[-1] if conversation and conversation.messages else None

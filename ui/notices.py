@@ -59,6 +59,11 @@ def gpu_problem_banner(problem: str) -> None:
         st.error(f"**{t('gpu_unusable')}**\n\n{as_markdown(problem)}", icon=":material/memory:")
 
 
+def loading_notice() -> None:
+    with st.container(key="loading_notice"):
+        st.info(t("loading_model"), icon=":material/hourglass_top:")
+
+
 def demo_banner() -> None:
     with st.container(key="demo_banner"):
         st.warning(t("demo_banner"), icon=":material/science:")

@@ -16,7 +16,7 @@ import streamlit as st
 from minicpm_core import download
 from minicpm_core.errors import MiniCPMError
 
-from ui.backend import AppOptions, load_backend
+from ui.backend import AppOptions, forget_backend
 from ui.i18n import t
 from ui.notices import show_error
 
@@ -100,7 +100,7 @@ def download_here(options: AppOptions) -> None:
             show_error(job.error)
             return
         status.update(label=t("setup_downloaded", path=job.path), state="complete")
-    load_backend.clear()  # nothing cached for a failed load, but a stale entry must not survive either
+    forget_backend()  # the failed load is not kept, but a stale entry must not survive either
     st.rerun()
 
 
