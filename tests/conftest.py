@@ -48,3 +48,20 @@ def tiny_ckpt_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_checkpoint(tmp_path_factory.mktemp("demo_ckpt"))
+
+
+
+@pytest.fixture
+def use_local_model(monkeypatch: pytest.MonkeyPatch):
+    """`use_local_model(model_dir, data_dir)` sets the app's environment for an AppTest: that model on
+    the CPU in fp32, its store in `data_dir`, none of the user's own settings (password, demo, remote
+    backend, concurrency, queue)."""
+    def use(model_dir: Path, data_dir: Path) -> None:
+        monkeypatch.setenv("MINICPM_MODEL", str(model_dir))
+        monkeypatch.setenv("MINICPM_DEVICE", "cpu")
+        monkeypatch.setenv("MINICPM_DTYPE", "float32")
+        monkeypatch.setenv("MINICPM_DATA_DIR", str(data_dir))
+        for name in ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_BACKEND", "MINICPM_BASE_URL",
+                     "MINICPM_MAX_CONCURRENT", "MINICPM_MAX_QUEUE"):
+            monkeypatch.delenv(name, raising=False)
+    return use

@@ -30,13 +30,8 @@ def demo_qa():
 
 
 @pytest.fixture
-def app_env(monkeypatch, tmp_path, demo_ckpt):
-    monkeypatch.setenv("MINICPM_MODEL", str(demo_ckpt))
-    monkeypatch.setenv("MINICPM_DEVICE", "cpu")
-    monkeypatch.setenv("MINICPM_DTYPE", "float32")
-    monkeypatch.setenv("MINICPM_DATA_DIR", str(tmp_path / "data"))
-    for name in ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_BACKEND", "MINICPM_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+def app_env(use_local_model, tmp_path, demo_ckpt):
+    use_local_model(demo_ckpt, tmp_path / "data")
     return tmp_path
 
 

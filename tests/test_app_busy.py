@@ -32,15 +32,9 @@ class HoldUntil(LogitsProcessor):
 
 
 @pytest.fixture
-def busy_app(monkeypatch, tmp_path, demo_ckpt):
-    monkeypatch.setenv("MINICPM_MODEL", str(demo_ckpt))
-    monkeypatch.setenv("MINICPM_DEVICE", "cpu")
-    monkeypatch.setenv("MINICPM_DTYPE", "float32")
-    monkeypatch.setenv("MINICPM_DATA_DIR", str(tmp_path / "data"))
+def busy_app(monkeypatch, use_local_model, tmp_path, demo_ckpt):
+    use_local_model(demo_ckpt, tmp_path / "data")
     monkeypatch.setenv("MINICPM_MAX_QUEUE", "0")
-    for name in ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_BACKEND", "MINICPM_BASE_URL",
-                 "MINICPM_MAX_CONCURRENT"):
-        monkeypatch.delenv(name, raising=False)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not at.exception
     return at

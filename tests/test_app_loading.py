@@ -23,16 +23,11 @@ TIMEOUT = 60  # seconds per script run; a run that loads the model imports torch
 
 
 @pytest.fixture
-def held_load(monkeypatch, tmp_path, demo_ckpt):
+def held_load(monkeypatch, use_local_model, tmp_path, demo_ckpt):
     """The app on a fresh copy of the demo checkpoint, its load held until `state["hold"]` is False."""
     model = tmp_path / "model"
     shutil.copytree(demo_ckpt, model)
-    monkeypatch.setenv("MINICPM_MODEL", str(model))
-    monkeypatch.setenv("MINICPM_DEVICE", "cpu")
-    monkeypatch.setenv("MINICPM_DTYPE", "float32")
-    monkeypatch.setenv("MINICPM_DATA_DIR", str(tmp_path / "data"))
-    for name in ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_BACKEND", "MINICPM_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
+    use_local_model(model, tmp_path / "data")
     state = {"hold": True, "held_runs": 0}
     real_wait = ui_backend.PendingBackend.wait
 
