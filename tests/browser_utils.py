@@ -11,6 +11,7 @@ This module starts and waits; it asserts nothing about the app.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -130,9 +131,25 @@ def app_env(model_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict[s
             "MINICPM_DATA_DIR": str(data_dir)}
 
 
-def launch_chromium(playwright, executable: str = CHROMIUM):
+def launch_chromium(playwright, executable: str = CHROMIUM, extra_args: tuple[str, ...] = ()):
     """Debian's Chromium, headless; Playwright gives each launch a fresh, empty profile."""
-    return playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=executable, headless=True,
+                                      args=[*CHROMIUM_ARGS, *extra_args])
+
+
+@contextlib.contextmanager
+def running_chromium(step_ms: float | None = None, extra_args: tuple[str, ...] = ()):
+    """A test module's browser: Chromium for the `with` block, `expect()` waiting up to `step_ms`."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        if step_ms is not None:
+            sync_api.expect.set_options(timeout=step_ms)
+        chromium = launch_chromium(playwright, extra_args=extra_args)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 LOADING_NOTICE = ".st-key-loading_notice"  # on the page while the model loads (ui/notices.py)

@@ -23,8 +23,8 @@ import pytest
 from minicpm_core.checkpoint import DEMO_QA
 from minicpm_core.params import MODEL_CONTEXT
 
-from browser_utils import (REPLY_RECORDER_JS, ROOT, VIEWPORT, StreamlitServer, app_env, launch_chromium,
-                           open_app, wait_idle)
+from browser_utils import (REPLY_RECORDER_JS, ROOT, VIEWPORT, StreamlitServer, app_env, open_app,
+                           running_chromium, wait_idle)
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
@@ -47,11 +47,8 @@ CAPITAL_Q = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        expect.set_options(timeout=STEP_MS)
-        chromium = launch_chromium(playwright)
+    with running_chromium(STEP_MS) as chromium:
         yield chromium
-        chromium.close()
 
 
 def serve(model_dir: Path, tmp: Path, browser):

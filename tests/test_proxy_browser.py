@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_utils import CHROMIUM_ARGS, CHROMIUM, free_port
+from browser_utils import free_port, running_chromium
 
 sync_api = pytest.importorskip("playwright.sync_api")
 httpx = pytest.importorskip("httpx")
@@ -169,12 +169,8 @@ class UploaderServer(StreamlitServer):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {PUBLIC_HOST} 127.0.0.1"])
+    with running_chromium(extra_args=(f"--host-resolver-rules=MAP {PUBLIC_HOST} 127.0.0.1",)) as chromium:
         yield chromium
-        chromium.close()
 
 
 def upload_through(browser, proxy: RewritingProxy) -> tuple[object, int]:

@@ -15,7 +15,7 @@ import pytest
 
 from minicpm_core.store import ConversationStore
 
-from browser_utils import VIEWPORT, StreamlitServer, app_env, launch_chromium, open_app
+from browser_utils import VIEWPORT, StreamlitServer, app_env, open_app, running_chromium
 from hostile_inputs import HOST, MARKDOWN_PAYLOADS
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,11 +31,8 @@ PAYLOADS = MARKDOWN_PAYLOADS  # each one tries to load something from HOST or to
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as playwright:
-        expect.set_options(timeout=STEP_MS)
-        chromium = launch_chromium(playwright)
+    with running_chromium(STEP_MS) as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
