@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 
 from .errors import InvalidRequest, MiniCPMError, ModelNotFound
+from .families import DEFAULT_FAMILY, FAMILIES
 
-DEFAULT_MODEL_ID = "OpenBMB/MiniCPM-2B-sft-fp32"
+DEFAULT_MODEL_ID = DEFAULT_FAMILY.default_model.id
 DEFAULT_CACHE_DIR = "/root/autodl-tmp"  # the seed tutorial's AutoDL data disk
 MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 SINGLE_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
@@ -43,10 +44,15 @@ def validate_model_id(model_id: str) -> str:
     if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id):
         raise InvalidRequest(
             f"{model_id!r} is not a model id: expected Owner/Name, e.g. {DEFAULT_MODEL_ID} "
-            "(or OpenBMB/MiniCPM-2B-sft-bf16, OpenBMB/MiniCPM-2B-dpo-fp16).",
+            f"(or {', '.join(known_model_ids()[1:3])}).",
             param="model_id",
         )
     return model_id
+
+
+def known_model_ids() -> list[str]:
+    """The published checkpoints of every supported family, the default model first."""
+    return [model.id for family in FAMILIES for model in family.known_models]
 
 
 def default_model_dir(model_id: str, cache_dir: str | os.PathLike | None = None) -> Path:
