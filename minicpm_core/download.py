@@ -27,7 +27,8 @@ DEFAULT_CACHE_DIR = "/root/autodl-tmp"  # the seed tutorial's AutoDL data disk
 MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 SINGLE_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+# What a checkpoint of any supported family needs for its tokenizer (one of these files).
+TOKENIZER_FILES = tuple(dict.fromkeys(name for family in FAMILIES for name in family.tokenizer_files))
 
 # modelscope's defaults retry a failed file listing for minutes when packets are dropped; a user
 # waiting at a terminal is better served by a clear error sooner. Values already set in the

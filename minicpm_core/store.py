@@ -35,6 +35,7 @@ from .errors import InvalidRequest, MiniCPMError
 from .paths import DATA_DIR_ENV, data_dir
 from .prompt import MAX_MESSAGES  # a stored conversation is one the model can be asked to continue
 from .stats import FINISH_REASONS
+
 DB_FILENAME = "conversations.sqlite3"
 
 SCHEMA_VERSION = 1

@@ -51,6 +51,7 @@ class ModelFamily:
     fallback_chat_template: str | None = None  # used only when the checkpoint ships none
     defaults: Mapping[str, float] = field(default_factory=dict)  # by GenerationParams field name
     known_models: tuple[KnownModel, ...] = ()  # the first one is the family's default model
+    tokenizer_files: tuple[str, ...] = ("tokenizer.json",)  # any one of them makes the tokenizer complete
     thinking: bool = False             # the template takes enable_thinking
 
     def __post_init__(self) -> None:

@@ -92,6 +92,7 @@ MINICPM_2B = MiniCPM2BFamily(
     stop_markers=(USER_TAG, ASSISTANT_TAG),
     fallback_chat_template=CHAT_TEMPLATE,
     defaults=SEED_DEFAULTS,
+    tokenizer_files=("tokenizer.model", "tokenizer.json"),  # sentencepiece upstream; tokenizer.json beside it
     known_models=(  # the first is the seed tutorial's choice, and the default
         KnownModel("OpenBMB/MiniCPM-2B-sft-fp32", 10.9, "float32", "the seed tutorial's model"),
         KnownModel("OpenBMB/MiniCPM-2B-sft-bf16", 5.5, "bfloat16"),
