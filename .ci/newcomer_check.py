@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser_utils import (CHROMIUM, REPLY_RECORDER_JS, VIEWPORT, free_port, launch_chromium,  # noqa: E402
                            open_app, wait_idle)
-from minicpm_core.checkpoint import DEMO_QA  # noqa: E402
+from testkit.checkpoint import DEMO_QA  # noqa: E402
 
 README = ROOT / "README.md"
 START_S = 180  # a cold start on a loaded 2-core machine; the goal (BENCHMARKS.md) is far below

@@ -40,7 +40,7 @@ import uvicorn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minicpm_core.api import create_app  # noqa: E402
-from minicpm_core.checkpoint import write_checkpoint  # noqa: E402
+from testkit.checkpoint import write_checkpoint  # noqa: E402
 from minicpm_core.engine import Engine  # noqa: E402
 from minicpm_core.loader import load_model  # noqa: E402
 from minicpm_core.prefix_cache import PrefixCache  # noqa: E402

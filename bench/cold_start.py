@@ -16,7 +16,7 @@ The time is from just before the process is started to that first token. The run
 (app, api, app, ...) so drift on a shared machine hits both alike.
 
 `--with-training` also times, in the same run, what the first `--demo` start used to do before it
-could load anything: train the demo model (`python -m minicpm_core.checkpoint DIR --demo`, a fresh
+could load anything: train the demo model (`python -m testkit.checkpoint DIR --demo`, a fresh
 process). The demo model is now shipped, so that time is gone from the start.
 
 Caveat: the OS page cache already holds torch and the other packages (this script cannot drop it on
@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser_utils import (VIEWPORT, StreamlitServer, free_port, launch_chromium,  # noqa: E402
                            open_app)
-from minicpm_core.checkpoint import DEMO_QA  # noqa: E402
+from testkit.checkpoint import DEMO_QA  # noqa: E402
 
 GOAL_S = 10.0
 TIMEOUT_S = 300
@@ -121,7 +121,7 @@ def api_first_token(tmp: Path) -> float:
 
 def training_seconds(tmp: Path) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "minicpm_core.checkpoint", str(tmp / "trained"), "--demo"], cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "testkit.checkpoint", str(tmp / "trained"), "--demo"], cwd=ROOT,
                    check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 

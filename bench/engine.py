@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minicpm_core.checkpoint import INIT_STD, minicpm_config, write_checkpoint, write_weights  # noqa: E402
+from testkit.checkpoint import INIT_STD, minicpm_config, write_checkpoint, write_weights  # noqa: E402
 from minicpm_core.engine import Engine  # noqa: E402
 from minicpm_core.loader import load_model  # noqa: E402
 from minicpm_core.prefix_cache import PrefixCache  # noqa: E402

@@ -32,7 +32,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minicpm_core.checkpoint import write_checkpoint  # noqa: E402
+from testkit.checkpoint import write_checkpoint  # noqa: E402
 
 NORMAL = {"prompt": "What is the capital of France?", "max_new_tokens": 8, "temperature": 0}
 SEVEN_MB = json.dumps({"prompt": "x" * (7 << 20)}).encode()  # a 7 MB body

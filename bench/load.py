@@ -32,9 +32,10 @@ if method == "ours":
     model = load_model(path, device="cpu", dtype="bfloat16").model
 else:
     from transformers import GraniteForCausalLM
-    from minicpm_core.config import granite_config_from_minicpm, read_minicpm_config
+    from minicpm_core import families
     from pathlib import Path
-    config = granite_config_from_minicpm(read_minicpm_config(Path(path)))
+    raw = families.read_config(Path(path))
+    config = families.detect(Path(path), raw).transformers_config(raw)
     model = GraniteForCausalLM.from_pretrained(path, config=config, dtype=torch.bfloat16).eval()
 seconds = time.perf_counter() - start
 with torch.no_grad():
@@ -46,7 +47,7 @@ print(json.dumps({{"seconds": seconds, "peak": peak, "weights": weights}}))
 
 
 def checkpoint(fmt: str, layers: int) -> Path:
-    from minicpm_core.checkpoint import write_checkpoint
+    from testkit.checkpoint import write_checkpoint
 
     path = Path(tempfile.gettempdir()) / f"minicpm-bench-full-{layers}l-{fmt}"
     if not (path / "config.json").exists():

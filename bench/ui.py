@@ -52,7 +52,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minicpm_core.checkpoint import write_checkpoint  # noqa: E402
+from testkit.checkpoint import write_checkpoint  # noqa: E402
 from minicpm_core.engine import Engine  # noqa: E402
 from minicpm_core.loader import load_model  # noqa: E402
 from minicpm_core.params import MIN_MAX_LENGTH  # noqa: E402

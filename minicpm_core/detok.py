@@ -60,7 +60,7 @@ class StopMarkerWatch:
         texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
         self.closers = frozenset(i for i, text in enumerate(texts)
                                  if REPLACEMENT in text or any(c in text for c in last_chars))
-        self.window = 4 * max(len(marker) for marker in markers)
+        self.window = 4 * max((len(marker) for marker in markers), default=0)
 
     def has_marker(self, ids: list[int]) -> bool:
         """Whether the text of `ids` (the newest `window` tokens of a reply) contains a marker."""

@@ -20,13 +20,15 @@ import sys
 from pathlib import Path
 
 from .errors import InvalidRequest, MiniCPMError, ModelNotFound
+from .families import DEFAULT_FAMILY, FAMILIES
 
-DEFAULT_MODEL_ID = "OpenBMB/MiniCPM-2B-sft-fp32"
+DEFAULT_MODEL_ID = DEFAULT_FAMILY.default_model.id
 DEFAULT_CACHE_DIR = "/root/autodl-tmp"  # the seed tutorial's AutoDL data disk
 MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 SINGLE_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+# What a checkpoint of any supported family needs for its tokenizer (one of these files).
+TOKENIZER_FILES = tuple(dict.fromkeys(name for family in FAMILIES for name in family.tokenizer_files))
 
 # modelscope's defaults retry a failed file listing for minutes when packets are dropped; a user
 # waiting at a terminal is better served by a clear error sooner. Values already set in the
@@ -43,10 +45,15 @@ def validate_model_id(model_id: str) -> str:
     if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id):
         raise InvalidRequest(
             f"{model_id!r} is not a model id: expected Owner/Name, e.g. {DEFAULT_MODEL_ID} "
-            "(or OpenBMB/MiniCPM-2B-sft-bf16, OpenBMB/MiniCPM-2B-dpo-fp16).",
+            f"(or {', '.join(known_model_ids()[1:3])}).",
             param="model_id",
         )
     return model_id
+
+
+def known_model_ids() -> list[str]:
+    """The published checkpoints of every supported family, the default model first."""
+    return [model.id for family in FAMILIES for model in family.known_models]
 
 
 def default_model_dir(model_id: str, cache_dir: str | os.PathLike | None = None) -> Path:

@@ -48,12 +48,10 @@ from .loader import LoadedModel
 from .options import DEFAULT_MAX_QUEUE
 from .params import GenerationParams
 from .prefix_cache import PrefixCache
-from .prompt import MIN_REPLY_ROOM, STOP_MARKERS, Prompt, build_prompt, find_stop, unsafe_tail
+from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
 from .stats import RECENT_STATS, ReplyStats
 
 log = logging.getLogger(__name__)
-
-LONGEST_MARKER = max(len(marker) for marker in STOP_MARKERS)
 
 # The KV cache's name, as generate()'s argument and on its output: "cache" from transformers 5.21,
 # "past_key_values" before (5.20 is the newest for Python 3.10, AutoDL's Python).
@@ -114,6 +112,8 @@ class Generation:
     def _deltas(self) -> Iterator[str]:
         decoder = IncrementalDecoder(self._engine.tokenizer)
         decoded, read, searched, stop = "", 0, 0, None
+        markers = self._engine.stop_markers
+        longest = max((len(marker) for marker in markers), default=1)
         try:
             while True:
                 # 1. take every id that arrived since the last wake-up (one or many)
@@ -128,8 +128,8 @@ class Generation:
                     decoded += decoder.flush()
                 # 3. look for a stop marker only where a new one can be: the new text and a marker's width before it
                 if stop is None:
-                    start = max(0, searched - LONGEST_MARKER + 1)
-                    hit = find_stop(decoded[start:])
+                    start = max(0, searched - longest + 1)
+                    hit = find_stop(decoded[start:], markers)
                     stop, searched = (None if hit is None else start + hit), len(decoded)
                 # 4. show what can no longer turn into a marker
                 if stop is not None:
@@ -137,7 +137,7 @@ class Generation:
                 elif finished:
                     end = len(decoded)
                 else:
-                    end = len(decoded) - unsafe_tail(decoded[-LONGEST_MARKER:])
+                    end = len(decoded) - unsafe_tail(decoded[-longest:], markers)
                 if end > len(self.text):
                     delta = decoded[len(self.text):end]
                     self.text += delta
@@ -279,12 +279,13 @@ class Engine:
         self.lm = lm
         self.model = lm.model
         self.tokenizer = lm.tokenizer
+        self.stop_markers = lm.family.stop_markers  # text that ends a reply (the family's)
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self.prefix_cache = prefix_cache if prefix_cache is not None else PrefixCache()
         # Built once: it decodes the whole vocabulary (122k pieces upstream) and keeps no per-request
         # state, so every generation shares it.
-        self._marker_watch = StopMarkerWatch(self.tokenizer, STOP_MARKERS)
+        self._marker_watch = StopMarkerWatch(self.tokenizer, self.stop_markers)
         self.recent: deque[ReplyStats] = deque(maxlen=RECENT_STATS)
         self._waiting: deque[Generation] = deque()
         self._running: list[Generation] = []
@@ -310,7 +311,7 @@ class Engine:
         `cancelled()` (optional) is polled while encoding: True stops the work (the caller left)."""
         params = params or GenerationParams()
         room = params.max_new_tokens or MIN_REPLY_ROOM
-        return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled)
+        return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family)
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
                cancelled=None) -> Generation:

@@ -1,7 +1,8 @@
-"""Load a MiniCPM-2B checkpoint as transformers' native Granite model.
+"""Load a checkpoint as the native transformers model its family names (MiniCPM-2B by default).
 
 What this module does, and why it exists at all rather than one `from_pretrained` call:
-- maps MiniCPM's config onto Granite (`config.py`), so no code shipped in a checkpoint ever runs
+- recognises the checkpoint's model family from its files (`families.detect`) and lets the family
+  map its config onto a native transformers class, so no code shipped in a checkpoint ever runs
   unless the caller passes `trust_remote_code=True`;
 - streams the weights tensor by tensor, converting to the target dtype on the way, so loading the
   seed's ~10 GB fp32 `pytorch_model.bin` as bf16 never holds an fp32 copy of the model in memory
@@ -28,11 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig, GraniteForCausalLM, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
-from .config import granite_config_from_minicpm, read_minicpm_config
+from . import families
 from .errors import InvalidRequest, ModelNotFound
+from .families import ModelFamily
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ _SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torc
 class LoadedModel:
     """A loaded model plus what a status page shows about it."""
 
-    model: GraniteForCausalLM
+    model: PreTrainedModel  # the family's model_class
     tokenizer: PreTrainedTokenizerBase
     path: Path
     source: str
@@ -58,6 +60,7 @@ class LoadedModel:
     memory_bytes: int
     load_seconds: float
     context_length: int
+    family: ModelFamily = families.DEFAULT_FAMILY  # what the prompt and the engine ask about this model
     demo: bool = False
     gpu_problem: str | None = None  # why an NVIDIA GPU on this machine is not used (see gpu_problem())
 
@@ -69,7 +72,7 @@ class LoadedModel:
 def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
                attn_implementation: str = "auto", trust_remote_code: bool = False,
                cache_dir: str | Path | None = None, demo: bool = False) -> LoadedModel:
-    """Load a MiniCPM-2B checkpoint from a local directory or a ModelScope model id.
+    """Load a checkpoint of a supported family from a local directory or a ModelScope model id.
 
     `source` may be a directory in the upstream layout or an id such as `OpenBMB/MiniCPM-2B-sft-fp32`,
     looked up where the seed tutorial downloads it (`cache_dir`, default `/root/autodl-tmp`).
@@ -81,11 +84,13 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
     if problem:
         log.warning("%s", problem)
     target_dtype = choose_dtype(dtype, target_device)
+    config = families.read_config(path)
+    family = _family_of(path, config, trust_remote_code)
     tokenizer = load_tokenizer(path)
     if trust_remote_code:
         model, attn = _load_remote_code_model(path, target_device, target_dtype)
     else:
-        model, attn = _load_native_model(path, target_device, target_dtype, attn_implementation)
+        model, attn = _load_native_model(path, family, config, target_device, target_dtype, attn_implementation)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.eos_token_id)
@@ -95,10 +100,22 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
         num_parameters=sum(p.numel() for p in model.parameters()),
         memory_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
         load_seconds=time.perf_counter() - started,
-        context_length=model.config.max_position_embeddings, demo=demo, gpu_problem=problem)
-    log.info("loaded %s on %s as %s with %s attention in %.1fs", path, target_device,
+        context_length=model.config.max_position_embeddings, family=family, demo=demo, gpu_problem=problem)
+    log.info("loaded %s (%s) on %s as %s with %s attention in %.1fs", path, family.label, target_device,
              loaded.dtype_name, attn, loaded.load_seconds)
     return loaded
+
+
+def _family_of(path: Path, config: dict, trust_remote_code: bool) -> ModelFamily:
+    """The checkpoint's family; with the user's own remote code, an unknown one runs as the default."""
+    try:
+        return families.detect(path, config)
+    except ModelNotFound:
+        if not trust_remote_code:
+            raise
+        log.warning("%s is of no supported family; its own code runs it, prompted as %s", path,
+                    families.DEFAULT_FAMILY.label)
+        return families.DEFAULT_FAMILY
 
 
 def _resolve(source: str | Path, cache_dir: str | Path | None) -> Path:
@@ -190,11 +207,11 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
 
 # --- model --------------------------------------------------------------------------------------
 
-def _load_native_model(path: Path, device: torch.device, dtype: torch.dtype,
-                       attn_requested: str) -> tuple[GraniteForCausalLM, str]:
-    config = granite_config_from_minicpm(read_minicpm_config(path))
+def _load_native_model(path: Path, family: ModelFamily, raw_config: dict, device: torch.device,
+                       dtype: torch.dtype, attn_requested: str) -> tuple[PreTrainedModel, str]:
+    config = family.transformers_config(raw_config)
     attn = choose_attention(attn_requested, device, dtype)
-    model = _empty_model(config, dtype, attn)
+    model = _empty_model(family.model_class, config, dtype, attn)
     if model.config._attn_implementation != attn:
         attn = model.config._attn_implementation
     _fill_weights(model, path, device, dtype)
@@ -204,18 +221,18 @@ def _load_native_model(path: Path, device: torch.device, dtype: torch.dtype,
     return model, attn
 
 
-def _empty_model(config, dtype: torch.dtype, attn: str) -> GraniteForCausalLM:
+def _empty_model(model_class: type, config, dtype: torch.dtype, attn: str) -> PreTrainedModel:
     """Parameters on the meta device (no memory, no random init); buffers real."""
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
         try:
-            return GraniteForCausalLM._from_config(config, dtype=dtype, attn_implementation=attn)
+            return model_class._from_config(config, dtype=dtype, attn_implementation=attn)
         except (ImportError, ValueError) as exc:
             if attn == "sdpa":
                 raise
             log.warning("attention %r unavailable (%s); falling back to sdpa", attn, exc)
-            return GraniteForCausalLM._from_config(config, dtype=dtype, attn_implementation="sdpa")
+            return model_class._from_config(config, dtype=dtype, attn_implementation="sdpa")
 
 
 def _fill_weights(model: torch.nn.Module, path: Path, device: torch.device, dtype: torch.dtype) -> None:

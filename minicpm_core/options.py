@@ -12,7 +12,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-DEFAULT_MODEL = "OpenBMB/MiniCPM-2B-sft-fp32"
+from .families import DEFAULT_FAMILY
+
+DEFAULT_MODEL = DEFAULT_FAMILY.default_model.id  # the seed tutorial's
 DEFAULT_CACHE_DIR = "/root/autodl-tmp"  # where the seed tutorial downloads to
 DEFAULT_MAX_QUEUE = 32  # requests that may wait for a free slot; one more is refused (HTTP 429)
 
@@ -75,9 +77,9 @@ def load_engine(options: ModelOptions):
     from .loader import load_model
 
     if options.demo:
-        from .checkpoint import demo_checkpoint_dir
+        from . import paths
 
-        lm = load_model(demo_checkpoint_dir(), device=options.device, dtype=options.dtype, demo=True)
+        lm = load_model(paths.demo_checkpoint_dir(), device=options.device, dtype=options.dtype, demo=True)
     else:
         lm = load_model(options.model, device=options.device, dtype=options.dtype,
                         cache_dir=options.cache_dir, trust_remote_code=options.trust_remote_code)

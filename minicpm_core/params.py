@@ -15,8 +15,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidRequest
+from .families import DEFAULT_FAMILY
 
-MODEL_CONTEXT = 4096  # MiniCPM-2B's max_position_embeddings
+MODEL_CONTEXT = DEFAULT_FAMILY.context_length  # the default family's (MiniCPM-2B's) context
 MIN_MAX_LENGTH = 16
 
 

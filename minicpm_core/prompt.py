@@ -1,12 +1,11 @@
-"""MiniCPM-2B prompting: messages to token ids, the history budget, and the stop markers.
+"""Prompting: messages to token ids, the history budget, and finding stop markers in text.
 
 Pure functions over a tokenizer; no model, no threads. The format is exactly what the model's own
-`chat()` builds: the checkpoint's chat template rendered to text, then tokenized with BOS once:
-
-    [system text]<用户>{question}<AI>{answer}<用户>{question}<AI>
-
-The template tags only user turns; any other role (system, assistant) is appended raw, stripped and
-untagged. So a system prompt is plain text placed before the first `<用户>`.
+`chat()` builds: the checkpoint's chat template rendered to text, then tokenized with BOS once. The
+model family (minicpm_core.families) supplies what differs: the template to use when a checkpoint
+ships none, and the stop markers. For MiniCPM-2B, the default family, the template tags only user
+turns; any other role (system, assistant) is appended raw, stripped and untagged, so a system
+prompt is plain text placed before the first user tag.
 """
 
 from __future__ import annotations
@@ -17,18 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ContextOverflow, InvalidRequest
+from .errors import ContextOverflow, InvalidRequest, ModelNotFound
+from .families import DEFAULT_FAMILY, ModelFamily
 
 ROLES = ("system", "user", "assistant")
-# The upstream template, used when a tokenizer_config.json lost its chat_template.
-MINICPM_CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}"
-    "{{'<用户>' + message['content'].strip() + '<AI>'}}{% else %}{{message['content'].strip()}}"
-    "{% endif %}{% endfor %}"
-)
-# Not special tokens: each is several pieces, so stopping happens on text.
-STOP_MARKERS = ("<用户>", "<AI>")
-MAX_MESSAGES = 1000
+MAX_MESSAGES = 1000  # messages in one request, and in one stored conversation (store.py)
 MIN_REPLY_ROOM = 128  # tokens kept free for the reply when the caller sets no max_new_tokens
 _CHECK_CHUNK = 1 << 20  # characters encoded at a time when looking for lone surrogates
 
@@ -86,24 +78,32 @@ def validate_messages(messages: Any) -> list[dict[str, str]]:
     return clean
 
 
-def render(messages: Sequence[dict[str, str]], tokenizer) -> str:
-    template = None if getattr(tokenizer, "chat_template", None) else MINICPM_CHAT_TEMPLATE
+def render(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY) -> str:
+    """The conversation as text, by the checkpoint's own chat template, else the family's."""
+    template = None  # None: apply_chat_template uses the tokenizer's own
+    if not getattr(tokenizer, "chat_template", None):
+        template = family.fallback_chat_template
+        if template is None:
+            raise ModelNotFound(f"The checkpoint ships no chat template, and {family.label} has no standard "
+                                "one: its tokenizer_config.json lacks `chat_template` (download it again).")
     return tokenizer.apply_chat_template(list(messages), tokenize=False, chat_template=template)
 
 
-def encode(messages: Sequence[dict[str, str]], tokenizer) -> list[int]:
+def encode(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY) -> list[int]:
     """Token ids exactly as the model's chat() feeds them: the rendered text, BOS added once."""
-    return list(tokenizer(render(messages, tokenizer), add_special_tokens=True)["input_ids"])
+    return list(tokenizer(render(messages, tokenizer, family), add_special_tokens=True)["input_ids"])
 
 
 def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
-                 reply_room: int = MIN_REPLY_ROOM, cancelled: Callable[[], bool] | None = None) -> Prompt:
+                 reply_room: int = MIN_REPLY_ROOM, cancelled: Callable[[], bool] | None = None,
+                 family: ModelFamily = DEFAULT_FAMILY) -> Prompt:
     """Encode the conversation, dropping the oldest whole turns until `reply_room` tokens are free.
 
     A turn is a user message and the replies after it. System messages are always kept (in front),
     and so is the newest question; if that alone leaves no room for a single reply token,
     ContextOverflow. `cancelled` is polled between tokenizer calls: once it returns True the work
-    stops with InvalidRequest (code "cancelled"), as nobody waits for the answer.
+    stops with InvalidRequest (code "cancelled"), as nobody waits for the answer. `family` is the
+    loaded model's (`LoadedModel.family`): its template is used when the tokenizer has none.
 
     The work is bounded by the budget, not by the history: each turn is tokenized once, newest
     first, until the budget is spent (`_Cut.estimate`); text that cannot fit by its length alone
@@ -114,7 +114,7 @@ def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
     system = [m for m in messages if m["role"] == "system"]
     turns = split_turns([m for m in messages if m["role"] != "system"])
     reply_room = min(reply_room, budget // 2)
-    cut = _Cut(tokenizer, system, turns, budget - reply_room, cancelled)
+    cut = _Cut(tokenizer, system, turns, budget - reply_room, cancelled, family)
     newest = len(turns) - 1
     at_least = cut.lower_bound(newest)
     if at_least >= budget:  # refused by its length, before a 7 MB question reaches the tokenizer
@@ -140,29 +140,34 @@ def _overflow(tokens: int, budget: int, exact: bool) -> ContextOverflow:
 class _Cut:
     """Where to cut a conversation: `kept(d)` is the system messages plus the turns from `d` on."""
 
-    def __init__(self, tokenizer, system, turns, limit: int, cancelled: Callable[[], bool] | None):
+    def __init__(self, tokenizer, system, turns, limit: int, cancelled: Callable[[], bool] | None,
+                 family: ModelFamily = DEFAULT_FAMILY):
         self.tokenizer, self.system, self.turns, self.limit = tokenizer, system, turns, limit
+        self.family = family
         self.cancelled = cancelled or (lambda: False)
         self.chars_per_token = max_chars_per_token(tokenizer)
 
     def kept(self, dropped: int) -> list[dict[str, str]]:
         return self.system + [m for turn in self.turns[dropped:] for m in turn]
 
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return render(messages, self.tokenizer, self.family)
+
     def lower_bound(self, dropped: int) -> int:
         """Fewest tokens `encode(kept(dropped))` can have, from its length alone (0: no bound known)."""
         if self.chars_per_token is None:
             return 0
-        return 1 + -(-len(render(self.kept(dropped), self.tokenizer)) // self.chars_per_token)  # BOS + ceil
+        return 1 + -(-len(self.render(self.kept(dropped))) // self.chars_per_token)  # BOS + ceil
 
     def count(self, messages: list[dict[str, str]]) -> int:
         """Tokens of one piece of the prompt tokenized alone (an estimate of its share of the whole)."""
         self.check()
-        text = render(messages, self.tokenizer)
+        text = self.render(messages)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def exact(self, dropped: int) -> list[int]:
         self.check()
-        return encode(self.kept(dropped), self.tokenizer)
+        return encode(self.kept(dropped), self.tokenizer, self.family)
 
     def fits(self, dropped: int) -> list[int] | None:
         """The exact ids of kept(dropped) if they leave the reply its room, else None."""
@@ -176,7 +181,7 @@ class _Cut:
         used = 1 + (self.count(self.system) if self.system else 0)  # BOS and the system text
         for dropped in range(len(self.turns) - 1, -1, -1):
             if self.chars_per_token is not None and used + len(
-                    render(self.turns[dropped], self.tokenizer)) // self.chars_per_token > self.limit:
+                    self.render(self.turns[dropped])) // self.chars_per_token > self.limit:
                 return dropped + 1  # this turn cannot fit by its length: no need to tokenize it
             used += self.count(self.turns[dropped])
             if used > self.limit:
@@ -269,19 +274,20 @@ def split_turns(messages: Sequence[dict[str, str]]) -> list[list[dict[str, str]]
     return turns
 
 
-def find_stop(text: str) -> int | None:
-    """Index where the first stop marker starts, or None."""
-    hits = [i for i in (text.find(m) for m in STOP_MARKERS) if i >= 0]
+def find_stop(text: str, markers: Sequence[str]) -> int | None:
+    """Index where the first of the stop `markers` (the family's `stop_markers`) starts, or None."""
+    hits = [i for i in (text.find(m) for m in markers) if i >= 0]
     return min(hits) if hits else None
 
 
-def unsafe_tail(text: str) -> int:
-    """Length of the longest suffix of `text` that could be the start of a stop marker.
+def unsafe_tail(text: str, markers: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that could be the start of one of the stop `markers`.
 
-    Streaming must hold that much back: `<用` may become `<用户>` with the next token.
+    Streaming must hold that much back: the first half of a marker may become all of it with the
+    next token.
     """
     longest = 0
-    for marker in STOP_MARKERS:
+    for marker in markers:
         for size in range(1, len(marker)):
             if size > longest and text.endswith(marker[:size]):
                 longest = size

@@ -13,7 +13,7 @@ What is known remotely, and what is not:
   the network. Queue time and dropped turns are unknown (0).
 - `prepare()` validates the messages and parameters but cannot count tokens without the server's
   tokenizer: it returns None. `context_length` is the server's `max_model_len` when /v1/models
-  reports it (this project's server and vLLM do), else 4096.
+  reports it (this project's server and vLLM do), else the default family's (MiniCPM-2B's).
 - `position` is 0 while the reply streams and None once done: a remote queue is invisible.
   `queue_depth` / `running` come from this project's `/health`; other servers give 0.
 - Which controls reach the model: the standard chat-completions fields (temperature, top_p,
@@ -49,11 +49,12 @@ import openai
 from .errors import (
     RETRY_AFTER_DEFAULT_S, ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull,
 )
+from .families import DEFAULT_FAMILY
 from .params import GenerationParams
-from .prompt import STOP_MARKERS, validate_messages
+from .prompt import validate_messages
 from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats
 
-DEFAULT_CONTEXT = 4096  # MiniCPM-2B's, when the server does not say
+DEFAULT_CONTEXT = DEFAULT_FAMILY.context_length  # when the server does not say
 HEALTH_TIMEOUT = 2.0  # seconds; /health is a status nicety, never worth a stalled page
 METADATA_TIMEOUT = 10.0  # seconds for /v1/models; replies themselves may take minutes
 PLACEHOLDER_KEY = "EMPTY"  # the openai client insists on a key; servers without one ignore it
@@ -385,7 +386,7 @@ def request_arguments(params: GenerationParams, leave_out: tuple[str, ...] | fro
     """GenerationParams → chat.completions.create() arguments, the one place that maps them: standard
     fields by their OpenAI name, the others via extra_body; none of the fields named in `leave_out`, no
     unset one, and no limit at its "unlimited" default."""
-    arguments: dict[str, Any] = {"stop": list(STOP_MARKERS)}
+    arguments: dict[str, Any] = {"stop": list(DEFAULT_FAMILY.stop_markers)}
     extra: dict[str, Any] = {}
     for name, field in GenerationParams.model_fields.items():
         value = getattr(params, name)

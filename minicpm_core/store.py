@@ -19,7 +19,6 @@ the bad keys, so a page never meets a count that is not a number.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import sqlite3
@@ -33,10 +32,10 @@ from typing import Any, Iterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidRequest, MiniCPMError
+from .paths import DATA_DIR_ENV, data_dir
+from .prompt import MAX_MESSAGES  # a stored conversation is one the model can be asked to continue
 from .stats import FINISH_REASONS
 
-DATA_DIR_ENV = "MINICPM_DATA_DIR"
-DEFAULT_DATA_DIR = Path("~/.local/share/minicpm-chat")
 DB_FILENAME = "conversations.sqlite3"
 
 SCHEMA_VERSION = 1
@@ -48,7 +47,6 @@ EXPORT_FORMAT = "minicpm-chat/v1"
 AUTO_TITLE_CHARS = 40  # titles derived from the first question
 MAX_TITLE_CHARS = 200
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
-MAX_MESSAGES = 2000
 MAX_MESSAGE_CHARS = 200_000
 MAX_META_COUNT = 10**9  # token counts in meta: far above any context, far below SQLite's integer limit
 
@@ -142,9 +140,8 @@ class ConversationSummary:
 
 
 def default_db_path() -> Path:
-    """$MINICPM_DATA_DIR/conversations.sqlite3, else under ~/.local/share/minicpm-chat."""
-    data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(data_dir).expanduser() / DB_FILENAME
+    """conversations.sqlite3 in the data directory (paths.data_dir(): $MINICPM_DATA_DIR or its fallback)."""
+    return data_dir() / DB_FILENAME
 
 
 def _now() -> str:

@@ -4,7 +4,7 @@
   `configuration_minicpm.py`/`modeling_minicpm.py` that raise if anyone executes them.
 - `tiny_ckpt_bin`: the same shape as fp32 `pytorch_model.bin` (the seed's -sft-fp32 format), with the
   same trap files.
-- `demo_ckpt`: the tiny model trained to answer `minicpm_core.checkpoint.DEMO_QA` under greedy
+- `demo_ckpt`: the tiny model trained to answer `testkit.checkpoint.DEMO_QA` under greedy
   decoding, trained afresh (15-45 s, once per session, only when a test asks for it) so that
   tests/test_checkpoint.py can compare it with the shipped one the app's `--demo` loads.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minicpm_core.checkpoint import write_checkpoint, write_demo_checkpoint
+from testkit.checkpoint import write_checkpoint, write_demo_checkpoint
 from ui.backend import ALLOW_OPEN_ENV
 
 

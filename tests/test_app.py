@@ -16,8 +16,9 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from minicpm_core import checkpoint, download, loader
+from minicpm_core import download, loader, paths
 from minicpm_core.store import ConversationStore, default_db_path
+from testkit import checkpoint
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
 TIMEOUT = 60  # seconds per script run; the first one imports torch and loads the model
@@ -95,7 +96,7 @@ def test_model_page_shows_device_dtype_and_recent_replies(app_env, demo_qa):
 
 def test_demo_flag_shows_the_banner_on_every_page(app_env, monkeypatch, demo_ckpt):
     monkeypatch.setenv("MINICPM_DEMO", "1")
-    monkeypatch.setattr(checkpoint, "demo_checkpoint_dir", lambda: Path(demo_ckpt))
+    monkeypatch.setattr(paths, "demo_checkpoint_dir", lambda: Path(demo_ckpt))
     at = ok(start())
     for page in ("app_pages/chat.py", "app_pages/compare.py", "app_pages/model.py"):
         at.switch_page(page).run()
@@ -135,7 +136,7 @@ def test_an_empty_chat_offers_examples_that_go_once_it_starts(app_env):
 
 def test_clicking_a_demo_example_asks_it_once(app_env, monkeypatch, demo_ckpt):
     monkeypatch.setenv("MINICPM_DEMO", "1")
-    monkeypatch.setattr(checkpoint, "demo_checkpoint_dir", lambda: Path(demo_ckpt))
+    monkeypatch.setattr(paths, "demo_checkpoint_dir", lambda: Path(demo_ckpt))
     at = greedy(start())
     question = list(examples(at))[0]
     assert question == "Tell me a story."  # the demo offers what it was trained on

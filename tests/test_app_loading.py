@@ -15,7 +15,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from minicpm_core import checkpoint
+from testkit import checkpoint
 from ui import backend as ui_backend
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"

@@ -14,12 +14,13 @@ import torch
 from test_store import BAD_IMPORTS
 
 import minicpm_core as core
-from minicpm_core import checkpoint, download
+from minicpm_core import download
 from minicpm_core.engine import Engine, failure
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.loader import load_model
 from minicpm_core.params import PRESETS, GenerationParams, matching_preset
 from minicpm_core.store import ConversationStore
+from testkit import checkpoint
 from ui import chat, i18n, notices, state
 
 

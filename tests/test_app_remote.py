@@ -8,11 +8,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from api.support import LiveServer  # tests/api: uvicorn in a thread
-from minicpm_core import checkpoint
 from minicpm_core.api import create_app
 from minicpm_core.engine import Engine
 from minicpm_core.loader import load_model
 from minicpm_core.store import ConversationStore, default_db_path
+from testkit import checkpoint
 from ui.i18n import EN
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from minicpm_core.checkpoint import DEMO_QA
+from testkit.checkpoint import DEMO_QA
 from minicpm_core.params import MODEL_CONTEXT
 
 from browser_utils import (REPLY_RECORDER_JS, ROOT, VIEWPORT, StreamlitServer, app_env, open_app,

@@ -13,11 +13,11 @@ import torch
 from safetensors import safe_open
 from transformers import AutoTokenizer, GraniteForCausalLM
 
-from minicpm_core import checkpoint
-from minicpm_core.checkpoint import (
+from minicpm_core.families.minicpm2b import MINICPM_2B
+from testkit import checkpoint
+from testkit.checkpoint import (
     CHAT_TEMPLATE, DEMO_MODEL_DIR, DEMO_QA, demo_checkpoint_dir, make_config, tensor_shapes, write_checkpoint,
 )
-from minicpm_core.config import granite_config_from_minicpm
 
 ROUND_TRIP_TEXTS = [
     "你好，世界！今天天气很好。",
@@ -36,7 +36,7 @@ def tokenizer(path: Path):
 def load_granite(path: Path, dtype: torch.dtype = torch.float32) -> GraniteForCausalLM:
     """Load a checkpoint the way the project does: config mapping + Granite, no remote code."""
     raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    model = GraniteForCausalLM(granite_config_from_minicpm(raw))
+    model = GraniteForCausalLM(MINICPM_2B.transformers_config(raw))
     with safe_open(path / "model.safetensors", framework="pt") as f:
         state = {name: f.get_tensor(name).float() for name in f.keys()}
     missing, unexpected = model.load_state_dict(state, strict=False)

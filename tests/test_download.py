@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from minicpm_core import download
-from minicpm_core.checkpoint import write_checkpoint
+from testkit.checkpoint import write_checkpoint
 from minicpm_core.download import (
     check_model_dir, default_model_dir, download_model, resolve_source, validate_model_id,
 )

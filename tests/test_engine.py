@@ -1,6 +1,7 @@
 """The engine on a real tiny model: streaming, stop markers, cancel, errors, budget, queue, cache,
 sampling on each request's own RNG."""
 
+import dataclasses
 import threading
 from collections import Counter
 
@@ -111,6 +112,16 @@ def test_marker_split_across_tokens_ends_the_reply_and_never_shows(engine, monke
     assert not any("<" in d for d in deltas)
     assert generation.stats.finish_reason == "stop"
     assert generation.stats.completion_tokens < len(ids)  # stopped right at the marker
+
+
+def test_the_stop_markers_are_the_loaded_models_familys(lm, monkeypatch):
+    family = dataclasses.replace(lm.family, stop_markers=("STOP",))
+    engine = Engine(dataclasses.replace(lm, family=family))
+    try:
+        force(engine, monkeypatch, token_ids(engine.tokenizer, "a<AI>b STOP c"))
+        assert "".join(engine.submit(ask("hi"), GREEDY | {"max_new_tokens": 100})) == "a<AI>b "
+    finally:
+        engine.close()
 
 
 def test_budget_ends_the_reply_with_length(engine):

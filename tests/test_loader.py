@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from minicpm_core import loader
-from minicpm_core.config import granite_config_from_minicpm
+from minicpm_core.families.minicpm2b import MINICPM_2B
 from minicpm_core.errors import InvalidRequest, ModelNotFound
 from minicpm_core.loader import choose_dtype, load_model
 
@@ -179,7 +179,7 @@ def test_legacy_config_gets_the_real_context(tiny_ckpt, tmp_path):
 def test_config_mapping_matches_minicpm_scalars():
     raw = dict(hidden_size=2304, num_hidden_layers=40, num_attention_heads=36, vocab_size=122753,
                intermediate_size=5760, scale_emb=12, scale_depth=1.4, dim_model_base=256)
-    cfg = granite_config_from_minicpm(raw)
+    cfg = MINICPM_2B.transformers_config(raw)
     assert cfg.embedding_multiplier == 12
     assert cfg.residual_multiplier == pytest.approx(1.4 / math.sqrt(40))
     assert cfg.logits_scaling == pytest.approx(9.0)

@@ -4,11 +4,17 @@ import random
 
 import pytest
 
-from minicpm_core.checkpoint import write_checkpoint
-from minicpm_core.errors import ContextOverflow, InvalidRequest
+import dataclasses
+
+from minicpm_core.errors import ContextOverflow, InvalidRequest, ModelNotFound
+from minicpm_core.families import DEFAULT_FAMILY
+from minicpm_core.families.minicpm2b import MINICPM_2B
 from minicpm_core.loader import load_tokenizer
-from minicpm_core.prompt import (MINICPM_CHAT_TEMPLATE, build_prompt, encode, find_stop, max_chars_per_token,
-                                 render, split_turns, unsafe_tail, validate_messages)
+from minicpm_core.prompt import (build_prompt, encode, find_stop, max_chars_per_token, render, split_turns,
+                                 unsafe_tail, validate_messages)
+from testkit.checkpoint import write_checkpoint
+
+MARKERS = MINICPM_2B.stop_markers
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +45,23 @@ def test_tokenizer_without_template_uses_the_upstream_one(tokenizer, monkeypatch
     expected = render(messages, tokenizer)
     monkeypatch.setattr(tokenizer, "chat_template", None)
     assert render(messages, tokenizer) == expected
-    assert "<用户>" in MINICPM_CHAT_TEMPLATE
+    assert "<用户>" in MINICPM_2B.fallback_chat_template and DEFAULT_FAMILY is MINICPM_2B
+
+
+def test_the_fallback_template_is_the_given_familys(tokenizer, monkeypatch):
+    monkeypatch.setattr(tokenizer, "chat_template", None)
+    other = dataclasses.replace(MINICPM_2B, fallback_chat_template="{% for m in messages %}[{{m['content']}}]{% endfor %}")
+    assert render([{"role": "user", "content": "hi"}], tokenizer, other) == "[hi]"
+    prompt = build_prompt([{"role": "user", "content": "hi"}], tokenizer, budget=64, family=other)
+    assert prompt.ids == encode([{"role": "user", "content": "hi"}], tokenizer, other)
+    assert prompt.ids != encode([{"role": "user", "content": "hi"}], tokenizer)
+
+
+def test_no_template_anywhere_is_a_clear_error(tokenizer, monkeypatch):
+    monkeypatch.setattr(tokenizer, "chat_template", None)
+    without = dataclasses.replace(MINICPM_2B, fallback_chat_template=None)
+    with pytest.raises(ModelNotFound, match="ships no chat template"):
+        render([{"role": "user", "content": "hi"}], tokenizer, without)
 
 
 def test_encode_adds_bos_exactly_once(tokenizer):
@@ -50,7 +72,7 @@ def test_encode_adds_bos_exactly_once(tokenizer):
 
 
 def test_markers_are_not_single_tokens(tokenizer):
-    for marker in ("<用户>", "<AI>"):
+    for marker in MARKERS:
         assert len(tokenizer(marker, add_special_tokens=False)["input_ids"]) > 1
 
 
@@ -99,13 +121,13 @@ def test_bad_messages_are_clear_errors(messages, fragment):
 
 @pytest.mark.parametrize("text, index", [("hello<用户>more", 5), ("a<AI>b<用户>", 1), ("plain < text >", None)])
 def test_find_stop(text, index):
-    assert find_stop(text) == index
+    assert find_stop(text, MARKERS) == index
 
 
 @pytest.mark.parametrize("text, held", [("answer<", 1), ("answer<用", 2), ("answer<用户", 3), ("answer<A", 2),
                                         ("answer<AI", 3), ("a < b", 0), ("done.", 0), ("<用户>", 0)])
 def test_unsafe_tail_holds_back_possible_marker_starts(text, held):
-    assert unsafe_tail(text) == held
+    assert unsafe_tail(text, MARKERS) == held
 
 
 # --- the history budget at scale: bounded work, same ids as the full re-encoding ---------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_PATHS = ("chat_app.py", "app_pages", "ui", "minicpm_core")
-DEV_PATHS = ("tests", "bench")  # their tools come from requirements-dev.txt, which includes requirements.txt
+DEV_PATHS = ("tests", "bench", "testkit")  # their tools come from requirements-dev.txt, which includes requirements.txt
 REQUIREMENTS = ROOT / "requirements.txt"
 DEV_REQUIREMENTS = ROOT / "requirements-dev.txt"
 

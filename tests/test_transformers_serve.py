@@ -26,9 +26,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from api.support import ask  # tests/api
-from minicpm_core import checkpoint, remote
+from minicpm_core import remote
 from minicpm_core.loader import load_model
 from minicpm_core.remote import RemoteBackend
+from testkit import checkpoint
 from ui.i18n import EN, ZH
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"

@@ -41,7 +41,7 @@ SETTLE_WAIT_S = 5.0  # how long a run waits for the run it replaced to save the 
 
 # --- an empty conversation ------------------------------------------------------------------------
 
-# The demo model knows only its training questions (checkpoint.DEMO_QA): these show streaming, code,
+# The demo model knows only its training questions (demo_data/qa.jsonl): these show streaming, code,
 # LaTeX and lists. A real model gets the examples of ui.i18n.
 DEMO_EXAMPLES = {
     "en": ("Tell me a story.", "Write a Python function that adds two numbers.",

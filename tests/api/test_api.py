@@ -21,7 +21,7 @@ from openai import OpenAI
 
 from minicpm_core.api import create_app
 from minicpm_core.api.__main__ import main as api_main
-from minicpm_core.checkpoint import DEMO_QA
+from testkit.checkpoint import DEMO_QA
 
 from .support import GREEDY, ask, wait_until
 

@@ -11,14 +11,16 @@ with the real tokenizer.
 Full-size checkpoints (MiniCPM-2B's exact shape, 5.4 GB in bf16) are generated and written one tensor
 at a time, so the model is never held in memory twice.
 
-The demo model is trained once and shipped in `demo_data/model/` (about 380 KB), so `--demo` starts
-without training; `python -m minicpm_core.checkpoint minicpm_core/demo_data/model --demo` regenerates it
-after `demo_data/` or the recipe below changes (tests/test_checkpoint.py says when it is due).
+The demo model is trained once and shipped in `minicpm_core/demo_data/model/` (about 380 KB), so
+`--demo` starts without training; `python -m testkit.checkpoint minicpm_core/demo_data/model --demo`
+regenerates it after `demo_data/` or the recipe below changes (tests/test_checkpoint.py says when).
 
 This module writes checkpoints; it deliberately does not load them (that is `minicpm_core.loader`).
+It is a test helper, outside the serving library: the runtime finds the shipped demo through
+`minicpm_core.paths`, never through here.
 
-    python -m minicpm_core.checkpoint OUT_DIR [--weights safetensors|bin|sharded|sharded-bin]
-                                              [--full-size] [--layers N] [--demo] [--legacy-config]
+    python -m testkit.checkpoint OUT_DIR [--weights safetensors|bin|sharded|sharded-bin]
+                                         [--full-size] [--layers N] [--demo] [--legacy-config]
 """
 
 from __future__ import annotations
@@ -37,14 +39,12 @@ from typing import Any
 
 import torch
 
-DEMO_DATA = Path(__file__).parent / "demo_data"
-DEMO_MODEL_DIR = DEMO_DATA / "model"  # the shipped demo checkpoint, written by write_demo_checkpoint()
-DEMO_REGENERATE_COMMAND = "python -m minicpm_core.checkpoint minicpm_core/demo_data/model --demo"
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}"
-    "{{'<用户>' + message['content'].strip() + '<AI>'}}"
-    "{% else %}{{message['content'].strip()}}{% endif %}{% endfor %}"
-)
+from minicpm_core.families.minicpm2b import MINICPM_2B
+from minicpm_core.paths import DEMO_DATA, DEMO_MODEL_DIR, demo_checkpoint_dir  # noqa: F401 (tests use them here)
+
+FAMILY = MINICPM_2B  # the family whose checkpoints this module writes
+DEMO_REGENERATE_COMMAND = "python -m testkit.checkpoint minicpm_core/demo_data/model --demo"
+CHAT_TEMPLATE = FAMILY.fallback_chat_template  # upstream's, as its tokenizer_config.json ships it
 BOS_ID, EOS_ID = 1, 2
 TOKENIZER_VOCAB = 1500  # enough merges for words and common Chinese pairs; the corpus has ~450 characters
 
@@ -170,7 +170,7 @@ def minicpm_config(*, hidden_size: int, num_hidden_layers: int, num_attention_he
         "hidden_size": hidden_size,
         "initializer_range": 0.1,
         "intermediate_size": intermediate_size,
-        "max_position_embeddings": 2048 if legacy_config else 4096,
+        "max_position_embeddings": 2048 if legacy_config else FAMILY.context_length,
         "model_type": "minicpm",
         "num_attention_heads": num_attention_heads,
         "num_hidden_layers": num_hidden_layers,
@@ -419,10 +419,6 @@ def _demo_lr_factor(step: int) -> float:
 def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train the tiny model on DEMO_QA until greedy decoding reproduces every answer, in fp32 and once
     stored and computed in bf16; return (config, fp32 state dict without lm_head)."""
-    from transformers import GraniteForCausalLM
-
-    from .config import granite_config_from_minicpm
-
     proto = train_tokenizer()
     vocab = _vocab_size(proto)
     config = make_config(vocab_size=vocab)
@@ -433,7 +429,7 @@ def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     answer_tokens = sum(t.numel() for _, _, t in batches)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(DEMO_SEED)
-        model = GraniteForCausalLM(granite_config_from_minicpm(config)).float()
+        model = FAMILY.model_class(FAMILY.transformers_config(config)).float()
     optimizer = torch.optim.AdamW(model.parameters(), lr=DEMO_LR, betas=(0.9, 0.9), weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _demo_lr_factor)
     threads = torch.get_num_threads()
@@ -476,11 +472,6 @@ def write_demo_checkpoint(out_dir: str | os.PathLike, *, weights: str = "safeten
     return out
 
 
-def demo_checkpoint_dir() -> Path:
-    """The shipped demo checkpoint (`demo_data/model/`): nothing to build, so `--demo` starts at once."""
-    return DEMO_MODEL_DIR
-
-
 # --- CLI -----------------------------------------------------------------------------------------
 
 def _describe(out: Path) -> Iterable[str]:
@@ -492,7 +483,7 @@ def _describe(out: Path) -> Iterable[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minicpm_core.checkpoint", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m testkit.checkpoint", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--weights", choices=WEIGHT_FORMATS, default="safetensors")
     parser.add_argument("--full-size", action="store_true", help="MiniCPM-2B's exact shape (5.4 GB in bf16)")

@@ -1,0 +1,82 @@
+"""What differs between model families, as one small object per family.
+
+A family is everything the rest of the project must know to serve a checkpoint beyond its weights:
+how its config.json becomes a transformers config and model class, the chat template to use when
+the checkpoint ships none, the text or special tokens that end a reply, its context length, the
+sampling values its authors recommend, and the checkpoint ids it is published under.
+
+It deliberately holds no code that runs a model: the loader, the prompt module and the engine ask a
+family for values and stay the same for every family. Nothing here imports torch or transformers
+at import time (`model_class` and `transformers_config` import them when called).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """A published checkpoint of a family, as the model list and the download command show it."""
+
+    id: str               # ModelScope id, e.g. "OpenBMB/MiniCPM-2B-sft-bf16"
+    size_gb: float        # download size
+    dtype: str            # "bfloat16" | "float16" | "float32"
+    note: str = ""
+
+
+def _frozen(mapping: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(mapping))
+
+
+# eq=False: one instance per family, compared (and hashed, e.g. as a cache key) by identity.
+@dataclass(frozen=True, eq=False)
+class ModelFamily:
+    """One model family. Subclasses implement `recognises` and `transformers_config`."""
+
+    name: str                          # stable id: "minicpm-2b", "minicpm5"
+    label: str                         # shown to users: "MiniCPM-2B"
+    context_length: int                # tokens the family was trained for
+    model_class_name: str              # the transformers class that runs it, e.g. "LlamaForCausalLM"
+    stop_markers: tuple[str, ...] = ()  # TEXT that ends a reply, found in the decoded text
+    stop_tokens: tuple[str, ...] = ()   # SPECIAL tokens that end a turn; ids via the tokenizer
+    fallback_chat_template: str | None = None  # used only when the checkpoint ships none
+    defaults: Mapping[str, float] = field(default_factory=dict)  # by GenerationParams field name
+    known_models: tuple[KnownModel, ...] = ()  # the first one is the family's default model
+    tokenizer_files: tuple[str, ...] = ("tokenizer.json",)  # any one of them makes the tokenizer complete
+    thinking: bool = False             # the template takes enable_thinking
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", _frozen(self.defaults))
+
+    @property
+    def model_class(self) -> type:
+        """The transformers model class, imported on first use (torch comes with it)."""
+        return getattr(importlib.import_module("transformers"), self.model_class_name)
+
+    @property
+    def default_model(self) -> KnownModel:
+        return self.known_models[0]
+
+    def recognises(self, config: dict[str, Any], model_dir: Path) -> bool:
+        """Whether the checkpoint in `model_dir` (its parsed config.json: `config`) is of this family."""
+        return self.mismatch(config, model_dir) is None
+
+    def mismatch(self, config: dict[str, Any], model_dir: Path) -> str | None:
+        """Why the checkpoint is not of this family, in a few words for an error message; None if it is."""
+        raise NotImplementedError
+
+    def transformers_config(self, config: dict[str, Any]) -> "PretrainedConfig":
+        """The transformers config that makes `model_class` compute this family's forward pass."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<model family {self.name}>"
