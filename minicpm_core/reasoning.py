@@ -110,10 +110,12 @@ class ReasoningSplitter:
     def _drain(self, final: bool) -> tuple[str, str]:
         reasoning, content = [], []
         while True:
+            # 1. A part (reasoning, answer) never starts with newlines: the template's framing.
             if self._at_start:
                 self._pending = self._pending.lstrip(_FRAMING)
             if not self._pending:
                 break
+            # 2. Before anything is shown, a reply that opens with <think> is reasoning; any other is the answer.
             if self._state == _UNDECIDED:
                 if self._pending.startswith(THINK_OPEN):
                     self._pending = self._pending[len(THINK_OPEN):]
@@ -123,6 +125,7 @@ class ReasoningSplitter:
                 else:
                     self._enter(_CONTENT)
                 continue
+            # 3. Text up to the next complete tag is decided; </think> ends the reasoning, other tags vanish.
             out = reasoning if self._state == _REASONING else content
             hit = _first_tag(self._pending)
             if hit is not None:
@@ -132,6 +135,7 @@ class ReasoningSplitter:
                 if tag == THINK_CLOSE and self._state == _REASONING:
                     self._enter(_CONTENT)
                 continue
+            # 4. No tag: release all but what may still become one.
             out.append(self._release_safe_part(final))
             break
         return self._record("".join(reasoning), "".join(content))
@@ -149,15 +153,10 @@ class ReasoningSplitter:
 
     def _release_safe_part(self, final: bool) -> str:
         """Return what cannot become part of a tag (nor, in reasoning, framing before `</think>`)."""
-        end = len(self._pending)
-        if not final:
-            end -= tag_prefix_len(self._pending)
-            if self._state == _REASONING:
-                while end > 0 and self._pending[end - 1] == _FRAMING:
-                    end -= 1  # may be the newline before `</think>`: decided by what follows
-        elif self._state == _REASONING:
-            end = len(self._pending.rstrip(_FRAMING))  # cut inside the reasoning: the same framing rule
-        text, self._pending = self._pending[:end], self._pending[end:] if not final else ""
+        text = self._pending if final else self._pending[:len(self._pending) - tag_prefix_len(self._pending)]
+        if self._state == _REASONING:
+            text = text.rstrip(_FRAMING)  # the newlines before `</think>`, or framing left when the reply is cut
+        self._pending = "" if final else self._pending[len(text):]
         if text:
             self._at_start = False
         return text

@@ -81,6 +81,16 @@ def test_full_size_shapes_give_the_published_parameter_counts(size, params, non_
     assert (total, total - embeddings) == (params, non_embedding)
 
 
+@pytest.mark.parametrize("size", ["tiny", "1b", "2b"])
+def test_tensor_shapes_are_llamas_own(size):
+    from transformers import LlamaConfig
+
+    config = make_config(size=size)
+    with torch.device("meta"):  # shapes only: no memory for a full-size model
+        model = LlamaForCausalLM(LlamaConfig.from_dict(config))
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == dict(tensor_shapes(config))
+
+
 def test_weights_are_one_zero_numbered_shard_with_its_index(m5_ckpt):
     index = read_json(m5_ckpt / INDEX_NAME)
     config = read_json(m5_ckpt / "config.json")
