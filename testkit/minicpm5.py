@@ -37,7 +37,6 @@ import argparse
 import copy
 import functools
 import json
-import math
 import os
 import sys
 import tempfile
@@ -84,7 +83,8 @@ CHAT_TEMPLATE = """\
             {%- set content = content.split('</think>')[-1] %}
         {%- endif %}
         {%- if loop.index0 > ns.last_query and reasoning.strip('\\n') %}
-            {{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + content.lstrip('\\n') }}
+            {{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' }}
+            {{- content.lstrip('\\n') }}
         {%- else %}
             {{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + content.lstrip('\\n') }}
         {%- endif %}

@@ -59,7 +59,8 @@ def shipped_chat_template(model_dir: Path) -> str | None:
     if path.is_file():
         return path.read_text(encoding="utf-8")
     try:
-        template = json.loads((Path(model_dir) / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+        config = json.loads((Path(model_dir) / "tokenizer_config.json").read_text(encoding="utf-8"))
+        template = config.get("chat_template")
     except (OSError, ValueError, AttributeError):
         return None
     if isinstance(template, list):  # named templates: [{"name": "default", "template": "..."}, ...]
