@@ -2,7 +2,8 @@
 
 `Engine.submit(messages, params)` validates and encodes at once (bad input raises there, before
 anything is queued) and returns a `Generation`: iterate it for text deltas, `cancel()` it, or read
-`position` while it waits. Both the Streamlit app and the HTTP API drive this and nothing else.
+`position` while it waits. Both the Streamlit app and the HTTP API drive this and nothing else:
+it implements the `backend.Backend` contract itself (no adapter in between).
 
 Invariants:
 - Only the engine's worker threads touch the model; there are `max_concurrent` of them (default
@@ -33,6 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from transformers import (
@@ -270,6 +272,11 @@ def request_generator(params: GenerationParams, device: torch.device) -> torch.G
 
 
 class Engine:
+    """The model in this process as a `backend.Backend`: every session and request shares it."""
+
+    ready = True  # loaded: an Engine exists only once its model does
+    ignored_controls: tuple[str, ...] = ()  # every GenerationParams field reaches the model
+
     def __init__(self, lm: LoadedModel, max_concurrent: int = 1, prefix_cache: PrefixCache | None = None,
                  max_queue: int = DEFAULT_MAX_QUEUE):
         if max_concurrent < 1:
@@ -295,11 +302,29 @@ class Engine:
         for worker in self._workers:
             worker.start()
 
-    # --- public interface ---------------------------------------------------------------------
+    # --- public interface (backend.Backend) ----------------------------------------------------
+
+    @property
+    def demo(self) -> bool:
+        return bool(self.lm.demo)
+
+    @property
+    def gpu_problem(self) -> str | None:
+        return self.lm.gpu_problem
 
     @property
     def context_length(self) -> int:
         return self.lm.context_length
+
+    def info(self) -> dict[str, Any]:
+        """What the Model page shows about the loaded model."""
+        lm = self.lm
+        return {
+            "backend": "local", "source": lm.source, "path": str(lm.path), "device": str(lm.device),
+            "dtype": lm.dtype_name, "attention": lm.attn_implementation, "parameters": lm.num_parameters,
+            "memory_bytes": lm.memory_bytes, "load_seconds": lm.load_seconds,
+            "context_length": lm.context_length, "max_concurrent": self.max_concurrent,
+        }
 
     def budget(self, params: GenerationParams) -> int:
         return min(params.max_length, self.context_length)

@@ -2,10 +2,10 @@
 
 `RemoteBackend(base_url)` talks to this project's `/v1` (`python -m minicpm_core.api`), vLLM,
 SGLang or any other OpenAI-compatible server (`transformers serve`, ...) through the official
-`openai` client, and offers the consumer interface the Streamlit app
-uses on an `Engine`: `submit(messages, params)` returns a handle to iterate for text deltas, with
-`cancel()`, `text`, `stats`, `position`; plus `prepare`, `context_length`, `queue_depth`, `running`,
-`recent`, `chat`, and `describe()` for the Model page.
+`openai` client, and implements the `backend.Backend` contract an `Engine` does:
+`submit(messages, params)` returns a handle to iterate for text deltas, with `cancel()`, `text`,
+`stats`, `position`; plus `prepare`, `budget`, `context_length`, `queue_depth`, `running`, `recent`,
+`ignored_controls`, `chat`, and `info()` for the Model page.
 
 What is known remotely, and what is not:
 - `stats` is a `ReplyStats`: token counts from the server's usage (requested with
@@ -191,7 +191,11 @@ class RemoteGeneration:
 
 
 class RemoteBackend:
-    """An OpenAI-compatible server seen through the Engine's consumer interface."""
+    """An OpenAI-compatible server as a `backend.Backend`."""
+
+    ready = True  # nothing to load here
+    demo = False
+    gpu_problem = None  # the server's GPU is the server's business
 
     def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *,
                  timeout: float = 600.0):
@@ -206,10 +210,12 @@ class RemoteBackend:
         self._health_supported = True
         self._refused: set[str] = set()  # request fields this server refused (see refused_fields)
 
-    # --- the Engine's consumer interface ---------------------------------------------------------
+    # --- backend.Backend -------------------------------------------------------------------------
 
-    def submit(self, messages: list[dict], params: GenerationParams | dict | None = None) -> RemoteGeneration:
-        """Validate here, then open the stream; the server's own refusals raise here too."""
+    def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
+               cancelled=None) -> RemoteGeneration:
+        """Validate here, then open the stream; the server's own refusals raise here too. (`cancelled`
+        is accepted as the Engine's is, but there is no encoding here for it to stop.)"""
         messages = validate_messages(messages)
         if not isinstance(params, GenerationParams):
             params = GenerationParams.parse(params)
@@ -243,6 +249,9 @@ class RemoteBackend:
             GenerationParams.parse(params)
         return None
 
+    def budget(self, params: GenerationParams) -> int:
+        return min(params.max_length, self.context_length or params.max_length)
+
     @property
     def model(self) -> str:
         if self._model is None:
@@ -272,7 +281,7 @@ class RemoteBackend:
     def running(self) -> int:
         return int((self._health() or {}).get("running", 0))
 
-    def describe(self) -> dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         """What the Model page shows. Never raises: an unreachable server is reported in `error`."""
         info: dict[str, Any] = {"backend": "openai", "base_url": self.base_url, "model": self._model}
         try:

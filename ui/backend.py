@@ -1,9 +1,9 @@
 """What the app talks to for replies: the in-process engine or an OpenAI-compatible server.
 
-The pages code against the small `Backend` interface below, never against `Engine` directly, so
-`streamlit run chat_app.py -- --backend openai --base-url URL` drives a remote server with the same
-pages. `get_backend` builds it once per process (`st.cache_resource`): every browser session
-shares one model and one queue. The conversation store is likewise one per process and data file.
+The pages code against the `Backend` contract (minicpm_core.backend), which the Engine and the
+RemoteBackend implement themselves, so `streamlit run chat_app.py -- --backend openai --base-url URL`
+drives a remote server with the same pages. `get_backend` builds it once per process
+(`st.cache_resource`): every browser session shares one model and one queue. The conversation store is likewise one per process and data file.
 
 The local model loads in a background thread (torch and transformers alone take seconds to
 import), so the first page is drawn at once: until the load is done, `get_backend` returns a
@@ -18,50 +18,20 @@ import argparse
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import streamlit as st
 
+from minicpm_core.backend import Backend
 from minicpm_core.errors import InvalidRequest
 from minicpm_core.options import ModelOptions, _env_flag, add_model_arguments, model_options
-from minicpm_core.params import GenerationParams
 from minicpm_core.store import ConversationStore, default_db_path
 from ui.i18n import t
 
 WAIT_TICK_S = 0.5  # how often a wait for the model updates its line (and lets a newer run take over)
-
-class ReplyStream(Protocol):
-    """What `submit` returns (engine.Generation or the remote equivalent)."""
-
-    text: str
-    stats: Any  # ReplyStats once done, else None
-
-    def __iter__(self) -> Iterator[str]: ...
-    def cancel(self) -> None: ...
-
-
-class Backend(Protocol):
-    demo: bool
-    ready: bool  # False while the model is still loading (PendingBackend)
-    gpu_problem: str | None  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
-
-    def submit(self, messages: list[dict], params: GenerationParams) -> ReplyStream: ...
-    def prepare(self, messages: list[dict], params: GenerationParams) -> Any | None: ...
-    def budget(self, params: GenerationParams) -> int: ...
-    @property
-    def queue_depth(self) -> int: ...
-    @property
-    def running(self) -> int: ...
-    @property
-    def recent(self) -> Sequence[Any]: ...
-    @property
-    def context_length(self) -> int | None: ...
-    @property
-    def ignored_controls(self) -> tuple[str, ...]: ...  # GenerationParams fields the model never gets
-    def info(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -104,104 +74,6 @@ def script_argv(script: str) -> list[str]:
     return []
 
 
-class LocalBackend:
-    """The in-process engine, as the pages see it."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.ready = True
-        self.demo = bool(engine.lm.demo)
-        self.gpu_problem = engine.lm.gpu_problem
-
-    def submit(self, messages, params):
-        return self.engine.submit(messages, params)
-
-    def prepare(self, messages, params):
-        return self.engine.prepare(messages, params)
-
-    def budget(self, params):
-        return self.engine.budget(params)
-
-    @property
-    def queue_depth(self):
-        return self.engine.queue_depth
-
-    @property
-    def running(self):
-        return self.engine.running
-
-    @property
-    def recent(self):
-        return list(self.engine.recent)
-
-    @property
-    def context_length(self):
-        return self.engine.context_length
-
-    ignored_controls = ()  # the engine honours every control
-
-    def info(self) -> dict[str, Any]:
-        lm = self.engine.lm
-        return {
-            "backend": "local", "source": lm.source, "path": str(lm.path), "device": str(lm.device),
-            "dtype": lm.dtype_name, "attention": lm.attn_implementation, "parameters": lm.num_parameters,
-            "memory_bytes": lm.memory_bytes, "load_seconds": lm.load_seconds,
-            "context_length": lm.context_length, "max_concurrent": self.engine.max_concurrent,
-        }
-
-
-class RemoteAdapter:
-    """An OpenAI-compatible server through minicpm_core.remote.RemoteBackend, which already offers
-    the engine's consumer interface; this adds `budget` and `info`. Its `prepare` returns None (no
-    tokenizer here), so the context meter appears only after the first reply."""
-
-    def __init__(self, remote):
-        self.remote = remote
-        self.ready = True
-        self.demo = False
-        self.gpu_problem = None  # the server's GPU is the server's business
-
-    def submit(self, messages, params):
-        return self.remote.submit(messages, params)
-
-    def prepare(self, messages, params):
-        return self.remote.prepare(messages, params)
-
-    def budget(self, params):
-        return min(params.max_length, self.context_length or params.max_length)
-
-    @property
-    def queue_depth(self):
-        return self.remote.queue_depth
-
-    @property
-    def running(self):
-        return self.remote.running
-
-    @property
-    def recent(self):
-        return list(self.remote.recent)
-
-    @property
-    def context_length(self):
-        return self.remote.context_length
-
-    @property
-    def ignored_controls(self):
-        return self.remote.ignored_controls
-
-    def info(self) -> dict[str, Any]:
-        return self.remote.describe()
-
-
-def make_remote(options: AppOptions) -> RemoteAdapter:
-    from minicpm_core.remote import make_remote_backend
-
-    args = argparse.Namespace(backend=options.backend, base_url=options.base_url, api_key=options.api_key,
-                              remote_model=options.remote_model)
-    return RemoteAdapter(make_remote_backend(args))
-
-
 class _Load(threading.Thread):
     """Building the backend for one set of options, once per process, whichever session started it."""
 
@@ -236,11 +108,16 @@ class _Load(threading.Thread):
 
 
 def build_backend(options: AppOptions) -> Backend:
+    """The Engine, or the RemoteBackend the options name: each is a Backend itself."""
     if options.backend == "openai":
-        return make_remote(options)
+        from minicpm_core.remote import make_remote_backend
+
+        args = argparse.Namespace(backend=options.backend, base_url=options.base_url, api_key=options.api_key,
+                                  remote_model=options.remote_model)
+        return make_remote_backend(args)
     from minicpm_core.options import load_engine
 
-    return LocalBackend(load_engine(options.model))
+    return load_engine(options.model)
 
 
 @st.cache_resource(show_spinner=False)
@@ -310,10 +187,10 @@ class PendingBackend:
     def wait(self) -> Backend:
         return wait_for(self._load)
 
-    def submit(self, messages, params):
-        return self.wait().submit(messages, params)
+    def submit(self, messages, params=None, *, cancelled=None):
+        return self.wait().submit(messages, params, cancelled=cancelled)
 
-    def prepare(self, messages, params):
+    def prepare(self, messages, params=None):
         return None
 
     def budget(self, params):

@@ -81,17 +81,17 @@ def test_unreachable_server_is_a_generation_failure_naming_the_url():
     backend = RemoteBackend(url, model="m")
     with pytest.raises(GenerationFailed, match=f"Could not reach the model server at {url}"):
         backend.submit(ask("hi"))
-    assert backend.describe()["reachable"] is False
+    assert backend.info()["reachable"] is False
     assert backend.queue_depth == 0 and backend.running == 0
 
 
-def test_describe_names_the_served_models_when_ours_is_not_there(demo_server):
-    info = RemoteBackend(f"{demo_server.url}/v1", model="gpt-4o").describe()
+def test_info_names_the_served_models_when_ours_is_not_there(demo_server):
+    info = RemoteBackend(f"{demo_server.url}/v1", model="gpt-4o").info()
     assert info["reachable"] is True and "has no model 'gpt-4o'; it serves minicpm-demo" in info["error"]
 
 
-def test_describe_and_status_come_from_the_server(remote, demo_engine):
-    info = remote.describe()
+def test_info_and_status_come_from_the_server(remote, demo_engine):
+    info = remote.info()
     assert info["reachable"] and info["model"] == "minicpm-demo" and info["base_url"].endswith("/v1")
     assert info["context_length"] == remote.context_length == demo_engine.context_length
     assert info["health"]["status"] == "ok"
