@@ -46,11 +46,11 @@ from transformers.generation.streamers import BaseStreamer
 
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
-from .loader import LoadedModel
-from .options import DEFAULT_MAX_QUEUE
+from .loader import LoadedModel, load_model
 from .params import GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, STOP_MARKERS, Prompt, build_prompt, find_stop, unsafe_tail
+from .settings import DEFAULT_MAX_QUEUE, ModelSettings
 from .stats import RECENT_STATS, ReplyStats
 
 log = logging.getLogger(__name__)
@@ -489,6 +489,18 @@ class Engine:
     def _release_device_memory() -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def load_engine(settings: ModelSettings) -> Engine:
+    """Load the model the settings name (or the demo model) and start an engine on it."""
+    if settings.demo:
+        from .checkpoint import demo_checkpoint_dir
+
+        lm = load_model(demo_checkpoint_dir(), device=settings.device, dtype=settings.dtype, demo=True)
+    else:
+        lm = load_model(settings.model, device=settings.device, dtype=settings.dtype,
+                        cache_dir=settings.cache_dir, trust_remote_code=settings.trust_remote_code)
+    return Engine(lm, max_concurrent=settings.max_concurrent, max_queue=settings.max_queue)
 
 
 def failure(exc: Exception) -> GenerationFailed:

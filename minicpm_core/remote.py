@@ -33,9 +33,7 @@ naming the URL, an unknown model as ModelNotFound.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import re
 import threading
 import time
@@ -51,13 +49,13 @@ from .errors import (
 )
 from .params import GenerationParams
 from .prompt import STOP_MARKERS, validate_messages
+from .settings import RemoteSettings
 from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats
 
 DEFAULT_CONTEXT = 4096  # MiniCPM-2B's, when the server does not say
 HEALTH_TIMEOUT = 2.0  # seconds; /health is a status nicety, never worth a stalled page
 METADATA_TIMEOUT = 10.0  # seconds for /v1/models; replies themselves may take minutes
 PLACEHOLDER_KEY = "EMPTY"  # the openai client insists on a key; servers without one ignore it
-BACKENDS = ("local", "openai")
 
 # GenerationParams fields that chat.completions has a standard field for, and its name there.
 STANDARD_FIELDS = {"temperature": "temperature", "top_p": "top_p", "max_new_tokens": "max_tokens", "seed": "seed"}
@@ -428,37 +426,12 @@ def _error_fields(exc: openai.APIStatusError) -> tuple[str, str | None, str | No
     return str(message or exc.message), body.get("param"), body.get("code")
 
 
-# --- command line -----------------------------------------------------------------------------------
+# --- from the settings --------------------------------------------------------------------------
 
-def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--backend openai --base-url URL [--api-key K] [--remote-model NAME]`, each with an env fallback."""
-    env = os.environ.get
-    group = parser.add_argument_group("backend")
-    group.add_argument("--backend", choices=BACKENDS, default=env("MINICPM_BACKEND", "local"),
-                       help="local: load the model in this process; openai: use an OpenAI-compatible server "
-                            "(env MINICPM_BACKEND; default %(default)s)")
-    group.add_argument("--base-url", default=env("MINICPM_BASE_URL"),
-                       help="the server's OpenAI base URL, e.g. http://127.0.0.1:6006/v1 (env MINICPM_BASE_URL)")
-    group.add_argument("--api-key", default=env("MINICPM_API_KEY"),
-                       help="key for that server (env MINICPM_API_KEY)")
-    group.add_argument("--remote-model", default=env("MINICPM_REMOTE_MODEL"),
-                       help="model name on that server (env MINICPM_REMOTE_MODEL; default: its first model)")
-
-
-def make_remote_backend(args: argparse.Namespace) -> RemoteBackend | None:
-    """The RemoteBackend the flags ask for, or None for `--backend local`."""
-    if args.backend != "openai":
+def make_remote_backend(settings: RemoteSettings) -> RemoteBackend | None:
+    """The RemoteBackend the settings ask for (`--backend openai --base-url URL ...`), or None for local."""
+    if settings.backend != "openai":
         return None
-    if not args.base_url:
+    if not settings.base_url:
         raise InvalidRequest("--backend openai needs --base-url (e.g. http://127.0.0.1:6006/v1).", "base_url")
-    return RemoteBackend(args.base_url, api_key=args.api_key, model=args.remote_model)
-
-
-def make_backend(args: argparse.Namespace):
-    """An Engine (model flags from `options.add_model_arguments`) or a RemoteBackend, as the flags say."""
-    remote = make_remote_backend(args)
-    if remote is not None:
-        return remote
-    from .options import load_engine, model_options
-
-    return load_engine(model_options(args))
+    return RemoteBackend(settings.base_url, api_key=settings.api_key, model=settings.remote_model)

@@ -14,12 +14,10 @@ Apart from that wait line, this module draws nothing; errors propagate as MiniCP
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +25,28 @@ import streamlit as st
 
 from minicpm_core.backend import Backend
 from minicpm_core.errors import InvalidRequest
-from minicpm_core.options import ModelOptions, _env_flag, add_model_arguments, model_options
+from minicpm_core.settings import ALLOW_OPEN_ENV  # noqa: F401 - ui.auth and the tests read it here
+from minicpm_core.settings import AccessSettings, AppSettings, resolve
 from minicpm_core.store import ConversationStore, default_db_path
 from ui.i18n import t
 
 WAIT_TICK_S = 0.5  # how often a wait for the model updates its line (and lets a newer run take over)
 
 
-@dataclass(frozen=True)
-class AppOptions:
-    model: ModelOptions
-    backend: str = "local"
-    base_url: str | None = None
-    api_key: str | None = None
-    remote_model: str | None = None
-
-
-def parse_app_options(argv: Sequence[str] | None) -> AppOptions:
-    """Flags after `--` on `streamlit run chat_app.py -- ...`, each falling back to the environment:
-    the model flags of minicpm_core.options and the backend flags of minicpm_core.remote."""
-    from minicpm_core.remote import add_backend_arguments
-
-    try:
-        parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-        add_model_arguments(parser)
-        add_backend_arguments(parser)
-        args, _ = parser.parse_known_args(list(argv or []))
-    except (argparse.ArgumentError, ValueError) as exc:  # never SystemExit inside a Streamlit run
-        raise InvalidRequest(f"Bad command-line option or environment variable: {exc}") from None
-    return AppOptions(model=model_options(args), backend=args.backend, base_url=args.base_url,
-                      api_key=args.api_key, remote_model=args.remote_model)
-
-
-ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # 1: serve every interface with no password and no cross-site checks
+def parse_app_options(argv: Sequence[str] | None) -> AppSettings:
+    """Flags after `--` on `streamlit run chat_app.py -- ...`, each falling back to its environment
+    variable (minicpm_core.settings.AppSettings). Other flags are ignored; a bad value raises
+    InvalidRequest, never SystemExit inside a Streamlit run."""
+    return AppSettings.parse(list(argv or []), ignore_unknown=True)
 
 
 def allow_open() -> bool:
-    """The user's explicit opt-out of the refusal in ui.auth.refuses_open_network."""
-    return _env_flag(ALLOW_OPEN_ENV)
+    """The user's explicit opt-out of the refusal in ui.auth.refuses_open_network. A value that is not
+    a yes/no counts as no: the refusal page then says what to set."""
+    try:
+        return resolve(AccessSettings).allow_open
+    except InvalidRequest:
+        return False
 
 
 def script_argv(script: str) -> list[str]:
@@ -77,7 +59,7 @@ def script_argv(script: str) -> list[str]:
 class _Load(threading.Thread):
     """Building the backend for one set of options, once per process, whichever session started it."""
 
-    def __init__(self, options: AppOptions):
+    def __init__(self, options: AppSettings):
         super().__init__(name="load model", daemon=True)
         self.options = options
         self.started: float | None = None
@@ -107,28 +89,27 @@ class _Load(threading.Thread):
         return self.backend
 
 
-def build_backend(options: AppOptions) -> Backend:
+def build_backend(options: AppSettings) -> Backend:
     """The Engine, or the RemoteBackend the options name: each is a Backend itself."""
-    if options.backend == "openai":
-        from minicpm_core.remote import make_remote_backend
+    from minicpm_core.remote import make_remote_backend
 
-        args = argparse.Namespace(backend=options.backend, base_url=options.base_url, api_key=options.api_key,
-                                  remote_model=options.remote_model)
-        return make_remote_backend(args)
-    from minicpm_core.options import load_engine
+    remote = make_remote_backend(options.remote)
+    if remote is not None:
+        return remote
+    from minicpm_core.engine import load_engine
 
     return load_engine(options.model)
 
 
 @st.cache_resource(show_spinner=False)
-def _load_for(options: AppOptions) -> _Load:
+def _load_for(options: AppSettings) -> _Load:
     return _Load(options)
 
 
-_failed: set[AppOptions] = set()  # options whose last load failed
+_failed: set[AppSettings] = set()  # options whose last load failed
 
 
-def get_backend(options: AppOptions) -> Backend:
+def get_backend(options: AppSettings) -> Backend:
     """The process's backend for these options, or a PendingBackend while the local model loads.
 
     A failed load (ModelNotFound, ...) is raised here and not kept, so fixing the cause and
@@ -136,7 +117,7 @@ def get_backend(options: AppOptions) -> Backend:
     run, as the setup page and its download button must be drawn by every run until the load works.
     """
     load = _load_for(options)
-    if not load.done.is_set() and options.backend != "openai" and options not in _failed:
+    if not load.done.is_set() and options.remote.backend != "openai" and options not in _failed:
         return PendingBackend(load)
     try:
         backend = wait_for(load)
