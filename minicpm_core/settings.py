@@ -160,13 +160,15 @@ def _bad_value(group: type[SettingsGroup], exc: ValidationError, from_env: set[s
     field = group.model_fields[name]
     flag = name.upper() if _extra(field, "positional") else flag_of(name)
     if name in from_env:
-        source, fix = f"{env_of(field)} (the environment variable behind {flag})", f"Fix or unset {env_of(field)}"
+        where = env_of(field)
+        source, fix = f"{where} (the environment variable behind {flag})", f"Fix or unset {where}"
     else:
-        source, fix = flag, f"Give {flag} a valid value, or leave it out"
+        where = source = flag
+        fix = f"Give {flag} a valid value, or leave it out"
     reason = error["msg"] + (" (use 1, true, yes, on or 0, false, no, off)" if field.annotation is bool else "")
     default = "" if field.default is None else f" (default {_shown(field.default)})"
     return InvalidRequest(f"Bad value {error.get('input')!r} for {source}: {reason}. {fix}{default}.",
-                          param=name, code="bad_setting", setting=source, value=error.get("input"),
+                          param=name, code="bad_setting", setting=where, value=error.get("input"),
                           reason=reason)
 
 
@@ -213,8 +215,8 @@ class ProgramSettings(BaseModel):
                 args, _ = parser.parse_known_args(None if argv is None else list(argv))
             except argparse.ArgumentError as exc:
                 raise InvalidRequest(f"Bad command-line option: {exc}. The flags are listed in the README "
-                                     "(App options).", code="bad_setting", setting=exc.argument_name,
-                                     value=None, reason=exc.message) from None
+                                     "(App options).", code="bad_option", setting=exc.argument_name,
+                                     reason=exc.message) from None
         else:
             args = parser.parse_args(None if argv is None else list(argv))
         given = vars(args)

@@ -169,3 +169,12 @@ def test_the_clis_help_lists_their_flags_and_the_shared_ones_alike():
     shared = {"--cache-dir", "--api-key", "--model", "--max-queue"}
     assert all(flag in helps[ApiSettings] and flag in helps[AppSettings] for flag in shared)
     assert "--cache-dir" in helps[DownloadCliSettings] and "MINICPM_CACHE_DIR" in helps[DownloadCliSettings]
+
+
+def test_a_bad_value_reads_in_chinese_too():
+    from ui import i18n
+
+    with pytest.raises(InvalidRequest) as info:
+        AppSettings.parse([], environ={"MINICPM_MAX_QUEUE": "many"})
+    text = i18n.ERRORS_ZH[info.value.code].format(**info.value.details)
+    assert "MINICPM_MAX_QUEUE" in text and "'many'" in text
