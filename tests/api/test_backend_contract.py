@@ -72,3 +72,13 @@ def test_the_app_defines_no_forwarder_around_a_backend():
     classes = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
     assert not classes & {"LocalBackend", "RemoteAdapter", "Backend", "ReplyStream"}
     assert classes <= {"PendingBackend", "_Load"}, "a new class in ui/backend.py: is it a forwarder?"
+
+
+def test_the_apps_stand_in_while_loading_is_a_backend_too():
+    from ui import backend as ui_backend
+
+    options = ui_backend.parse_app_options(["--demo"])
+    pending = ui_backend.PendingBackend(ui_backend._Load(options))  # a load that is never started
+    assert isinstance(pending, Backend)
+    assert not pending.ready and pending.demo and pending.prepare(ask("hi")) is None
+    assert pending.queue_depth == pending.running == 0 and list(pending.recent) == []
