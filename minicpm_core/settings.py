@@ -34,7 +34,7 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 6006  # the seed tutorial's port (autodl maps it to the outside)
 BACKENDS = ("local", "openai")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # read by ui.auth through AccessSettings
+ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # AccessSettings; ui.auth names it on its refusal page
 
 
 def setting(default: Any, help: str, *, env: str | None = None, flag: bool = True, positional: bool = False,
@@ -124,12 +124,13 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def env_of(field: FieldInfo) -> str | None:
-    return (field.json_schema_extra or {}).get("env")
-
-
 def _extra(field: FieldInfo, key: str) -> Any:
+    """What `setting()` recorded about a field: "env", "flag" or "positional"."""
     return (field.json_schema_extra or {}).get(key)
+
+
+def env_of(field: FieldInfo) -> str | None:
+    return _extra(field, "env")
 
 
 def resolve(group: type[SettingsGroup], flags: Mapping[str, Any] | None = None,

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Iterator, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticCustomError
 
 from .errors import InvalidRequest, MiniCPMError
 from .stats import FINISH_REASONS
@@ -481,7 +480,7 @@ def parse_import(text: str | bytes) -> tuple[str, list[tuple[str, str, dict[str,
 
 
 # --- what an import file may hold -------------------------------------------------------------------
-# Declared as pydantic models. A failed check is a problem code: the validators below raise theirs,
+# Declared as pydantic models. A failed check is a problem code: the validators below raise theirs (_Problem),
 # _PYDANTIC_PROBLEMS names pydantic's own complaints (a wrong type, a missing key, a limit passed) by
 # where they are, and IMPORT_PROBLEMS words each code. Pydantic reports fields in declaration order
 # and messages in file order; the first problem is the one the user is told.
@@ -531,16 +530,19 @@ _PYDANTIC_PROBLEMS: dict[tuple[str, str], tuple[str, Callable[[Any], dict[str, A
 }
 
 
-def _problem(code: str, **details: Any) -> PydanticCustomError:
-    """A failed check inside a validator, as pydantic carries it to `_invalid_import`."""
-    return PydanticCustomError(code, code, details)
+class _Problem(ValueError):
+    """A failed check inside a validator; pydantic carries it to `_invalid_import` as a value_error."""
+
+    def __init__(self, code: str, **details: Any):
+        super().__init__(code)
+        self.code, self.details = code, details
 
 
 def _storable(code: str) -> AfterValidator:
     """Refuse, as `code`, text that SQLite cannot store: a lone surrogate (in a meta's keys too)."""
     def check(value: Any) -> Any:
         if not _is_utf8(value if isinstance(value, str) else _dump_meta(value)):
-            raise _problem(code)
+            raise _Problem(code)
         return value
     return AfterValidator(check)
 
@@ -553,11 +555,11 @@ def _null_as(empty: Any) -> BeforeValidator:
 def _text_content(content: Any) -> Any:
     """OpenAI content parts: the text ones joined; images and the like refused."""
     if content is None:
-        raise _problem("message_no_content")
+        raise _Problem("message_no_content")
     if isinstance(content, list):
         if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
                    for p in content):
-            raise _problem("message_content_parts")
+            raise _Problem("message_content_parts")
         return "".join(p["text"] for p in content)
     return content
 
@@ -567,7 +569,7 @@ def _true_to_message_meta(meta: dict[str, Any]) -> dict[str, Any]:
     problem = meta_problem(meta)
     if problem is not None:
         key, reason = problem
-        raise _problem("message_meta_invalid", key=key, reason=reason)
+        raise _Problem("message_meta_invalid", key=key, reason=reason)
     return meta
 
 
@@ -594,20 +596,21 @@ class ImportFile(BaseModel):
 def _invalid_import(error: dict[str, Any]) -> InvalidImport:
     """Pydantic's first complaint about an import file as the InvalidImport that says it in our words."""
     loc = error["loc"]
-    where = ".".join("*" if isinstance(part, int) else str(part) for part in loc)
+    path = ".".join("*" if isinstance(part, int) else str(part) for part in loc)
     details: dict[str, Any] = {"number": loc[1] + 1} if len(loc) > 1 and isinstance(loc[1], int) else {}
-    if error["type"] in IMPORT_PROBLEMS:  # one of the validators above
-        code = error["type"]
-        details |= error.get("ctx") or {}
-    elif (where, error["type"]) in _PYDANTIC_PROBLEMS:
-        code, details_of = _PYDANTIC_PROBLEMS[(where, error["type"])]
+    failed = (error.get("ctx") or {}).get("error")
+    if isinstance(failed, _Problem):  # one of the validators above
+        code = failed.code
+        details |= failed.details
+    elif (path, error["type"]) in _PYDANTIC_PROBLEMS:
+        code, details_of = _PYDANTIC_PROBLEMS[(path, error["type"])]
         details |= details_of(error["input"]) if details_of else {}
     else:  # a complaint the tables do not foresee: still a clear refusal, in pydantic's words
         subject = f"message {details['number']}" if "number" in details else "it"
-        return InvalidImport(f"{subject} is not valid at {where} ({error['msg']})", "invalid", **details)
-    where = f"message {details.get('number')}"
-    problem = IMPORT_PROBLEMS[code].format(where=where, kind=_kind(error.get("input")), **details)
-    return InvalidImport(problem, code, **details)
+        return InvalidImport(f"{subject} is not valid at {path} ({error['msg']})", "invalid", **details)
+    message = IMPORT_PROBLEMS[code].format(where=f"message {details.get('number')}", kind=_kind(error.get("input")),
+                                           **details)
+    return InvalidImport(message, code, **details)
 
 
 def _is_utf8(text: str) -> bool:
