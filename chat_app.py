@@ -1,7 +1,7 @@
 """MiniCPM-2B Chat, the Streamlit entrypoint.
 
     streamlit run chat_app.py                       # the model named by MINICPM_MODEL or the default
-    streamlit run chat_app.py -- --model DIR_OR_ID  # flags after `--`; see minicpm_core.options
+    streamlit run chat_app.py -- --model DIR_OR_ID  # flags after `--`; see minicpm_core.settings
     streamlit run chat_app.py -- --demo             # a tiny demo model, no download
     streamlit run chat_app.py -- --backend openai --base-url http://HOST:PORT/v1
 

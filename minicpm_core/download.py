@@ -12,7 +12,6 @@ This module does not load models: `check_model_dir` only looks at which files ar
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -223,16 +222,13 @@ def _reason(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m minicpm_core.download",
-        description="Download a MiniCPM-2B checkpoint from ModelScope into CACHE_DIR/Owner/Name "
-                    "(resumable: files already there are skipped).",
-    )
-    parser.add_argument("model_id", nargs="?", default=DEFAULT_MODEL_ID,
-                        help=f"ModelScope id, Owner/Name (default: {DEFAULT_MODEL_ID})")
-    parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
-                        help=f"where to put Owner/Name (default: {DEFAULT_CACHE_DIR})")
-    args = parser.parse_args(argv)
+    from .settings import DownloadCliSettings  # its defaults come from this module
+
+    try:
+        args = DownloadCliSettings.parse(argv).download
+    except InvalidRequest as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         path = download_model(args.model_id, args.cache_dir)
     except InvalidRequest as exc:

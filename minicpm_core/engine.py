@@ -2,7 +2,8 @@
 
 `Engine.submit(messages, params)` validates and encodes at once (bad input raises there, before
 anything is queued) and returns a `Generation`: iterate it for text deltas, `cancel()` it, or read
-`position` while it waits. Both the Streamlit app and the HTTP API drive this and nothing else.
+`position` while it waits. Both the Streamlit app and the HTTP API drive this and nothing else:
+it implements the `backend.Backend` contract itself (no adapter in between).
 
 Invariants:
 - Only the engine's worker threads touch the model; there are `max_concurrent` of them (default
@@ -33,6 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from transformers import (
@@ -44,11 +46,11 @@ from transformers.generation.streamers import BaseStreamer
 
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
-from .loader import LoadedModel
-from .options import DEFAULT_MAX_QUEUE
+from .loader import LoadedModel, load_model
 from .params import GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
+from .settings import DEFAULT_MAX_QUEUE, ModelSettings
 from .stats import RECENT_STATS, ReplyStats
 
 log = logging.getLogger(__name__)
@@ -270,6 +272,11 @@ def request_generator(params: GenerationParams, device: torch.device) -> torch.G
 
 
 class Engine:
+    """The model in this process as a `backend.Backend`: every session and request shares it."""
+
+    ready = True  # loaded: an Engine exists only once its model does
+    ignored_controls: tuple[str, ...] = ()  # every GenerationParams field reaches the model
+
     def __init__(self, lm: LoadedModel, max_concurrent: int = 1, prefix_cache: PrefixCache | None = None,
                  max_queue: int = DEFAULT_MAX_QUEUE):
         if max_concurrent < 1:
@@ -296,11 +303,29 @@ class Engine:
         for worker in self._workers:
             worker.start()
 
-    # --- public interface ---------------------------------------------------------------------
+    # --- public interface (backend.Backend) ----------------------------------------------------
+
+    @property
+    def demo(self) -> bool:
+        return bool(self.lm.demo)
+
+    @property
+    def gpu_problem(self) -> str | None:
+        return self.lm.gpu_problem
 
     @property
     def context_length(self) -> int:
         return self.lm.context_length
+
+    def info(self) -> dict[str, Any]:
+        """What the Model page shows about the loaded model."""
+        lm = self.lm
+        return {
+            "backend": "local", "source": lm.source, "path": str(lm.path), "device": str(lm.device),
+            "dtype": lm.dtype_name, "attention": lm.attn_implementation, "parameters": lm.num_parameters,
+            "memory_bytes": lm.memory_bytes, "load_seconds": lm.load_seconds,
+            "context_length": lm.context_length, "max_concurrent": self.max_concurrent,
+        }
 
     def budget(self, params: GenerationParams) -> int:
         return min(params.max_length, self.context_length)
@@ -465,6 +490,18 @@ class Engine:
     def _release_device_memory() -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def load_engine(settings: ModelSettings) -> Engine:
+    """Load the model the settings name (or the demo model) and start an engine on it."""
+    if settings.demo:
+        from . import paths
+
+        lm = load_model(paths.demo_checkpoint_dir(), device=settings.device, dtype=settings.dtype, demo=True)
+    else:
+        lm = load_model(settings.model, device=settings.device, dtype=settings.dtype,
+                        cache_dir=settings.cache_dir, trust_remote_code=settings.trust_remote_code)
+    return Engine(lm, max_concurrent=settings.max_concurrent, max_queue=settings.max_queue)
 
 
 def failure(exc: Exception) -> GenerationFailed:

@@ -2,10 +2,10 @@
 
 `RemoteBackend(base_url)` talks to this project's `/v1` (`python -m minicpm_core.api`), vLLM,
 SGLang or any other OpenAI-compatible server (`transformers serve`, ...) through the official
-`openai` client, and offers the consumer interface the Streamlit app
-uses on an `Engine`: `submit(messages, params)` returns a handle to iterate for text deltas, with
-`cancel()`, `text`, `stats`, `position`; plus `prepare`, `context_length`, `queue_depth`, `running`,
-`recent`, `chat`, and `describe()` for the Model page.
+`openai` client, and implements the `backend.Backend` contract an `Engine` does:
+`submit(messages, params)` returns a handle to iterate for text deltas, with `cancel()`, `text`,
+`stats`, `position`; plus `prepare`, `budget`, `context_length`, `queue_depth`, `running`, `recent`,
+`ignored_controls`, `chat`, and `info()` for the Model page.
 
 What is known remotely, and what is not:
 - `stats` is a `ReplyStats`: token counts from the server's usage (requested with
@@ -33,9 +33,7 @@ naming the URL, an unknown model as ModelNotFound.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import re
 import threading
 import time
@@ -52,13 +50,13 @@ from .errors import (
 from .families import DEFAULT_FAMILY
 from .params import GenerationParams
 from .prompt import validate_messages
+from .settings import RemoteSettings
 from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats
 
 DEFAULT_CONTEXT = DEFAULT_FAMILY.context_length  # when the server does not say
 HEALTH_TIMEOUT = 2.0  # seconds; /health is a status nicety, never worth a stalled page
 METADATA_TIMEOUT = 10.0  # seconds for /v1/models; replies themselves may take minutes
 PLACEHOLDER_KEY = "EMPTY"  # the openai client insists on a key; servers without one ignore it
-BACKENDS = ("local", "openai")
 
 # GenerationParams fields that chat.completions has a standard field for, and its name there.
 STANDARD_FIELDS = {"temperature": "temperature", "top_p": "top_p", "max_new_tokens": "max_tokens", "seed": "seed"}
@@ -192,7 +190,11 @@ class RemoteGeneration:
 
 
 class RemoteBackend:
-    """An OpenAI-compatible server seen through the Engine's consumer interface."""
+    """An OpenAI-compatible server as a `backend.Backend`."""
+
+    ready = True  # nothing to load here
+    demo = False
+    gpu_problem = None  # the server's GPU is the server's business
 
     def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *,
                  timeout: float = 600.0):
@@ -207,10 +209,12 @@ class RemoteBackend:
         self._health_supported = True
         self._refused: set[str] = set()  # request fields this server refused (see refused_fields)
 
-    # --- the Engine's consumer interface ---------------------------------------------------------
+    # --- backend.Backend -------------------------------------------------------------------------
 
-    def submit(self, messages: list[dict], params: GenerationParams | dict | None = None) -> RemoteGeneration:
-        """Validate here, then open the stream; the server's own refusals raise here too."""
+    def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
+               cancelled=None) -> RemoteGeneration:
+        """Validate here, then open the stream; the server's own refusals raise here too. (`cancelled`
+        is accepted as the Engine's is, but there is no encoding here for it to stop.)"""
         messages = validate_messages(messages)
         if not isinstance(params, GenerationParams):
             params = GenerationParams.parse(params)
@@ -244,6 +248,9 @@ class RemoteBackend:
             GenerationParams.parse(params)
         return None
 
+    def budget(self, params: GenerationParams) -> int:
+        return min(params.max_length, self.context_length or params.max_length)
+
     @property
     def model(self) -> str:
         if self._model is None:
@@ -273,7 +280,7 @@ class RemoteBackend:
     def running(self) -> int:
         return int((self._health() or {}).get("running", 0))
 
-    def describe(self) -> dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         """What the Model page shows. Never raises: an unreachable server is reported in `error`."""
         info: dict[str, Any] = {"backend": "openai", "base_url": self.base_url, "model": self._model}
         try:
@@ -420,37 +427,12 @@ def _error_fields(exc: openai.APIStatusError) -> tuple[str, str | None, str | No
     return str(message or exc.message), body.get("param"), body.get("code")
 
 
-# --- command line -----------------------------------------------------------------------------------
+# --- from the settings --------------------------------------------------------------------------
 
-def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--backend openai --base-url URL [--api-key K] [--remote-model NAME]`, each with an env fallback."""
-    env = os.environ.get
-    group = parser.add_argument_group("backend")
-    group.add_argument("--backend", choices=BACKENDS, default=env("MINICPM_BACKEND", "local"),
-                       help="local: load the model in this process; openai: use an OpenAI-compatible server "
-                            "(env MINICPM_BACKEND; default %(default)s)")
-    group.add_argument("--base-url", default=env("MINICPM_BASE_URL"),
-                       help="the server's OpenAI base URL, e.g. http://127.0.0.1:6006/v1 (env MINICPM_BASE_URL)")
-    group.add_argument("--api-key", default=env("MINICPM_API_KEY"),
-                       help="key for that server (env MINICPM_API_KEY)")
-    group.add_argument("--remote-model", default=env("MINICPM_REMOTE_MODEL"),
-                       help="model name on that server (env MINICPM_REMOTE_MODEL; default: its first model)")
-
-
-def make_remote_backend(args: argparse.Namespace) -> RemoteBackend | None:
-    """The RemoteBackend the flags ask for, or None for `--backend local`."""
-    if args.backend != "openai":
+def make_remote_backend(settings: RemoteSettings) -> RemoteBackend | None:
+    """The RemoteBackend the settings ask for (`--backend openai --base-url URL ...`), or None for local."""
+    if settings.backend != "openai":
         return None
-    if not args.base_url:
+    if not settings.base_url:
         raise InvalidRequest("--backend openai needs --base-url (e.g. http://127.0.0.1:6006/v1).", "base_url")
-    return RemoteBackend(args.base_url, api_key=args.api_key, model=args.remote_model)
-
-
-def make_backend(args: argparse.Namespace):
-    """An Engine (model flags from `options.add_model_arguments`) or a RemoteBackend, as the flags say."""
-    remote = make_remote_backend(args)
-    if remote is not None:
-        return remote
-    from .options import load_engine, model_options
-
-    return load_engine(model_options(args))
+    return RemoteBackend(settings.base_url, api_key=settings.api_key, model=settings.remote_model)

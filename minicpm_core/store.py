@@ -7,7 +7,8 @@ and writes begin with `BEGIN IMMEDIATE`, so another process using the same file 
 instead of failing or interleaving. WAL mode lets that other process read while we write.
 
 It also exports a conversation as JSON or Markdown and imports JSON, validating every field against
-the named limits below, so a bad file is refused with a message that says what is wrong.
+the named limits below (declared as the pydantic models ImportFile and ImportMessage), so a bad file
+is refused with a message that says what is wrong.
 
 It deliberately does not know about Streamlit, the model or prompts: messages are (role, content,
 meta), and `meta` is a JSON object stored as given. The keys the app reads from it (a reply's token
@@ -27,9 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Annotated, Any, Callable, Iterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import InvalidRequest, MiniCPMError
 from .paths import DATA_DIR_ENV, data_dir
@@ -464,80 +465,149 @@ def parse_import(text: str | bytes) -> tuple[str, list[tuple[str, str, dict[str,
     except RecursionError:
         raise InvalidImport("its JSON is nested too deeply to be a conversation", "too_deep") from None
 
-    title: Any = ""
-    if isinstance(data, dict):
-        fmt = data.get("format", EXPORT_FORMAT)
-        if fmt != EXPORT_FORMAT:
-            raise InvalidImport(f'its "format" is {fmt!r}; this app reads {EXPORT_FORMAT!r}', "wrong_format",
-                                found=fmt, expected=EXPORT_FORMAT)
-        if "messages" not in data:
-            raise InvalidImport('the JSON object has no "messages" list', "no_messages")
-        title = data.get("title")
-        if title is None:
-            title = ""
-        if not isinstance(title, str):
-            raise InvalidImport(f'its "title" is {_kind(title)}, not a string', "title_type")
-        if not _is_utf8(title):
-            raise InvalidImport(f'its "title" {_LONE_SURROGATES}', "title_surrogates")
-        raw_messages = data["messages"]
-        if not isinstance(raw_messages, list):
-            raise InvalidImport(f'its "messages" is {_kind(raw_messages)}, not a list', "messages_type")
-    elif isinstance(data, list):
-        raw_messages = data
-    else:
+    if isinstance(data, list):  # a bare OpenAI-style message list
+        data = {"messages": data}
+    elif not isinstance(data, dict):
         raise InvalidImport(f"it holds {_kind(data)}, not a conversation", "not_conversation")
+    try:
+        imported = ImportFile.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid_import(exc.errors(include_url=False)[0]) from None
+    return imported.title, [(m.role, m.content, m.meta) for m in imported.messages]
 
-    if len(raw_messages) > MAX_MESSAGES:
-        raise InvalidImport(f"it has {len(raw_messages)} messages, more than the limit of {MAX_MESSAGES}",
-                            "too_many_messages", count=len(raw_messages), limit=MAX_MESSAGES)
-    messages = [_parse_message(i, raw) for i, raw in enumerate(raw_messages, start=1)]
-    return title, messages
+
+# --- what an import file may hold -------------------------------------------------------------------
+# Declared as pydantic models. A failed check is a problem code: the validators below raise theirs (_Problem),
+# _PYDANTIC_PROBLEMS names pydantic's own complaints (a wrong type, a missing key, a limit passed) by
+# where they are, and IMPORT_PROBLEMS words each code. Pydantic reports fields in declaration order
+# and messages in file order; the first problem is the one the user is told.
+
+IMPORT_PROBLEMS = {  # code -> what is wrong; {where} is "message N", {kind} the kind of the bad value
+    "wrong_format": 'its "format" is {found!r}; this app reads {expected!r}',
+    "no_messages": 'the JSON object has no "messages" list',
+    "title_type": 'its "title" is {kind}, not a string',
+    "title_surrogates": f'its "title" {_LONE_SURROGATES}',
+    "messages_type": 'its "messages" is {kind}, not a list',
+    "too_many_messages": "it has {count} messages, more than the limit of {limit}",
+    "message_type": "{where} is {kind}, not an object with a role and content",
+    "message_no_role": '{where} has no "role"',
+    "message_bad_role": "{where} has role {role!r}, which is not one of {roles}",
+    "message_no_content": '{where} has no "content"',
+    "message_content_parts": '{where} has content parts that are not text ({{"type": "text", "text": ...}})',
+    "message_content_type": '{where} has "content" that is {kind}, not a string',
+    "message_content_surrogates": f'{{where}} has "content" that {_LONE_SURROGATES}',
+    "message_too_long": "{where} is {length} characters long, more than the limit of {limit}",
+    "message_meta_type": '{where} has "meta" that is {kind}, not an object',
+    "message_meta_surrogates": f'{{where}} has "meta" that {_LONE_SURROGATES}',
+    "message_meta_invalid": '{where} has "meta" whose "{key}" is wrong ({reason})',
+}
 
 
-def _parse_message(number: int, raw: Any) -> tuple[str, str, dict[str, Any]]:
-    where = f"message {number}"
-    if not isinstance(raw, dict):
-        raise InvalidImport(f"{where} is {_kind(raw)}, not an object with a role and content", "message_type",
-                            number=number)
-    if "role" not in raw:
-        raise InvalidImport(f'{where} has no "role"', "message_no_role", number=number)
-    role = raw["role"]
-    if role not in ROLES:
-        raise InvalidImport(f"{where} has role {role!r}, which is not one of {', '.join(ROLES)}",
-                            "message_bad_role", number=number, role=role, roles=", ".join(ROLES))
-    if raw.get("content") is None:
-        raise InvalidImport(f'{where} has no "content"', "message_no_content", number=number)
-    content = raw["content"]
-    if isinstance(content, list):  # OpenAI content parts: keep the text ones, refuse images etc.
+def _bad_role(value: Any) -> dict[str, Any]:
+    return {"role": value, "roles": ", ".join(ROLES)}
+
+
+# (where pydantic complains, its error type) -> (our code, the details its message needs from the bad value)
+_PYDANTIC_PROBLEMS: dict[tuple[str, str], tuple[str, Callable[[Any], dict[str, Any]] | None]] = {
+    ("format", "literal_error"): ("wrong_format", lambda value: {"found": value, "expected": EXPORT_FORMAT}),
+    ("title", "string_type"): ("title_type", None),
+    ("messages", "missing"): ("no_messages", None),
+    ("messages", "list_type"): ("messages_type", None),
+    ("messages", "too_long"): ("too_many_messages", lambda value: {"count": len(value), "limit": MAX_MESSAGES}),
+    ("messages.*", "model_type"): ("message_type", None),
+    ("messages.*.role", "missing"): ("message_no_role", None),
+    ("messages.*.role", "literal_error"): ("message_bad_role", _bad_role),
+    ("messages.*.role", "string_unicode"): ("message_bad_role", _bad_role),  # a lone surrogate
+    ("messages.*.content", "missing"): ("message_no_content", None),
+    ("messages.*.content", "string_type"): ("message_content_type", None),
+    ("messages.*.content", "string_unicode"): ("message_content_surrogates", None),
+    ("messages.*.content", "string_too_long"): ("message_too_long",
+                                                lambda value: {"length": len(value), "limit": MAX_MESSAGE_CHARS}),
+    ("messages.*.meta", "dict_type"): ("message_meta_type", None),
+}
+
+
+class _Problem(ValueError):
+    """A failed check inside a validator; pydantic carries it to `_invalid_import` as a value_error."""
+
+    def __init__(self, code: str, **details: Any):
+        super().__init__(code)
+        self.code, self.details = code, details
+
+
+def _storable(code: str) -> AfterValidator:
+    """Refuse, as `code`, text that SQLite cannot store: a lone surrogate (in a meta's keys too)."""
+    def check(value: Any) -> Any:
+        if not _is_utf8(value if isinstance(value, str) else _dump_meta(value)):
+            raise _Problem(code)
+        return value
+    return AfterValidator(check)
+
+
+def _null_as(empty: Any) -> BeforeValidator:
+    """An explicit null reads as the empty value (pydantic copies it: a {} here is never shared)."""
+    return BeforeValidator(lambda value: empty if value is None else value)
+
+
+def _text_content(content: Any) -> Any:
+    """OpenAI content parts: the text ones joined; images and the like refused."""
+    if content is None:
+        raise _Problem("message_no_content")
+    if isinstance(content, list):
         if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
                    for p in content):
-            raise InvalidImport(f'{where} has content parts that are not text ({{"type": "text", "text": ...}})',
-                                "message_content_parts", number=number)
-        content = "".join(p["text"] for p in content)
-    if not isinstance(content, str):
-        raise InvalidImport(f'{where} has "content" that is {_kind(content)}, not a string',
-                            "message_content_type", number=number)
-    if not _is_utf8(content):
-        raise InvalidImport(f'{where} has "content" that {_LONE_SURROGATES}', "message_content_surrogates",
-                            number=number)
-    if len(content) > MAX_MESSAGE_CHARS:
-        raise InvalidImport(f"{where} is {len(content)} characters long, more than the limit of {MAX_MESSAGE_CHARS}",
-                            "message_too_long", number=number, length=len(content), limit=MAX_MESSAGE_CHARS)
-    meta = raw.get("meta")
-    if meta is None:
-        meta = {}
-    if not isinstance(meta, dict):
-        raise InvalidImport(f'{where} has "meta" that is {_kind(meta)}, not an object', "message_meta_type",
-                            number=number)
-    if not _is_utf8(_dump_meta(meta)):
-        raise InvalidImport(f'{where} has "meta" that {_LONE_SURROGATES}', "message_meta_surrogates",
-                            number=number)
+            raise _Problem("message_content_parts")
+        return "".join(p["text"] for p in content)
+    return content
+
+
+def _true_to_message_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The keys the app reads must follow MessageMeta; the dict is kept as given."""
     problem = meta_problem(meta)
     if problem is not None:
         key, reason = problem
-        raise InvalidImport(f'{where} has "meta" whose "{key}" is wrong ({reason})', "message_meta_invalid",
-                            number=number, key=key, reason=reason)
-    return role, content, meta
+        raise _Problem("message_meta_invalid", key=key, reason=reason)
+    return meta
+
+
+class ImportMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI's "name" and the like
+
+    role: Literal[ROLES]  # type: ignore[valid-type]
+    content: Annotated[str, Field(strict=True, max_length=MAX_MESSAGE_CHARS), BeforeValidator(_text_content),
+                       _storable("message_content_surrogates")]
+    meta: Annotated[dict[str, Any], _null_as({}), _storable("message_meta_surrogates"),
+                    AfterValidator(_true_to_message_meta)] = {}
+
+
+class ImportFile(BaseModel):
+    """This app's export; a bare message list is read as {"messages": [...]}."""
+
+    model_config = ConfigDict(extra="ignore")  # "id", "created_at": a new conversation gets its own
+
+    format: Literal[EXPORT_FORMAT] = EXPORT_FORMAT  # type: ignore[valid-type]
+    title: Annotated[str, Field(strict=True), _null_as(""), _storable("title_surrogates")] = ""
+    messages: Annotated[list[ImportMessage], Field(max_length=MAX_MESSAGES)]
+
+
+def _invalid_import(error: dict[str, Any]) -> InvalidImport:
+    """Pydantic's first complaint about an import file as the InvalidImport that says it in our words."""
+    loc = error["loc"]
+    path = ".".join("*" if isinstance(part, int) else str(part) for part in loc)
+    details: dict[str, Any] = {"number": loc[1] + 1} if len(loc) > 1 and isinstance(loc[1], int) else {}
+    failed = (error.get("ctx") or {}).get("error")
+    if isinstance(failed, _Problem):  # one of the validators above
+        code = failed.code
+        details |= failed.details
+    elif (path, error["type"]) in _PYDANTIC_PROBLEMS:
+        code, details_of = _PYDANTIC_PROBLEMS[(path, error["type"])]
+        details |= details_of(error["input"]) if details_of else {}
+    else:  # a complaint the tables do not foresee: still a clear refusal, in pydantic's words
+        subject = f"message {details['number']}" if "number" in details else "it"
+        return InvalidImport(f"{subject} is not valid at {path} ({error['msg']})", "invalid", **details)
+    message = IMPORT_PROBLEMS[code].format(where=f"message {details.get('number')}", kind=_kind(error.get("input")),
+                                           **details)
+    return InvalidImport(message, code, **details)
 
 
 def _is_utf8(text: str) -> bool:

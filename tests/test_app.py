@@ -72,7 +72,7 @@ def stored(conv_id: str):
 
 
 def engine(at: AppTest):
-    return at.session_state["_backend"].engine
+    return at.session_state["_backend"]
 
 
 # --- pages --------------------------------------------------------------------------------------

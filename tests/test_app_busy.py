@@ -61,7 +61,7 @@ def occupy_the_only_slot(engine, monkeypatch):
 def test_a_full_queue_shows_a_notice_and_keeps_the_question(busy_app, monkeypatch, language, headline):
     at = busy_app
     at.sidebar.segmented_control(key="language").set_value(language).run()
-    engine = at.session_state["_backend"].engine
+    engine = at.session_state["_backend"]
     assert engine.max_queue == 0
     release, held_reply = occupy_the_only_slot(engine, monkeypatch)
     try:

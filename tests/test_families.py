@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaConfig
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from minicpm_core import download, families, options, params, paths, prompt, remote, store
+from minicpm_core import download, families, params, paths, prompt, remote, settings, store
 from minicpm_core.errors import ModelNotFound
 from minicpm_core.families import DEFAULT_FAMILY, FAMILIES, by_name, detect
 from minicpm_core.families.minicpm2b import MINICPM_2B
@@ -95,7 +95,7 @@ def test_the_family_defaults_are_the_parameters_defaults():
 def test_context_length_and_default_model_come_from_the_default_family():
     assert params.MODEL_CONTEXT == remote.DEFAULT_CONTEXT == DEFAULT_FAMILY.context_length
     assert GenerationParams().max_length == DEFAULT_FAMILY.context_length
-    assert options.DEFAULT_MODEL == download.DEFAULT_MODEL_ID == DEFAULT_FAMILY.default_model.id
+    assert settings.ModelSettings().model == download.DEFAULT_MODEL_ID == DEFAULT_FAMILY.default_model.id
     assert download.known_model_ids()[0] == DEFAULT_FAMILY.default_model.id
     assert "OpenBMB/MiniCPM-1B-sft-bf16" in download.known_model_ids()  # the same architecture
 

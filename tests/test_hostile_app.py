@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import element_tree
 
-from minicpm_core.store import ConversationStore, InvalidImport
+from minicpm_core.store import IMPORT_PROBLEMS, ConversationStore, InvalidImport
 from ui import i18n
 from ui.markdown_safe import safe_markdown
 
@@ -42,6 +42,10 @@ def test_every_hostile_import_is_refused_with_a_translated_message_and_the_store
         i18n.ERRORS_ZH[error.code].format(**error.details)  # the Chinese text can be filled in
         assert store.list() == [], name  # nothing half-imported
     assert store.import_json(HEALTHY).messages[1].content == "yes"
+
+
+def test_every_import_problem_the_store_declares_has_a_chinese_text():
+    assert {f"import_{code}" for code in IMPORT_PROBLEMS} <= set(i18n.ERRORS_ZH)
 
 
 def test_hostile_but_valid_imports_are_stored_and_read_back_as_they_were(tmp_path):

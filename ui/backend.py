@@ -1,9 +1,9 @@
 """What the app talks to for replies: the in-process engine or an OpenAI-compatible server.
 
-The pages code against the small `Backend` interface below, never against `Engine` directly, so
-`streamlit run chat_app.py -- --backend openai --base-url URL` drives a remote server with the same
-pages. `get_backend` builds it once per process (`st.cache_resource`): every browser session
-shares one model and one queue. The conversation store is likewise one per process and data file.
+The pages code against the `Backend` contract (minicpm_core.backend), which the Engine and the
+RemoteBackend implement themselves, so `streamlit run chat_app.py -- --backend openai --base-url URL`
+drives a remote server with the same pages. `get_backend` builds it once per process
+(`st.cache_resource`): every browser session shares one model and one queue. The conversation store is likewise one per process and data file.
 
 The local model loads in a background thread (torch and transformers alone take seconds to
 import), so the first page is drawn at once: until the load is done, `get_backend` returns a
@@ -14,87 +14,39 @@ Apart from that wait line, this module draws nothing; errors propagate as MiniCP
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import streamlit as st
 
+from minicpm_core.backend import Backend
 from minicpm_core.errors import InvalidRequest
-from minicpm_core.options import ModelOptions, _env_flag, add_model_arguments, model_options
-from minicpm_core.params import GenerationParams
+from minicpm_core.settings import ALLOW_OPEN_ENV  # noqa: F401 - ui.auth and the tests read it here
+from minicpm_core.settings import AccessSettings, AppSettings, resolve
 from minicpm_core.store import ConversationStore, default_db_path
 from ui.i18n import t
 
 WAIT_TICK_S = 0.5  # how often a wait for the model updates its line (and lets a newer run take over)
 
-class ReplyStream(Protocol):
-    """What `submit` returns (engine.Generation or the remote equivalent)."""
 
-    text: str
-    stats: Any  # ReplyStats once done, else None
-
-    def __iter__(self) -> Iterator[str]: ...
-    def cancel(self) -> None: ...
-
-
-class Backend(Protocol):
-    demo: bool
-    ready: bool  # False while the model is still loading (PendingBackend)
-    gpu_problem: str | None  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
-
-    def submit(self, messages: list[dict], params: GenerationParams) -> ReplyStream: ...
-    def prepare(self, messages: list[dict], params: GenerationParams) -> Any | None: ...
-    def budget(self, params: GenerationParams) -> int: ...
-    @property
-    def queue_depth(self) -> int: ...
-    @property
-    def running(self) -> int: ...
-    @property
-    def recent(self) -> Sequence[Any]: ...
-    @property
-    def context_length(self) -> int | None: ...
-    @property
-    def ignored_controls(self) -> tuple[str, ...]: ...  # GenerationParams fields the model never gets
-    def info(self) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class AppOptions:
-    model: ModelOptions
-    backend: str = "local"
-    base_url: str | None = None
-    api_key: str | None = None
-    remote_model: str | None = None
-
-
-def parse_app_options(argv: Sequence[str] | None) -> AppOptions:
-    """Flags after `--` on `streamlit run chat_app.py -- ...`, each falling back to the environment:
-    the model flags of minicpm_core.options and the backend flags of minicpm_core.remote."""
-    from minicpm_core.remote import add_backend_arguments
-
-    try:
-        parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-        add_model_arguments(parser)
-        add_backend_arguments(parser)
-        args, _ = parser.parse_known_args(list(argv or []))
-    except (argparse.ArgumentError, ValueError) as exc:  # never SystemExit inside a Streamlit run
-        raise InvalidRequest(f"Bad command-line option or environment variable: {exc}") from None
-    return AppOptions(model=model_options(args), backend=args.backend, base_url=args.base_url,
-                      api_key=args.api_key, remote_model=args.remote_model)
-
-
-ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # 1: serve every interface with no password and no cross-site checks
+def parse_app_options(argv: Sequence[str] | None) -> AppSettings:
+    """Flags after `--` on `streamlit run chat_app.py -- ...`, each falling back to its environment
+    variable (minicpm_core.settings.AppSettings). Other flags are ignored; a bad value raises
+    InvalidRequest, never SystemExit inside a Streamlit run."""
+    return AppSettings.parse(list(argv or []), ignore_unknown=True)
 
 
 def allow_open() -> bool:
-    """The user's explicit opt-out of the refusal in ui.auth.refuses_open_network."""
-    return _env_flag(ALLOW_OPEN_ENV)
+    """The user's explicit opt-out of the refusal in ui.auth.refuses_open_network. A value that is not
+    a yes/no counts as no: the refusal page then says what to set."""
+    try:
+        return resolve(AccessSettings).allow_open
+    except InvalidRequest:
+        return False
 
 
 def script_argv(script: str) -> list[str]:
@@ -104,108 +56,10 @@ def script_argv(script: str) -> list[str]:
     return []
 
 
-class LocalBackend:
-    """The in-process engine, as the pages see it."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.ready = True
-        self.demo = bool(engine.lm.demo)
-        self.gpu_problem = engine.lm.gpu_problem
-
-    def submit(self, messages, params):
-        return self.engine.submit(messages, params)
-
-    def prepare(self, messages, params):
-        return self.engine.prepare(messages, params)
-
-    def budget(self, params):
-        return self.engine.budget(params)
-
-    @property
-    def queue_depth(self):
-        return self.engine.queue_depth
-
-    @property
-    def running(self):
-        return self.engine.running
-
-    @property
-    def recent(self):
-        return list(self.engine.recent)
-
-    @property
-    def context_length(self):
-        return self.engine.context_length
-
-    ignored_controls = ()  # the engine honours every control
-
-    def info(self) -> dict[str, Any]:
-        lm = self.engine.lm
-        return {
-            "backend": "local", "source": lm.source, "path": str(lm.path), "device": str(lm.device),
-            "dtype": lm.dtype_name, "attention": lm.attn_implementation, "parameters": lm.num_parameters,
-            "memory_bytes": lm.memory_bytes, "load_seconds": lm.load_seconds,
-            "context_length": lm.context_length, "max_concurrent": self.engine.max_concurrent,
-        }
-
-
-class RemoteAdapter:
-    """An OpenAI-compatible server through minicpm_core.remote.RemoteBackend, which already offers
-    the engine's consumer interface; this adds `budget` and `info`. Its `prepare` returns None (no
-    tokenizer here), so the context meter appears only after the first reply."""
-
-    def __init__(self, remote):
-        self.remote = remote
-        self.ready = True
-        self.demo = False
-        self.gpu_problem = None  # the server's GPU is the server's business
-
-    def submit(self, messages, params):
-        return self.remote.submit(messages, params)
-
-    def prepare(self, messages, params):
-        return self.remote.prepare(messages, params)
-
-    def budget(self, params):
-        return min(params.max_length, self.context_length or params.max_length)
-
-    @property
-    def queue_depth(self):
-        return self.remote.queue_depth
-
-    @property
-    def running(self):
-        return self.remote.running
-
-    @property
-    def recent(self):
-        return list(self.remote.recent)
-
-    @property
-    def context_length(self):
-        return self.remote.context_length
-
-    @property
-    def ignored_controls(self):
-        return self.remote.ignored_controls
-
-    def info(self) -> dict[str, Any]:
-        return self.remote.describe()
-
-
-def make_remote(options: AppOptions) -> RemoteAdapter:
-    from minicpm_core.remote import make_remote_backend
-
-    args = argparse.Namespace(backend=options.backend, base_url=options.base_url, api_key=options.api_key,
-                              remote_model=options.remote_model)
-    return RemoteAdapter(make_remote_backend(args))
-
-
 class _Load(threading.Thread):
     """Building the backend for one set of options, once per process, whichever session started it."""
 
-    def __init__(self, options: AppOptions):
+    def __init__(self, options: AppSettings):
         super().__init__(name="load model", daemon=True)
         self.options = options
         self.started: float | None = None
@@ -235,23 +89,27 @@ class _Load(threading.Thread):
         return self.backend
 
 
-def build_backend(options: AppOptions) -> Backend:
-    if options.backend == "openai":
-        return make_remote(options)
-    from minicpm_core.options import load_engine
+def build_backend(options: AppSettings) -> Backend:
+    """The Engine, or the RemoteBackend the options name: each is a Backend itself."""
+    from minicpm_core.remote import make_remote_backend
 
-    return LocalBackend(load_engine(options.model))
+    remote = make_remote_backend(options.remote)
+    if remote is not None:
+        return remote
+    from minicpm_core.engine import load_engine
+
+    return load_engine(options.model)
 
 
 @st.cache_resource(show_spinner=False)
-def _load_for(options: AppOptions) -> _Load:
+def _load_for(options: AppSettings) -> _Load:
     return _Load(options)
 
 
-_failed: set[AppOptions] = set()  # options whose last load failed
+_failed: set[AppSettings] = set()  # options whose last load failed
 
 
-def get_backend(options: AppOptions) -> Backend:
+def get_backend(options: AppSettings) -> Backend:
     """The process's backend for these options, or a PendingBackend while the local model loads.
 
     A failed load (ModelNotFound, ...) is raised here and not kept, so fixing the cause and
@@ -259,7 +117,7 @@ def get_backend(options: AppOptions) -> Backend:
     run, as the setup page and its download button must be drawn by every run until the load works.
     """
     load = _load_for(options)
-    if not load.done.is_set() and options.backend != "openai" and options not in _failed:
+    if not load.done.is_set() and options.remote.backend != "openai" and options not in _failed:
         return PendingBackend(load)
     try:
         backend = wait_for(load)
@@ -310,10 +168,10 @@ class PendingBackend:
     def wait(self) -> Backend:
         return wait_for(self._load)
 
-    def submit(self, messages, params):
-        return self.wait().submit(messages, params)
+    def submit(self, messages, params=None, *, cancelled=None):
+        return self.wait().submit(messages, params, cancelled=cancelled)
 
-    def prepare(self, messages, params):
+    def prepare(self, messages, params=None):
         return None
 
     def budget(self, params):

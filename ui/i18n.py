@@ -364,6 +364,7 @@ ERRORS_ZH: dict[str, str] = {
                             "    {command}",
     "download_failed": "无法从 ModelScope 下载 {model} 到 {target}：{reason}。\n请检查网络连接或代理（HTTPS_PROXY）后"
                        "重试（已下载的文件会保留）：\n    {command}\n也可以把已有的 {model} 复制到 {target}。",
+    "bad_setting": "{setting} 的值 {value!r} 不对：{reason}。请改正或去掉它（去掉时用默认值）。",
     "import_too_big": "文件有 {size:,} 字节，超过了 {limit:,} 字节的上限。" + _IMPORT_HINT_ZH,
     "import_not_utf8": "文件不是 UTF-8 文本（第 {position} 个字节有误）。" + _IMPORT_HINT_ZH,
     "import_empty": "文件是空的。" + _IMPORT_HINT_ZH,

@@ -56,7 +56,7 @@ def info_rows(info: dict[str, Any]) -> list[dict[str, str]]:
 def recent_rows(recent: list[Any]) -> list[dict[str, Any]]:
     """The last replies' numbers, newest first, with translated column names."""
     rows = []
-    for stats in reversed(recent):
+    for stats in reversed(list(recent)):  # a copy: engine workers append to it meanwhile
         data = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
         row = {}
         for column in RECENT_COLUMNS:

@@ -15,8 +15,9 @@ import streamlit as st
 
 from minicpm_core import download
 from minicpm_core.errors import MiniCPMError
+from minicpm_core.settings import AppSettings
 
-from ui.backend import AppOptions, forget_backend
+from ui.backend import forget_backend
 from ui.i18n import t
 from ui.notices import show_error
 
@@ -28,7 +29,7 @@ def looks_like_model_id(model: str) -> bool:
     return not Path(model).expanduser().is_dir() and download.MODEL_ID_PATTERN.fullmatch(model) is not None
 
 
-def missing_model_page(options: AppOptions, error: MiniCPMError) -> None:
+def missing_model_page(options: AppSettings, error: MiniCPMError) -> None:
     model = options.model
     st.title(t("setup_title"))
     show_error(error)
@@ -86,7 +87,7 @@ def _start_or_follow(model_id: str, cache_dir: str) -> _Download:
     return job
 
 
-def download_here(options: AppOptions) -> None:
+def download_here(options: AppSettings) -> None:
     """Download in the background, reporting the size on disk in an st.status; then load and rerun."""
     model = options.model
     job = _start_or_follow(model.model, str(model.cache_dir))

@@ -1,45 +1,20 @@
 """`python -m minicpm_core.api`: load the model once, then serve it with uvicorn.
 
 Same model flags as the Streamlit app (`--model`, `--dtype`, `--device`, ..., each with an env
-fallback), plus where to listen, an optional API key and whether to log prompt text. A model that
-cannot be loaded ends the program with its message (which names the path and the download
-command) and exit status 2, without a traceback.
+fallback), plus where to listen, an optional API key and whether to log prompt text: all declared
+in minicpm_core.settings (ApiSettings). A bad value, or a model that cannot be loaded, ends the
+program with its message (which names the flag, or the path and the download command) and exit
+status 2, without a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
-DEFAULT_HOST = "0.0.0.0"
-DEFAULT_PORT = 6006  # the seed tutorial's port (autodl maps it to the outside)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from ..options import add_model_arguments
-
-    parser = argparse.ArgumentParser(
-        prog="python -m minicpm_core.api",
-        description="Serve MiniCPM-2B over HTTP: the seed tutorial's POST / and OpenAI's /v1/chat/completions.")
-    add_model_arguments(parser)
-    server = parser.add_argument_group("server")
-    server.add_argument("--host", default=os.environ.get("MINICPM_HOST", DEFAULT_HOST),
-                        help="address to listen on (env MINICPM_HOST; default %(default)s)")
-    server.add_argument("--port", type=int, default=int(os.environ.get("MINICPM_PORT", DEFAULT_PORT)),
-                        help="port (env MINICPM_PORT; default %(default)s)")
-    server.add_argument("--api-key", default=os.environ.get("MINICPM_API_KEY") or None,
-                        help="require this key as 'Authorization: Bearer KEY' or 'x-api-key: KEY' "
-                             "(env MINICPM_API_KEY; default: no key)")
-    server.add_argument("--served-model-name", default=None,
-                        help="model name reported by /v1/models (default: the --model value, a local path by its "
-                             "directory's name)")
-    server.add_argument("--log-prompts", action="store_true",
-                        help="also log prompt and reply text (off: only token counts and timings)")
-    return parser
+from ..settings import ApiSettings
 
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:
@@ -56,27 +31,33 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from ..errors import MiniCPMError
+
+    try:
+        settings = ApiSettings.parse(argv)
+    except MiniCPMError as exc:  # a bad flag value or environment variable
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    server = settings.server
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from ..errors import MiniCPMError
-    from ..options import load_engine, model_options
+    from ..engine import load_engine
     from .app import check_api_key, create_app
 
     try:
-        check_api_key(args.api_key)  # before the minutes a model takes to load
-        engine = load_engine(model_options(args))
+        check_api_key(server.api_key)  # before the minutes a model takes to load
+        engine = load_engine(settings.model)
     except MiniCPMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     import uvicorn
 
-    app = create_app(engine, api_key=args.api_key, log_prompts=args.log_prompts,
-                     model_name=args.served_model_name)
-    if warning := exposure_warning(args.host, args.api_key):
+    app = create_app(engine, api_key=server.api_key, log_prompts=server.log_prompts,
+                     model_name=server.served_model_name)
+    if warning := exposure_warning(server.host, server.api_key):
         print(warning, file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=server.host, port=server.port, log_level="info")
     return 0
 
 

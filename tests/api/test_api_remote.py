@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import socket
 
 import httpx
@@ -11,8 +10,8 @@ import pytest
 
 from minicpm_core.errors import ContextOverflow, GenerationFailed, InvalidRequest
 from minicpm_core.params import GenerationParams
-from minicpm_core.remote import (EXTRA_FIELDS, RemoteBackend, add_backend_arguments, make_remote_backend,
-                                 refused_fields, request_arguments)
+from minicpm_core.remote import EXTRA_FIELDS, RemoteBackend, make_remote_backend, refused_fields, request_arguments
+from minicpm_core.settings import AppSettings
 
 from .support import GREEDY, ask, wait_until
 
@@ -81,17 +80,17 @@ def test_unreachable_server_is_a_generation_failure_naming_the_url():
     backend = RemoteBackend(url, model="m")
     with pytest.raises(GenerationFailed, match=f"Could not reach the model server at {url}"):
         backend.submit(ask("hi"))
-    assert backend.describe()["reachable"] is False
+    assert backend.info()["reachable"] is False
     assert backend.queue_depth == 0 and backend.running == 0
 
 
-def test_describe_names_the_served_models_when_ours_is_not_there(demo_server):
-    info = RemoteBackend(f"{demo_server.url}/v1", model="gpt-4o").describe()
+def test_info_names_the_served_models_when_ours_is_not_there(demo_server):
+    info = RemoteBackend(f"{demo_server.url}/v1", model="gpt-4o").info()
     assert info["reachable"] is True and "has no model 'gpt-4o'; it serves minicpm-demo" in info["error"]
 
 
-def test_describe_and_status_come_from_the_server(remote, demo_engine):
-    info = remote.describe()
+def test_info_and_status_come_from_the_server(remote, demo_engine):
+    info = remote.info()
     assert info["reachable"] and info["model"] == "minicpm-demo" and info["base_url"].endswith("/v1")
     assert info["context_length"] == remote.context_length == demo_engine.context_length
     assert info["health"]["status"] == "ok"
@@ -132,12 +131,13 @@ def test_only_a_4xx_naming_fields_we_sent_is_a_refusal(status, body, refused):
 
 
 def test_backend_flags_build_the_remote_backend(demo_server):
-    parser = argparse.ArgumentParser()
-    add_backend_arguments(parser)
-    args = parser.parse_args(["--backend", "openai", "--base-url", f"{demo_server.url}/v1", "--api-key", "k",
-                              "--remote-model", "minicpm-demo"])
-    backend = make_remote_backend(args)
+    def remote_settings(*argv: str):
+        return AppSettings.parse(argv, environ={}, ignore_unknown=True).remote
+
+    settings = remote_settings("--backend", "openai", "--base-url", f"{demo_server.url}/v1", "--api-key", "k",
+                               "--remote-model", "minicpm-demo")
+    backend = make_remote_backend(settings)
     assert isinstance(backend, RemoteBackend) and backend.model == "minicpm-demo"
-    assert make_remote_backend(parser.parse_args(["--backend", "local"])) is None
+    assert make_remote_backend(remote_settings("--backend", "local")) is None
     with pytest.raises(InvalidRequest, match="needs --base-url"):
-        make_remote_backend(parser.parse_args(["--backend", "openai"]))
+        make_remote_backend(remote_settings("--backend", "openai"))

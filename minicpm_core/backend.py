@@ -1,0 +1,69 @@
+"""The contract both front ends code against: a `Backend` produces replies, a `ReplyStream` is one reply.
+
+Implemented directly by `engine.Engine` (the model in this process) and `remote.RemoteBackend` (any
+OpenAI-compatible server); the app's PendingBackend stands in for an Engine while it loads. The
+Streamlit app drives whichever it has through these members alone, and so does the HTTP API.
+
+What the members promise:
+- `submit` validates and encodes at once, so bad input raises there (InvalidRequest, ContextOverflow,
+  QueueFull), before anything is queued; `cancelled()`, when given, is polled while encoding.
+- `prepare` checks messages and parameters without generating: the prompt's token ids (`Prompt`),
+  or None where no tokenizer is at hand (a remote server, a model still loading).
+- `recent` is the live record of the last replies, appended from worker threads: copy it
+  (`list(backend.recent)`) before iterating.
+- `info()` never raises; it is what the Model page shows (a flat dict, backend-specific keys).
+
+This module only declares; it imports neither torch nor Streamlit nor FastAPI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .params import GenerationParams
+from .stats import ReplyStats
+
+
+@runtime_checkable
+class ReplyStream(Protocol):
+    """One reply (engine.Generation, remote.RemoteGeneration): iterate it once for text deltas."""
+
+    text: str  # the deltas so far, concatenated
+    stats: ReplyStats | None  # set once the reply is done
+
+    def __iter__(self) -> Iterator[str]: ...
+    def cancel(self) -> None: ...  # stops generating within a step; abandoning the iterator does too
+    def result(self) -> str: ...  # block until done; the whole text
+    def wait(self, timeout: float | None = None) -> bool: ...  # True once done
+    @property
+    def done(self) -> bool: ...
+    @property
+    def cancelled(self) -> bool: ...
+    @property
+    def position(self) -> int | None: ...  # places ahead + 1 while queued, 0 while generating, None when done
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What produces replies, as the app and the API see it."""
+
+    ready: bool  # False only while the model is still loading (the app's PendingBackend)
+    demo: bool  # the tiny demo model that ships with the app
+    gpu_problem: str | None  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
+
+    def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
+               cancelled: Callable[[], bool] | None = None) -> ReplyStream: ...
+    def prepare(self, messages: list[dict], params: GenerationParams | None = None) -> Any | None: ...
+    def budget(self, params: GenerationParams) -> int: ...  # prompt + reply tokens these params allow
+    @property
+    def context_length(self) -> int | None: ...
+    @property
+    def queue_depth(self) -> int: ...  # requests waiting for a slot
+    @property
+    def running(self) -> int: ...  # replies being generated now
+    @property
+    def recent(self) -> Sequence[ReplyStats]: ...
+    @property
+    def ignored_controls(self) -> tuple[str, ...]: ...  # GenerationParams fields the model never gets
+    def info(self) -> dict[str, Any]: ...

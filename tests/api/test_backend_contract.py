@@ -1,0 +1,84 @@
+"""The backend contract (minicpm_core.backend): the Engine and the RemoteBackend implement it themselves,
+and the app's backend module adds no forwarder in between."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from minicpm_core.backend import Backend, ReplyStream
+from minicpm_core.params import GenerationParams
+from minicpm_core.remote import RemoteBackend
+
+from .support import GREEDY, ask
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def protocol_members(protocol: type) -> set[str]:
+    """The names a Protocol declares: its annotations, methods and properties."""
+    names = set(getattr(protocol, "__annotations__", {}))
+    names |= {name for name, value in vars(protocol).items()
+              if not name.startswith("_") and (callable(value) or isinstance(value, property))}
+    return names
+
+
+def test_the_protocols_declare_what_the_pages_and_the_api_use():
+    assert protocol_members(Backend) >= {"ready", "demo", "gpu_problem", "submit", "prepare", "budget",
+                                         "context_length", "queue_depth", "running", "recent",
+                                         "ignored_controls", "info"}
+    assert protocol_members(ReplyStream) >= {"text", "stats", "cancel", "result", "wait", "done", "position"}
+
+
+@pytest.fixture(scope="module")
+def remote(demo_server):
+    backend = RemoteBackend(f"{demo_server.url}/v1")
+    yield backend
+    backend.close()
+
+
+def test_the_engine_is_a_backend_and_answers_through_it(demo_engine):
+    backend: Backend = demo_engine
+    assert isinstance(backend, Backend)
+    assert backend.ready and backend.ignored_controls == () and backend.gpu_problem == demo_engine.lm.gpu_problem
+    assert backend.budget(GenerationParams(max_length=64)) == 64
+    assert len(backend.prepare(ask("What is 2+3?"), GenerationParams.parse(GREEDY)).ids) > 0
+    reply = backend.submit(ask("What is 2+3?"), GREEDY)
+    assert isinstance(reply, ReplyStream)
+    assert "".join(reply) == reply.text and reply.stats.finish_reason == "stop"
+    assert backend.recent[-1] is reply.stats
+    info = backend.info()
+    assert info["backend"] == "local" and info["context_length"] == backend.context_length
+
+
+def test_the_remote_backend_is_a_backend_and_answers_as_the_engine_does(remote, demo_engine):
+    backend: Backend = remote
+    assert isinstance(backend, Backend)
+    assert backend.ready and not backend.demo and backend.gpu_problem is None
+    assert backend.context_length == demo_engine.context_length
+    assert backend.budget(GenerationParams(max_length=64)) == 64
+    assert backend.prepare(ask("What is 2+3?"), GenerationParams.parse(GREEDY)) is None  # no tokenizer here
+    reply = backend.submit(ask("What is 2+3?"), GREEDY)
+    assert isinstance(reply, ReplyStream)
+    assert "".join(reply) == demo_engine.chat(ask("What is 2+3?"), GREEDY)[0]
+    assert backend.recent[-1] is reply.stats
+    assert backend.info()["reachable"] is True
+
+
+def test_the_app_defines_no_forwarder_around_a_backend():
+    tree = ast.parse((ROOT / "ui" / "backend.py").read_text(encoding="utf-8"))
+    classes = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+    assert not classes & {"LocalBackend", "RemoteAdapter", "Backend", "ReplyStream"}
+    assert classes <= {"PendingBackend", "_Load"}, "a new class in ui/backend.py: is it a forwarder?"
+
+
+def test_the_apps_stand_in_while_loading_is_a_backend_too():
+    from ui import backend as ui_backend
+
+    options = ui_backend.parse_app_options(["--demo"])
+    pending = ui_backend.PendingBackend(ui_backend._Load(options))  # a load that is never started
+    assert isinstance(pending, Backend)
+    assert not pending.ready and pending.demo and pending.prepare(ask("hi")) is None
+    assert pending.queue_depth == pending.running == 0 and list(pending.recent) == []
