@@ -24,7 +24,7 @@ from ui import state
 LANGUAGES = ("auto", "zh", "en")
 LANGUAGE_KEY = "language"  # the sidebar widget's key; its kept value is the user's choice
 
-_PARAMS = ("temperature", "top_p", "repetition_penalty", "max_length", "seed")
+_PARAMS = (*state.SLIDER_PARAMS, "seed")  # the sidebar's generation settings, from the schema
 
 EN: dict[str, str] = {
     # frame and navigation
@@ -105,6 +105,7 @@ EN: dict[str, str] = {
     "param_repetition_penalty": "Repetition penalty",
     "param_max_length": "Max length (tokens)",
     "param_seed": "Seed",
+    "advanced_settings": "Advanced",
     "server_ignores": "This server ignores: {controls}",
     **{f"help_{name}": GenerationParams.help(name) for name in _PARAMS},
     "seed_placeholder": "Random",
@@ -260,6 +261,7 @@ ZH: dict[str, str] = {
     "param_repetition_penalty": "重复惩罚 (repetition_penalty)",
     "param_max_length": "最大长度 (max_length，token)",
     "param_seed": "随机种子 (seed)",
+    "advanced_settings": "高级",
     "server_ignores": "此服务器忽略：{controls}",
     "help_temperature": "随机程度。0 总是选择最可能的 token；越高，回答越多样、越不集中。",
     "help_top_p": "核采样：只在累计概率达到 top_p 的最可能的 token 中采样。越低越集中。",
