@@ -51,6 +51,13 @@ class GenerationParams(BaseModel):
         description="Sample only among the k most likely tokens; 0 turns the limit off.",
         json_schema_extra={"wire": "extra", "honoured_by": SERVERS_WITH_SAMPLING_EXTRAS, "send_default": False},
     )
+    min_p: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Keep only tokens whose probability is at least min_p times the most likely token's; "
+        "0 turns it off, 1 leaves only the most likely token.",
+        json_schema_extra={"wire": "extra", "honoured_by": SERVERS_WITH_SAMPLING_EXTRAS, "send_default": False,
+                           "control": "advanced", "step": 0.01},
+    )
     repetition_penalty: float = Field(
         1.02, ge=1.0, le=2.0,
         description="Discourages repeating tokens already in the conversation. 1.0 is off; MiniCPM-2B "
