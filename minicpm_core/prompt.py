@@ -269,19 +269,19 @@ def split_turns(messages: Sequence[dict[str, str]]) -> list[list[dict[str, str]]
     return turns
 
 
-def find_stop(text: str) -> int | None:
+def find_stop(text: str, markers: Sequence[str] = STOP_MARKERS) -> int | None:
     """Index where the first stop marker starts, or None."""
-    hits = [i for i in (text.find(m) for m in STOP_MARKERS) if i >= 0]
+    hits = [i for i in (text.find(m) for m in markers) if i >= 0]
     return min(hits) if hits else None
 
 
-def unsafe_tail(text: str) -> int:
+def unsafe_tail(text: str, markers: Sequence[str] = STOP_MARKERS) -> int:
     """Length of the longest suffix of `text` that could be the start of a stop marker.
 
     Streaming must hold that much back: `<用` may become `<用户>` with the next token.
     """
     longest = 0
-    for marker in STOP_MARKERS:
+    for marker in markers:
         for size in range(1, len(marker)):
             if size > longest and text.endswith(marker[:size]):
                 longest = size
