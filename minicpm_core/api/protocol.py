@@ -19,6 +19,8 @@ closest known one), because a silently ignored typo such as `temprature` is wors
 The `model` field accepts any name: this server serves one model, and clients written for other
 servers (`gpt-4o-mini`, a path, `minicpm`) should work unchanged; responses carry our model's name.
 
+Responses reuse the `openai` package's types (ChatCompletion, ChatCompletionChunk, Model), so they
+cannot drift from what OpenAI's clients parse; ours are only the seed's, /health and the errors.
 This module knows nothing about FastAPI, the engine or threads.
 """
 
@@ -30,7 +32,12 @@ import time
 import uuid
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_serializer, model_validator
+from openai.types import CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ..errors import InvalidRequest
 from ..params import OPENAI_NAMES, GenerationParams, openai_name
@@ -362,79 +369,49 @@ def _content_text(content: Any, i: int) -> str:
                          f"messages[{i}].content")
 
 
-# --- OpenAI chat completions: responses ---------------------------------------------------------
+# --- OpenAI chat completions: responses (the `openai` package's own types) ---------------------
+#
+# Built with every field we send set explicitly and serialized with exclude_unset, so a reply carries
+# what OpenAI's does for a text reply (a content chunk has "finish_reason": null, the last delta is {},
+# usage only on the include_usage chunk) and none of the fields for tools, audio or log probabilities.
 
 FinishReason = Literal["stop", "length"]
+Usage = CompletionUsage
 
 
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+def chat_completion(request_id: str, model: str, text: str, finish_reason: FinishReason,
+                    usage: Usage) -> ChatCompletion:
+    return ChatCompletion(id=request_id, object="chat.completion", created=now(), model=model, usage=usage,
+                          choices=[Choice(index=0, message=ChatCompletionMessage(role="assistant", content=text),
+                                          finish_reason=finish_reason)])
 
 
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int = 0
-    message: AssistantMessage
-    finish_reason: FinishReason
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-
-
-class Delta(BaseModel):
+def delta_chunk(request_id: str, created: int, model: str, delta: ChoiceDelta,
+                finish_reason: FinishReason | None = None) -> ChatCompletionChunk:
     """OpenAI sends `{"role": "assistant", "content": ""}` first, then `{"content": ...}`, then `{}`."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler) -> dict:
-        return {k: v for k, v in handler(self).items() if v is not None}
+    return ChatCompletionChunk(id=request_id, object="chat.completion.chunk", created=created, model=model,
+                               choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
 
 
-class ChunkChoice(BaseModel):
-    index: int = 0
-    delta: Delta
-    finish_reason: FinishReason | None = None
+def usage_chunk(request_id: str, created: int, model: str, usage: Usage) -> ChatCompletionChunk:
+    return ChatCompletionChunk(id=request_id, object="chat.completion.chunk", created=created, model=model,
+                               choices=[], usage=usage)
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None  # only on the include_usage chunk; absent from the others
-
-    @model_serializer(mode="wrap")
-    def _omit_usage(self, handler) -> dict:
-        data = handler(self)
-        if data.get("usage") is None:
-            data.pop("usage", None)
-        return data
+def sse_event(chunk: BaseModel) -> str:
+    """One server-sent event carrying `chunk` as its fields were set."""
+    return f"data: {chunk.model_dump_json(exclude_unset=True)}\n\n"
 
 
-class ModelCard(BaseModel):
-    id: str
+class ModelCard(Model):
+    """openai's Model, with our defaults and vLLM's `max_model_len`."""
+
     object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "openbmb"
+    owned_by: str = "openbmb"  # remote.py recognises this project's server by it
     max_model_len: int = Field(description="Context length in tokens (vLLM's field name).")
 
 
