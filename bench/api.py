@@ -11,7 +11,8 @@ Views of the same question:
 
 0. streamed /v1 decode tokens/s divided by the bare `generate` of the same round (goal >= 0.95),
    median and range over the rounds; the bare run's tokens are timed by a streamer that only reads
-   the clock.
+   the clock. And the CPU time the process spends per token on each path (all threads: the
+   client's parsing counts against HTTP), which load on a shared machine moves far less.
 A. interleaved runs: tokens/s and time to first token (TTFT) seen by a consumer iterating
    `Engine.submit(...)` directly vs by a client reading `/v1/chat/completions` SSE chunks
    (HTTP/engine decode speed). Prefill and decode times vary run to run on a loaded
@@ -157,6 +158,14 @@ def timing(start: float, first: float, last: float, tokens: int) -> dict:
             "total_tok_s": tokens / (last - start)}
 
 
+def with_cpu(run, *args) -> dict:
+    """`run(*args)`'s timings plus the CPU time this whole process spent on it, per token: what each
+    path costs in work, which a loaded machine's scheduling does not move as much as wall time."""
+    cpu = time.process_time()
+    result = run(*args)
+    return result | {"cpu_ms_per_token": (time.process_time() - cpu) * 1000 / result["tokens"]}
+
+
 def measure(lm, tokens: int, repeats: int) -> dict[str, list[dict]]:
     """Rounds of bare generate, engine stream and HTTP stream of the same request."""
     engine = Engine(lm, prefix_cache=PrefixCache(max_entries=0))  # same work as bare: a full prefill each run
@@ -166,9 +175,9 @@ def measure(lm, tokens: int, repeats: int) -> dict[str, list[dict]]:
     with httpx.Client(base_url=url, timeout=600) as client:
         bare(lm, 4), direct(engine, 4), over_http(client, engine, 4)  # warm-up: first-call allocations, connection
         for _ in range(repeats):
-            runs["bare"].append(bare(lm, tokens))
-            runs["direct"].append(direct(engine, tokens))
-            runs["http"].append(over_http(client, engine, tokens))
+            runs["bare"].append(with_cpu(bare, lm, tokens))
+            runs["direct"].append(with_cpu(direct, engine, tokens))
+            runs["http"].append(with_cpu(over_http, client, engine, tokens))
     server.stop()
     engine.close()
     return runs
@@ -186,6 +195,10 @@ def report(runs: dict[str, list[dict]], tokens: int) -> None:
         print(f"0. {label} decode tok/s / bare generate, per round: median {statistics.median(ratios):.3f} "
               f"(min {ratios[0]:.3f}, max {ratios[-1]:.3f}; bare {median('bare', 'decode_tok_s'):.2f} tok/s)"
               + ("  (goal >= 0.95)" if path == "http" else ""))
+    cpu = {path: median(path, "cpu_ms_per_token") for path in runs}
+    print(f"0. CPU time of this process per token (medians): bare {cpu['bare']:.1f} ms, engine stream "
+          f"{cpu['direct']:.1f} ms ({cpu['direct'] - cpu['bare']:+.1f}), streamed /v1 incl. the client "
+          f"{cpu['http']:.1f} ms ({cpu['http'] - cpu['bare']:+.1f})")
     print(f"\nA. interleaved runs (medians)     {'engine':>10} {'HTTP':>10} {'HTTP/engine':>12}")
     for name, key, fmt in (("decode tok/s (after 1st token)", "decode_tok_s", "%.2f"),
                            ("end-to-end tok/s", "total_tok_s", "%.2f"), ("time to first token (s)", "ttft", "%.4f")):

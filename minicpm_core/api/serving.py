@@ -1,10 +1,11 @@
 """The chat service behind the routes: submit to the engine, follow a reply, stream it as SSE.
 
-The engine's iterators block, so waiting for text happens in worker threads, never on the event
-loop; those threads come from a limiter of their own (`MAX_WAITING_REPLIES`), so a long queue of
-replies cannot starve the thread pool FastAPI uses. A client that goes away cancels its generation:
-a streamed reply when Starlette cancels the response, a non-streamed one through a watcher on the
-connection. One INFO log line per reply; prompt and reply text only with `log_prompts=True`.
+The engine's iterators block, so waiting for text happens in threads, never on the event loop: a
+streamed reply has one thread of its own for its whole life (`_Relay`; there are at most as many as
+the engine queues and runs), a non-streamed one waits in a thread from a limiter of its own
+(`MAX_WAITING_REPLIES`), so a long queue of replies cannot starve the thread pool FastAPI uses. A
+client that goes away cancels its generation: a streamed reply when Starlette cancels the response,
+a non-streamed one through a watcher on the connection. One INFO log line per reply; prompt and reply text only with `log_prompts=True`.
 
 This module knows the engine's consumer interface (submit, a Generation to iterate and cancel) and
 the wire types, not the routes or the HTTP status codes.
@@ -12,6 +13,7 @@ the wire types, not the routes or the HTTP status codes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -93,6 +95,72 @@ class Reply:
                      total_tokens=stats.prompt_tokens + stats.completion_tokens)
 
 
+class _Relay:
+    """Carries a streamed reply's text from the one thread that reads it to the event loop.
+
+    The thread blocks in the engine's iterator and appends each delta here; it wakes the loop only
+    when the loop waits for more, and the loop then takes everything that arrived at once. Per token
+    that is one thread wake-up fewer than a thread-pool call per delta (which re-dispatches a thread
+    after every delta), and when tokens come faster than the client reads, several go in one event.
+    """
+
+    def __init__(self, reply: Reply, loop: asyncio.AbstractEventLoop):
+        self._reply, self._loop = reply, loop
+        self._lock = threading.Lock()
+        self._texts: list[str] = []
+        self._finished = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, name="minicpm-api-reply", daemon=True).start()
+
+    def _read(self) -> None:
+        """On the relay's thread: every delta of the reply, then the end (or the error that ended it)."""
+        try:
+            while (delta := self._reply.next_delta()) is not None:
+                self._put(delta)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it in-band
+            self._error = exc
+        finally:
+            self._put(None)
+
+    def _put(self, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._finished = True
+            else:
+                self._texts.append(text)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            try:
+                self._loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the loop is closed: the server is gone, nobody reads this reply
+                pass
+
+    async def take(self) -> str | None:
+        """All text that arrived since the last call (waiting for some), or None once the reply is over."""
+        with self._lock:
+            if not self._texts and not self._finished:
+                self._waiter = waiter = self._loop.create_future()
+            else:
+                waiter = None
+        if waiter is not None:
+            await waiter
+        with self._lock:
+            texts, self._texts = self._texts, []
+        if texts:
+            return "".join(texts)
+        if self._error is not None:
+            raise self._error
+        return None
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():  # it was cancelled if the client left meanwhile
+        waiter.set_result(None)
+
+
 class ChatService:
     def __init__(self, engine, model_name: str, log_prompts: bool):
         self.engine, self.model_name, self.log_prompts = engine, model_name, log_prompts
@@ -139,10 +207,12 @@ class ChatService:
     async def stream(self, reply: Reply, request_id: str, include_usage: bool, path: str,
                      messages: list[dict]) -> AsyncIterator[str]:
         created, model = now(), self.model_name
+        relay = _Relay(reply, asyncio.get_running_loop())
         try:
             yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(role="assistant", content="")))
-            while (delta := await self.wait_for(reply.next_delta)) is not None:
-                yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(content=delta)))
+            relay.start()
+            while (text := await relay.take()) is not None:
+                yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(content=text)))
             yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(), reply.finish_reason))
             if include_usage:
                 yield sse_event(usage_chunk(request_id, created, model, reply.usage()))
