@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 from transformers import (
-    LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TemperatureLogitsWarper,
-    TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, StoppingCriteria, StoppingCriteriaList,
+    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
 )
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
@@ -240,7 +240,7 @@ class _SampleWithGenerator(LogitsProcessor):
 
     transformers' sampling draws from torch's global RNG, which every request shares. So the engine
     runs `generate` greedy with this processor last: it applies the warpers transformers' sampling
-    would (temperature, top_k, top_p; repetition penalty is applied before it by `generate`), draws
+    would (temperature, top_k, top_p, min_p; repetition penalty is applied before it by `generate`), draws
     one token with `generator`, and returns scores whose argmax is exactly that token.
     """
 
@@ -252,6 +252,8 @@ class _SampleWithGenerator(LogitsProcessor):
             warpers.append(TopKLogitsWarper(int(params.top_k)))
         if params.top_p < 1.0:
             warpers.append(TopPLogitsWarper(float(params.top_p)))
+        if params.min_p > 0.0:
+            warpers.append(MinPLogitsWarper(float(params.min_p)))
         self._warpers = LogitsProcessorList(warpers)
         self._generator = generator
 

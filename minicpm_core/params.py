@@ -4,12 +4,19 @@ Each field carries its default, its allowed range and its help text, so validati
 error messages and the sliders' limits can never disagree. Defaults are the seed tutorial's
 (temperature 0.5, top_p 0.8, repetition_penalty 1.02); `max_length` counts prompt + reply tokens,
 as in the model's own `chat()`.
+
+Each field's `json_schema_extra` says how the front ends carry it, so none of them lists the fields:
+- `wire`: "standard" when OpenAI's chat completions has the field (under `OPENAI_NAMES`' name where
+  that differs), "extra" for an extra body field under our own name (vLLM's way);
+- `honoured_by`: for an extra, the other servers (by their /v1/models `owned_by`) known to honour it;
+- `send_default`: False when the default means "off", which every server assumes unsent;
+- `control`: where the sidebar shows it ("slider", "advanced" for the expander, or none), with `step`.
 """
 
 from __future__ import annotations
 
 import math
-
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,6 +26,8 @@ from .families import DEFAULT_FAMILY
 
 MODEL_CONTEXT = DEFAULT_FAMILY.context_length  # the default family's (MiniCPM-2B's) context
 MIN_MAX_LENGTH = 16
+OPENAI_NAMES = {"max_new_tokens": "max_tokens"}  # the one rename map: our field name -> OpenAI's
+SERVERS_WITH_SAMPLING_EXTRAS = ("vllm", "sglang")  # owned_by of servers whose requests take top_k & co.
 
 
 class GenerationParams(BaseModel):
@@ -30,33 +39,48 @@ class GenerationParams(BaseModel):
         0.5, ge=0.0, le=2.0,
         description="Randomness. 0 always picks the most likely token; higher values give more varied, "
         "less focused replies.",
+        json_schema_extra={"wire": "standard", "control": "slider", "step": 0.05},
     )
     top_p: float = Field(
         0.8, gt=0.0, le=1.0,
         description="Nucleus sampling: sample only among the most likely tokens whose probabilities add "
         "up to top_p. Lower is more focused.",
+        json_schema_extra={"wire": "standard", "control": "slider", "step": 0.05},
     )
     top_k: int = Field(
         0, ge=0, le=1000,
         description="Sample only among the k most likely tokens; 0 turns the limit off.",
+        json_schema_extra={"wire": "extra", "honoured_by": SERVERS_WITH_SAMPLING_EXTRAS, "send_default": False},
+    )
+    min_p: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Keep only tokens whose probability is at least min_p times the most likely token's; "
+        "0 turns it off, 1 leaves only the most likely token.",
+        json_schema_extra={"wire": "extra", "honoured_by": SERVERS_WITH_SAMPLING_EXTRAS, "send_default": False,
+                           "control": "advanced", "step": 0.01},
     )
     repetition_penalty: float = Field(
         1.02, ge=1.0, le=2.0,
         description="Discourages repeating tokens already in the conversation. 1.0 is off; MiniCPM-2B "
         "answers suffer above about 1.1.",
+        json_schema_extra={"wire": "extra", "honoured_by": SERVERS_WITH_SAMPLING_EXTRAS, "control": "slider",
+                           "step": 0.01},
     )
     max_length: int = Field(
         MODEL_CONTEXT, ge=MIN_MAX_LENGTH, le=MODEL_CONTEXT,
         description="Token budget for prompt plus reply, as in the model's chat(). Old turns are dropped "
         "when the conversation no longer fits.",
+        json_schema_extra={"wire": "extra", "send_default": False, "control": "slider", "step": MIN_MAX_LENGTH},
     )
     max_new_tokens: int | None = Field(
         None, ge=1, le=MODEL_CONTEXT,
         description="Optional cap on the reply's length in tokens.",
+        json_schema_extra={"wire": "standard"},
     )
     seed: int | None = Field(
         None, ge=0, le=2**32 - 1,
         description="Random seed: the same seed, question and settings give the same reply.",
+        json_schema_extra={"wire": "standard"},
     )
 
     @property
@@ -64,14 +88,17 @@ class GenerationParams(BaseModel):
         return self.temperature == 0.0
 
     @classmethod
-    def parse(cls, values: dict[str, Any] | None = None, **overrides: Any) -> "GenerationParams":
-        """Validate user input; raise InvalidRequest naming the field and its allowed range."""
+    def parse(cls, values: dict[str, Any] | None = None, *, shown_as: Mapping[str, str] | None = None,
+              **overrides: Any) -> "GenerationParams":
+        """Validate user input; raise InvalidRequest naming the field and its allowed range.
+
+        `shown_as` renames fields in that message to the name the caller sent (OpenAI's `max_tokens`)."""
         data = {**(values or {}), **overrides}
         data = {k: v for k, v in data.items() if v is not None}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise invalid_request_from(exc) from None
+            raise invalid_request_from(exc, shown_as or {}) from None
 
     @classmethod
     def field_range(cls, name: str) -> tuple[float | None, float | None]:
@@ -85,6 +112,17 @@ class GenerationParams(BaseModel):
     @classmethod
     def help(cls, name: str) -> str:
         return cls.model_fields[name].description or ""
+
+    @classmethod
+    def carried(cls, name: str, key: str, default: Any = None) -> Any:
+        """One of a field's carrying rules (see the module docstring), e.g. carried("top_k", "wire")."""
+        extra = cls.model_fields[name].json_schema_extra
+        return extra.get(key, default) if isinstance(extra, dict) else default
+
+    @classmethod
+    def fields_where(cls, key: str, *values: Any) -> tuple[str, ...]:
+        """The fields whose rule `key` is one of `values`, in the schema's order."""
+        return tuple(name for name in cls.model_fields if cls.carried(name, key) in values)
 
 
 PRESETS: dict[str, dict[str, float]] = {
@@ -102,19 +140,26 @@ def matching_preset(values: dict[str, float]) -> str | None:
             return name
     return None
 
-def describe_range(name: str) -> str:
+def openai_name(name: str) -> str:
+    """A field's name in OpenAI's chat completions (and as an extra body field)."""
+    return OPENAI_NAMES.get(name, name)
+
+
+def describe_range(name: str, shown: str | None = None) -> str:
     low, high = GenerationParams.field_range(name)
-    return f"{name} must be between {low} and {high}"
+    return f"{shown or name} must be between {low} and {high}"
 
 
-def invalid_request_from(exc: ValidationError) -> InvalidRequest:
-    """Turn pydantic's first error into one sentence that names the field and what it accepts."""
+def invalid_request_from(exc: ValidationError, shown_as: Mapping[str, str] | None = None) -> InvalidRequest:
+    """Turn pydantic's first error into one sentence that names the field (as `shown_as` the caller
+    called it) and what it accepts."""
+    shown_as = shown_as or {}
     err = exc.errors()[0]
-    name = ".".join(str(p) for p in err["loc"]) or "request"
     field = err["loc"][0] if err["loc"] else None
+    name = ".".join(str(shown_as.get(p, p)) for p in err["loc"]) or "request"
     if err["type"] == "extra_forbidden":
         allowed = ", ".join(GenerationParams.model_fields)
         return InvalidRequest(f"Unknown parameter '{name}'. Allowed: {allowed}.", param=name)
     if field in GenerationParams.model_fields and err["type"].startswith(("greater", "less")):
-        return InvalidRequest(f"{describe_range(field)}; got {err.get('input')!r}.", param=name)
+        return InvalidRequest(f"{describe_range(field, name)}; got {err.get('input')!r}.", param=name)
     return InvalidRequest(f"Invalid value for '{name}': {err['msg']} (got {err.get('input')!r}).", param=name)

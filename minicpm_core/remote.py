@@ -48,7 +48,7 @@ from .errors import (
     RETRY_AFTER_DEFAULT_S, ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull,
 )
 from .families import DEFAULT_FAMILY
-from .params import GenerationParams
+from .params import SERVERS_WITH_SAMPLING_EXTRAS, GenerationParams, openai_name
 from .prompt import validate_messages
 from .settings import RemoteSettings
 from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats
@@ -59,19 +59,25 @@ METADATA_TIMEOUT = 10.0  # seconds for /v1/models; replies themselves may take m
 PLACEHOLDER_KEY = "EMPTY"  # the openai client insists on a key; servers without one ignore it
 
 # GenerationParams fields that chat.completions has a standard field for, and its name there.
-STANDARD_FIELDS = {"temperature": "temperature", "top_p": "top_p", "max_new_tokens": "max_tokens", "seed": "seed"}
+STANDARD_FIELDS = {name: openai_name(name) for name in GenerationParams.fields_where("wire", "standard")}
 # Every other field is an extra body field under its own name, honoured only by some servers.
-EXTRA_FIELDS = tuple(name for name in GenerationParams.model_fields if name not in STANDARD_FIELDS)
+EXTRA_FIELDS = GenerationParams.fields_where("wire", "extra")
 WIRE_NAMES = {name: STANDARD_FIELDS.get(name, name) for name in GenerationParams.model_fields}
-# Fields whose default means "no limit", which is every server's own default: not worth sending.
-UNLIMITED_DEFAULTS = ("top_k", "max_length")
+# Fields whose default means "no limit" or "off", which is every server's own default: not worth sending.
+UNLIMITED_DEFAULTS = tuple(name for name in GenerationParams.model_fields
+                           if not GenerationParams.carried(name, "send_default", True))
+
+
+def _extras_honoured_by(owner: str) -> frozenset[str]:
+    return frozenset(name for name in EXTRA_FIELDS if owner in GenerationParams.carried(name, "honoured_by", ()))
+
+
 # The extras a server honours, by the `owned_by` of its /v1/models card (checked in their sources):
 # this project's ModelCard says "openbmb" and honours all; vLLM's and SGLang's ModelCard say "vllm"
-# and "sglang", and their chat requests take top_k and repetition_penalty (max_length is ours alone).
+# and "sglang", and each field's `honoured_by` names them where their chat requests take it.
 HONOURED_EXTRAS: dict[str, frozenset[str]] = {
     "openbmb": frozenset(EXTRA_FIELDS),
-    "vllm": frozenset({"top_k", "repetition_penalty"}),
-    "sglang": frozenset({"top_k", "repetition_penalty"}),
+    **{owner: _extras_honoured_by(owner) for owner in SERVERS_WITH_SAMPLING_EXTRAS},
 }
 # Fields a refusing server may have left out on the retry; model, messages, stream and stop may not.
 OPTIONAL_FIELDS = frozenset(WIRE_NAMES.values()) | {"stream_options"}

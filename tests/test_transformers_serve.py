@@ -28,6 +28,7 @@ from streamlit.testing.v1 import AppTest
 from api.support import ask  # tests/api
 from minicpm_core import remote
 from minicpm_core.loader import load_model
+from minicpm_core.params import GenerationParams
 from minicpm_core.remote import RemoteBackend
 from testkit import checkpoint
 from ui.i18n import EN, ZH
@@ -36,7 +37,8 @@ APP = Path(__file__).resolve().parent.parent / "chat_app.py"
 STARTUP_LIMIT = 180.0  # seconds; only a guard against a server that never comes up
 GREEDY = {"temperature": 0.0}
 STORY = "Tell me a story."  # a DEMO_QA question with a long answer: room to stop mid-reply
-NOT_SENT = ("top_k", "repetition_penalty", "max_length")  # what a server of unknown kind is not sent
+# What a server of unknown kind is not sent: every field that is not a standard OpenAI one.
+NOT_SENT = tuple(name for name in GenerationParams.model_fields if name not in remote.STANDARD_FIELDS)
 
 
 def serving_missing() -> str | None:

@@ -15,7 +15,7 @@ import streamlit as st
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
 
-from ui import chat, markdown_safe
+from ui import chat, markdown_safe, state
 from ui.i18n import t
 from ui.notices import error_text
 
@@ -24,8 +24,10 @@ SIDES = ("a", "b")
 
 
 def params_summary(params: GenerationParams) -> str:
-    return (f"temperature {params.temperature:g} · top_p {params.top_p:g} · "
-            f"repetition_penalty {params.repetition_penalty:g} · max_length {params.max_length}")
+    """The sliders' values, e.g. "temperature 0.5 · top_p 0.8 · ..."; an advanced one only when it is set."""
+    shown = [name for name in state.SLIDER_PARAMS if name in state.MAIN_SLIDERS
+             or getattr(params, name) != GenerationParams.model_fields[name].default]
+    return " · ".join(f"{name} {getattr(params, name):g}" for name in shown)
 
 
 def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_prompt: str,

@@ -24,7 +24,7 @@ from ui import state
 LANGUAGES = ("auto", "zh", "en")
 LANGUAGE_KEY = "language"  # the sidebar widget's key; its kept value is the user's choice
 
-_PARAMS = ("temperature", "top_p", "repetition_penalty", "max_length", "seed")
+_PARAMS = (*state.SLIDER_PARAMS, "seed")  # the sidebar's generation settings, from the schema
 
 EN: dict[str, str] = {
     # frame and navigation
@@ -105,6 +105,8 @@ EN: dict[str, str] = {
     "param_repetition_penalty": "Repetition penalty",
     "param_max_length": "Max length (tokens)",
     "param_seed": "Seed",
+    "param_min_p": "Min-p",
+    "advanced_settings": "Advanced",
     "server_ignores": "This server ignores: {controls}",
     **{f"help_{name}": GenerationParams.help(name) for name in _PARAMS},
     "seed_placeholder": "Random",
@@ -260,12 +262,15 @@ ZH: dict[str, str] = {
     "param_repetition_penalty": "重复惩罚 (repetition_penalty)",
     "param_max_length": "最大长度 (max_length，token)",
     "param_seed": "随机种子 (seed)",
+    "advanced_settings": "高级",
     "server_ignores": "此服务器忽略：{controls}",
     "help_temperature": "随机程度。0 总是选择最可能的 token；越高，回答越多样、越不集中。",
     "help_top_p": "核采样：只在累计概率达到 top_p 的最可能的 token 中采样。越低越集中。",
     "help_repetition_penalty": "抑制重复对话中已出现的 token。1.0 为关闭；超过约 1.1 时 MiniCPM-2B 的回答会变差。",
     "help_max_length": "问题加回答的 token 总预算，与模型自带的 chat() 相同。对话放不下时，会丢弃最早的几轮。",
     "help_seed": "随机种子：相同的种子、问题和参数会得到相同的回答。",
+    "param_min_p": "最小概率 (min_p)",
+    "help_min_p": "只保留概率不低于最可能 token 的 min_p 倍的 token；0 为关闭，1 只留下最可能的 token。",
     "seed_placeholder": "随机",
     "system_prompt": "系统提示词",
     "system_prompt_placeholder": "可选：放在对话之前的说明",

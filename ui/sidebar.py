@@ -139,14 +139,23 @@ def settings() -> None:
 
 
 def param_sliders(prefix: str = "") -> None:
-    """The four sliders, ranges and defaults from the schema; keys `<prefix><field name>`."""
-    for name in state.SLIDER_PARAMS:
-        spec = state.slider_spec(name)
-        key = prefix + name
-        state.seed_widget(key, spec.default)
-        value = st.slider(t(f"param_{name}"), min_value=spec.low, max_value=spec.high, step=spec.step,
-                          key=key, help=t(f"help_{name}"))
-        state.keep(key, value)
+    """A slider per schema field that has one, the advanced ones in an expander; ranges and defaults
+    from the schema; keys `<prefix><field name>`."""
+    for name in state.MAIN_SLIDERS:
+        param_slider(name, prefix)
+    if state.ADVANCED_SLIDERS:
+        with st.expander(t("advanced_settings")):
+            for name in state.ADVANCED_SLIDERS:
+                param_slider(name, prefix)
+
+
+def param_slider(name: str, prefix: str = "") -> None:
+    spec = state.slider_spec(name)
+    key = prefix + name
+    state.seed_widget(key, spec.default)
+    value = st.slider(t(f"param_{name}"), min_value=spec.low, max_value=spec.high, step=spec.step,
+                      key=key, help=t(f"help_{name}"))
+    state.keep(key, value)
 
 
 def ignored_controls_note() -> None:

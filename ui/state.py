@@ -6,8 +6,8 @@ re-seeded from that dict before it is drawn. The conversation on screen lives in
 and so does a chosen interface language (`?lang=`), so a reload or a new tab shows them again;
 `st.session_state` alone would lose them.
 
-Generation settings are read from `GenerationParams` (ranges, defaults, help text), never restated
-here; only the slider step sizes are ours.
+Generation settings are read from `GenerationParams` (which fields get a slider, and where; ranges,
+steps, defaults, help text), never restated here.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ CURRENT_CONVERSATION = "_conversation"  # mirror of ?c=, for when a page switch 
 CONVERSATION_PARAM = "c"
 LANGUAGE_PARAM = "lang"
 
-SLIDER_PARAMS = ("temperature", "top_p", "repetition_penalty", "max_length")
-SLIDER_STEPS: dict[str, float | int] = {"temperature": 0.05, "top_p": 0.05, "repetition_penalty": 0.01,
-                                        "max_length": 16}
+MAIN_SLIDERS = GenerationParams.fields_where("control", "slider")
+ADVANCED_SLIDERS = GenerationParams.fields_where("control", "advanced")  # drawn in an expander
+SLIDER_PARAMS = MAIN_SLIDERS + ADVANCED_SLIDERS
 B_PREFIX = "b_"  # the compare page's second parameter set
 
 
@@ -45,7 +45,7 @@ class SliderSpec:
 def slider_spec(name: str) -> SliderSpec:
     """Range and default from the schema; an exclusive bound (top_p > 0) becomes one step inside."""
     field = GenerationParams.model_fields[name]
-    step = SLIDER_STEPS[name]
+    step = GenerationParams.carried(name, "step")
     low, high = GenerationParams.field_range(name)
     if any(getattr(rule, "gt", None) is not None for rule in field.metadata):
         low = low + step

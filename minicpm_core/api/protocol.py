@@ -4,7 +4,10 @@ Two dialects are served:
 - the seed tutorial's `POST /` (`{"prompt": ...}` → `{"response", "status", "time"}`), extended
   compatibly with `history` and the generation parameters;
 - OpenAI's chat completions (`/v1/chat/completions`, `/v1/models`), fields in the order of the
-  OpenAI reference, our extras (`top_k`, `repetition_penalty`, `max_length`) fenced off at the end.
+  OpenAI reference, our extras (`top_k`, `repetition_penalty`, `max_length`, ...) fenced off at the end.
+
+Neither request lists the generation parameters: both take one optional field per `GenerationParams`
+field (`with_sampling_fields`), OpenAI's request under OpenAI's names (`params.OPENAI_NAMES`).
 
 Parameter resolution happens once, in `ChatCompletionRequest.to_params()` / `SeedRequest.to_params()`:
 a value the request sets wins, anything unset takes the server default, which is the
@@ -16,6 +19,8 @@ closest known one), because a silently ignored typo such as `temprature` is wors
 The `model` field accepts any name: this server serves one model, and clients written for other
 servers (`gpt-4o-mini`, a path, `minicpm`) should work unchanged; responses carry our model's name.
 
+Responses reuse the `openai` package's types (ChatCompletion, ChatCompletionChunk, Model), so they
+cannot drift from what OpenAI's clients parse; ours are only the seed's, /health and the errors.
 This module knows nothing about FastAPI, the engine or threads.
 """
 
@@ -25,12 +30,17 @@ import difflib
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from openai.types import CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ..errors import InvalidRequest
-from ..params import GenerationParams
+from ..params import OPENAI_NAMES, GenerationParams, openai_name
 from ..prompt import MAX_MESSAGES, ROLES, check_text
 
 MAX_BODY_BYTES = 8 << 20  # far above any 4,096-token conversation; stops a runaway upload early
@@ -136,21 +146,45 @@ class ErrorResponse(BaseModel):
 
 # --- the seed tutorial's endpoint ---------------------------------------------------------------
 
-class SeedRequest(BaseModel):
-    """`POST /`: the seed's `{"prompt": ...}`; everything else is optional and ours."""
+# --- the sampling fields, derived from GenerationParams ------------------------------------------
 
+def _sampling_field(name: str, openai_names: bool) -> tuple[str, tuple[Any, Any]]:
+    """One GenerationParams field as an optional request field: its type and help, unset by default
+    (so the server default applies), its range checked by GenerationParams alone."""
+    field = GenerationParams.model_fields[name]
+    help_text = GenerationParams.help(name)
+    if field.default is not None:
+        help_text += f" Server default {field.default}."
+    return (openai_name(name) if openai_names else name,
+            (Optional[field.annotation], Field(None, description=help_text)))
+
+
+def with_sampling_fields(base: type[BaseModel], *, openai_names: bool) -> type[BaseModel]:
+    """`base` plus every GenerationParams field: OpenAI's standard ones, then the extras (vLLM's order)."""
+    names = (*GenerationParams.fields_where("wire", "standard"), *GenerationParams.fields_where("wire", "extra"))
+    fields = dict(_sampling_field(name, openai_names) for name in names)
+    return create_model(f"{base.__name__}WithSampling", __base__=base, __module__=__name__, **fields)
+
+
+def sampling_values(request: BaseModel, openai_names: bool) -> dict[str, Any]:
+    """The request's sampling fields by GenerationParams name (unset ones are None)."""
+    return {name: getattr(request, openai_name(name) if openai_names else name)
+            for name in GenerationParams.model_fields}
+
+
+# --- the seed tutorial's endpoint ---------------------------------------------------------------
+
+class _SeedFields(BaseModel):
     model_config = _Strict
 
     prompt: str = Field(description="The user's question.")
     history: list[Any] | None = Field(
         None, description="Earlier turns: OpenAI-shaped messages, or the seed era's [[question, answer], ...].")
-    max_length: int | None = Field(None, description=GenerationParams.help("max_length"))
-    max_new_tokens: int | None = Field(None, description=GenerationParams.help("max_new_tokens"))
-    temperature: float | None = Field(None, description=GenerationParams.help("temperature"))
-    top_p: float | None = Field(None, description=GenerationParams.help("top_p"))
-    top_k: int | None = Field(None, description=GenerationParams.help("top_k"))
-    repetition_penalty: float | None = Field(None, description=GenerationParams.help("repetition_penalty"))
-    seed: int | None = Field(None, description=GenerationParams.help("seed"))
+
+
+class SeedRequest(with_sampling_fields(_SeedFields, openai_names=False)):
+    """`POST /`: the seed's `{"prompt": ...}`; everything else is optional and ours (every
+    GenerationParams field under its own name)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -163,7 +197,7 @@ class SeedRequest(BaseModel):
         return history_messages(self.history) + [{"role": "user", "content": self.prompt}]
 
     def to_params(self) -> GenerationParams:
-        return GenerationParams.parse(self.model_dump(exclude={"prompt", "history"}, exclude_none=True))
+        return GenerationParams.parse(sampling_values(self, openai_names=False))
 
 
 class SeedResponse(BaseModel):
@@ -219,7 +253,9 @@ UNSUPPORTED = {
 }
 
 
-class ChatCompletionRequest(BaseModel):
+class _ChatCompletionFields(BaseModel):
+    """OpenAI's fields other than the sampling ones, in the order of its reference."""
+
     model_config = _Strict
 
     messages: list[ChatMessage] = Field(description="The conversation so far; the last must be the user's.")
@@ -227,8 +263,8 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = None
     logit_bias: dict[str, Any] | None = None
     logprobs: bool | None = None
-    max_completion_tokens: int | None = Field(None, description="Cap on the reply's tokens.")
-    max_tokens: int | None = Field(None, description="Cap on the reply's tokens (older name).")
+    max_completion_tokens: int | None = Field(None, description="Cap on the reply's tokens (newer name of "
+                                              "max_tokens).")
     metadata: dict[str, str] | None = Field(None, description=f"Accepted and unused: up to {MAX_METADATA_PAIRS} "
                                             f"string pairs, keys up to {MAX_METADATA_KEY} characters, values "
                                             f"up to {MAX_METADATA_VALUE}.")
@@ -236,23 +272,21 @@ class ChatCompletionRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     presence_penalty: float | None = None
     response_format: dict[str, Any] | None = None
-    seed: int | None = Field(None, description=GenerationParams.help("seed"))
     stop: Any = Field(None, description=f"Up to {MAX_STOP_STRINGS} extra strings that end the reply; "
                       "MiniCPM's own turn markers always do.")
     store: bool | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, description=GenerationParams.help("temperature")
-                                      + " Server default 0.5, not OpenAI's 1.0.")
     tool_choice: Any = None
     tools: list[Any] | None = None
     top_logprobs: int | None = None
-    top_p: float | None = Field(None, description=GenerationParams.help("top_p"))
     user: str | None = Field(None, max_length=MAX_NAME_LENGTH)
-    # --- extras, not in OpenAI's protocol (the official client sends them with extra_body=) ---
-    top_k: int | None = Field(None, description=GenerationParams.help("top_k"))
-    repetition_penalty: float | None = Field(None, description=GenerationParams.help("repetition_penalty"))
-    max_length: int | None = Field(None, description=GenerationParams.help("max_length"))
+
+
+class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_names=True)):
+    """OpenAI's chat completions request. The sampling fields come from GenerationParams: the standard
+    ones (temperature, top_p, max_tokens, seed) under OpenAI's names, then our extras (top_k,
+    repetition_penalty, max_length, ...), which the official client sends with extra_body=."""
 
     @model_validator(mode="before")
     @classmethod
@@ -277,20 +311,16 @@ class ChatCompletionRequest(BaseModel):
         self._check_supported()
         if self.n not in (None, 1):
             raise InvalidRequest(f"n must be 1: this server returns one choice per request; got {self.n}.", "n")
-        max_new, name = self.max_completion_tokens, "max_completion_tokens"
-        if self.max_tokens is not None:
-            if max_new is not None and max_new != self.max_tokens:
-                raise InvalidRequest("max_tokens and max_completion_tokens disagree; send only one of them.",
-                                     "max_tokens")
-            max_new, name = self.max_tokens, "max_tokens"
-        if max_new is not None:
-            low, high = GenerationParams.field_range("max_new_tokens")
-            if not low <= max_new <= high:
-                raise InvalidRequest(f"{name} must be between {low} and {high}; got {max_new}.", name)
-        return GenerationParams.parse(dict(
-            temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-            repetition_penalty=self.repetition_penalty, max_length=self.max_length,
-            max_new_tokens=max_new, seed=self.seed))
+        values = sampling_values(self, openai_names=True)
+        max_new_name = openai_name("max_new_tokens")
+        if self.max_completion_tokens is not None:
+            if values["max_new_tokens"] is not None and values["max_new_tokens"] != self.max_completion_tokens:
+                raise InvalidRequest(f"{max_new_name} and max_completion_tokens disagree; send only one of them.",
+                                     max_new_name)
+            if values["max_new_tokens"] is None:
+                values["max_new_tokens"], max_new_name = self.max_completion_tokens, "max_completion_tokens"
+        shown_as = {**OPENAI_NAMES, "max_new_tokens": max_new_name}
+        return GenerationParams.parse(values, shown_as=shown_as)
 
     def stop_strings(self) -> tuple[str, ...]:
         stop = self.stop
@@ -339,79 +369,49 @@ def _content_text(content: Any, i: int) -> str:
                          f"messages[{i}].content")
 
 
-# --- OpenAI chat completions: responses ---------------------------------------------------------
+# --- OpenAI chat completions: responses (the `openai` package's own types) ---------------------
+#
+# Built with every field we send set explicitly and serialized with exclude_unset, so a reply carries
+# what OpenAI's does for a text reply (a content chunk has "finish_reason": null, the last delta is {},
+# usage only on the include_usage chunk) and none of the fields for tools, audio or log probabilities.
 
 FinishReason = Literal["stop", "length"]
+Usage = CompletionUsage
 
 
 def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+def chat_completion(request_id: str, model: str, text: str, finish_reason: FinishReason,
+                    usage: Usage) -> ChatCompletion:
+    return ChatCompletion(id=request_id, object="chat.completion", created=now(), model=model, usage=usage,
+                          choices=[Choice(index=0, message=ChatCompletionMessage(role="assistant", content=text),
+                                          finish_reason=finish_reason)])
 
 
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int = 0
-    message: AssistantMessage
-    finish_reason: FinishReason
-
-
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-
-
-class Delta(BaseModel):
+def delta_chunk(request_id: str, created: int, model: str, delta: ChoiceDelta,
+                finish_reason: FinishReason | None = None) -> ChatCompletionChunk:
     """OpenAI sends `{"role": "assistant", "content": ""}` first, then `{"content": ...}`, then `{}`."""
-
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler) -> dict:
-        return {k: v for k, v in handler(self).items() if v is not None}
+    return ChatCompletionChunk(id=request_id, object="chat.completion.chunk", created=created, model=model,
+                               choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
 
 
-class ChunkChoice(BaseModel):
-    index: int = 0
-    delta: Delta
-    finish_reason: FinishReason | None = None
+def usage_chunk(request_id: str, created: int, model: str, usage: Usage) -> ChatCompletionChunk:
+    return ChatCompletionChunk(id=request_id, object="chat.completion.chunk", created=created, model=model,
+                               choices=[], usage=usage)
 
 
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None  # only on the include_usage chunk; absent from the others
-
-    @model_serializer(mode="wrap")
-    def _omit_usage(self, handler) -> dict:
-        data = handler(self)
-        if data.get("usage") is None:
-            data.pop("usage", None)
-        return data
+def sse_event(chunk: BaseModel) -> str:
+    """One server-sent event carrying `chunk` as its fields were set."""
+    return f"data: {chunk.model_dump_json(exclude_unset=True)}\n\n"
 
 
-class ModelCard(BaseModel):
-    id: str
+class ModelCard(Model):
+    """openai's Model, with our defaults and vLLM's `max_model_len`."""
+
     object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "openbmb"
+    owned_by: str = "openbmb"  # remote.py recognises this project's server by it
     max_model_len: int = Field(description="Context length in tokens (vLLM's field name).")
 
 

@@ -1,0 +1,258 @@
+"""The chat service behind the routes: submit to the engine, follow a reply, stream it as SSE.
+
+The engine's iterators block, so waiting for text happens in threads, never on the event loop: a
+streamed reply has one thread of its own for its whole life (`_Relay`; there are at most as many as
+the engine queues and runs), a non-streamed one waits in a thread from a limiter of its own
+(`MAX_WAITING_REPLIES`), so a long queue of replies cannot starve the thread pool FastAPI uses. A
+client that goes away cancels its generation: a streamed reply when Starlette cancels the response,
+a non-streamed one through a watcher on the connection. One INFO log line per reply; prompt and reply text only with `log_prompts=True`.
+
+This module knows the engine's consumer interface (submit, a Generation to iterate and cancel) and
+the wire types, not the routes or the HTTP status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import MiniCPMError
+from ..prompt import find_stop, unsafe_tail
+from .errors import api_error_from, error_body
+from .protocol import ChoiceDelta, Usage, delta_chunk, now, sse_event, usage_chunk
+
+log = logging.getLogger(__name__)
+
+MAX_WAITING_REPLIES = 256  # threads that may sit waiting on replies at once; more wait for a slot
+OPENAI_FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nobody reads a cancelled one
+
+
+class Reply:
+    """A Generation's visible text with the request's stop strings applied. Blocking; runs in threads.
+
+    A stop string is found with the prompt module's `find_stop`, and text that may be the start of
+    one (`unsafe_tail`) is held back until the next delta shows whether it is."""
+
+    def __init__(self, generation, stops: tuple[str, ...] = ()):
+        self.generation = generation
+        self.text = ""
+        self.hit_stop = False
+        self._stops = stops
+        self._deltas = iter(generation)
+        self._pending = ""  # held back: it may be the start of a stop string
+        self._done = False
+
+    def next_delta(self) -> str | None:
+        """The next piece of visible text, or None once the reply is complete (stats are then set)."""
+        while not self._done:
+            delta = next(self._deltas, None)
+            if delta is None:
+                self._done, visible, self._pending = True, self._pending, ""
+            else:
+                visible = self._cut(self._pending + delta)
+            if visible:
+                self.text += visible
+                return visible
+        return None
+
+    def _cut(self, text: str) -> str:
+        """The part of `text` that can be shown; at a stop string, end the generation there."""
+        hit = find_stop(text, self._stops)
+        if hit is not None:
+            self.hit_stop = self._done = True
+            self._pending = ""
+            self.generation.cancel()
+            self._deltas.close()
+            self.generation.wait()
+            return text[:hit]
+        hold = unsafe_tail(text, self._stops)
+        self._pending = text[len(text) - hold:] if hold else ""
+        return text[:len(text) - hold]
+
+    def read_all(self) -> str:
+        while self.next_delta() is not None:
+            pass
+        return self.text
+
+    @property
+    def finish_reason(self) -> str:
+        if self.hit_stop:
+            return "stop"
+        return OPENAI_FINISH[self.generation.stats.finish_reason]
+
+    def usage(self) -> Usage:
+        stats = self.generation.stats
+        return Usage(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
+                     total_tokens=stats.prompt_tokens + stats.completion_tokens)
+
+
+class _Relay:
+    """Carries a streamed reply's text from the one thread that reads it to the event loop.
+
+    The thread blocks in the engine's iterator and appends each delta here; it wakes the loop only
+    when the loop waits for more, and the loop then takes everything that arrived at once. Per token
+    that is one thread wake-up fewer than a thread-pool call per delta (which re-dispatches a thread
+    after every delta), and when tokens come faster than the client reads, several go in one event.
+    """
+
+    def __init__(self, reply: Reply, loop: asyncio.AbstractEventLoop):
+        self._reply, self._loop = reply, loop
+        self._lock = threading.Lock()
+        self._texts: list[str] = []
+        self._finished = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, name="minicpm-api-reply", daemon=True).start()
+
+    def _read(self) -> None:
+        """On the relay's thread: every delta of the reply, then the end (or the error that ended it)."""
+        try:
+            while (delta := self._reply.next_delta()) is not None:
+                self._put(delta)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it in-band
+            self._error = exc
+        finally:
+            self._put(None)
+
+    def _put(self, text: str | None) -> None:
+        with self._lock:
+            if text is None:
+                self._finished = True
+            else:
+                self._texts.append(text)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            try:
+                self._loop.call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the loop is closed: the server is gone, nobody reads this reply
+                pass
+
+    async def take(self) -> str | None:
+        """All text that arrived since the last call (waiting for some), or None once the reply is over."""
+        with self._lock:
+            if not self._texts and not self._finished:
+                self._waiter = waiter = self._loop.create_future()
+            else:
+                waiter = None
+        if waiter is not None:
+            await waiter
+        with self._lock:
+            texts, self._texts = self._texts, []
+        if texts:
+            return "".join(texts)
+        if self._error is not None:
+            raise self._error
+        return None
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():  # it was cancelled if the client left meanwhile
+        waiter.set_result(None)
+
+
+class ChatService:
+    def __init__(self, engine, model_name: str, log_prompts: bool):
+        self.engine, self.model_name, self.log_prompts = engine, model_name, log_prompts
+        self._waiters = anyio.CapacityLimiter(MAX_WAITING_REPLIES)
+
+    async def submit(self, request: Request, messages: list[dict], params, stops: tuple[str, ...] = ()) -> Reply:
+        """Encode and queue, off the event loop; a client that hangs up meanwhile stops the encoding."""
+        gone = threading.Event()
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(_on_disconnect, request, gone.set)
+            try:
+                generation = await run_in_threadpool(self.engine.submit, messages, params, cancelled=gone.is_set)
+            except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
+                failure = exc
+            finally:
+                group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return Reply(generation, stops)
+
+    async def wait_for(self, func, *args):
+        # abandon_on_cancel: a disconnect must not wait for the next token to arrive; the caller
+        # cancels the generation, which wakes the abandoned thread.
+        return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True, limiter=self._waiters)
+
+    async def complete(self, request: Request, reply: Reply) -> str:
+        """Run a reply to its end; cancel it if the client hangs up meanwhile."""
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(_on_disconnect, request, reply.generation.cancel)
+            try:
+                await self.wait_for(reply.read_all)
+            except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
+                failure = exc
+            finally:
+                group.cancel_scope.cancel()
+                if not reply.generation.done:  # we were cancelled (server shutting down)
+                    reply.generation.cancel()
+        if failure is not None:
+            raise failure
+        return reply.text
+
+    async def stream(self, reply: Reply, request_id: str, include_usage: bool, path: str,
+                     messages: list[dict]) -> AsyncIterator[str]:
+        created, model = now(), self.model_name
+        relay = _Relay(reply, asyncio.get_running_loop())
+        try:
+            yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(role="assistant", content="")))
+            relay.start()
+            while (text := await relay.take()) is not None:
+                yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(content=text)))
+            yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(), reply.finish_reason))
+            if include_usage:
+                yield sse_event(usage_chunk(request_id, created, model, reply.usage()))
+        except MiniCPMError as exc:  # the status line is gone: report in-band, as vLLM and OpenAI do
+            err = api_error_from(exc)
+            yield f"data: {json.dumps(error_body(err, path))}\n\n"
+        finally:
+            if not reply.generation.done:  # the client left (Starlette cancelled us) or the stream broke
+                reply.generation.cancel()
+            self.log_reply("POST", path, reply, messages)
+        yield "data: [DONE]\n\n"
+
+    def log_reply(self, method: str, path: str, reply: Reply, messages: list[dict]) -> None:
+        generation, stats = reply.generation, reply.generation.stats
+        if stats is None:  # the client hung up mid-reply; the worker is still winding down
+            line = (f"{method} {path} prompt_tokens={len(generation.prompt.ids)} completion_tokens=? "
+                    f"finish=cancelled (client disconnected)")
+        else:
+            ttft = "-" if stats.ttft_seconds is None else f"{stats.ttft_seconds:.3f}s"
+            speed = "-" if stats.tokens_per_second is None else f"{stats.tokens_per_second:.1f}"
+            finish = "stop (stop string)" if reply.hit_stop else stats.finish_reason
+            line = (f"{method} {path} prompt_tokens={stats.prompt_tokens} completion_tokens="
+                    f"{stats.completion_tokens} ttft={ttft} tokens/s={speed} finish={finish} "
+                    f"total={stats.total_seconds:.2f}s")
+        if self.log_prompts:
+            line += f" prompt={messages[-1]['content']!r} reply={reply.text!r}"
+        log.info(line)
+
+
+async def _on_disconnect(request: Request, action) -> None:
+    # The body has been read, so the next message the server sends is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    action()
+
+
+def default_model_name(engine) -> str:
+    """The --model value, but a local path only by its directory's name: clients never learn paths."""
+    lm = engine.lm
+    if getattr(lm, "demo", False):
+        return "minicpm-2b-demo"
+    source = Path(str(lm.source)).expanduser()
+    return source.name if source.is_absolute() or source.exists() else str(lm.source)
