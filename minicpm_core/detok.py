@@ -15,14 +15,19 @@ REPLACEMENT = "\ufffd"
 
 
 class IncrementalDecoder:
-    def __init__(self, tokenizer, skip_special_tokens: bool = True):
+    def __init__(self, tokenizer, skip_special_tokens: bool = True, hidden_ids: frozenset[int] | None = None):
+        """`hidden_ids`: leave exactly these ids out of the text (and decode the rest with special
+        tokens kept) instead of skipping whatever the tokenizer marks special."""
         self._tokenizer = tokenizer
         self._skip = skip_special_tokens
+        self._hidden = hidden_ids
         self.ids: list[int] = []
         self._prefix_offset = 0  # decoding window start
         self._read_offset = 0  # ids up to here have been emitted as text
 
     def _decode(self, ids: list[int]) -> str:
+        if self._hidden is not None:
+            return self._tokenizer.decode([i for i in ids if i not in self._hidden], skip_special_tokens=False)
         return self._tokenizer.decode(ids, skip_special_tokens=self._skip)
 
     def push(self, new_ids: list[int]) -> str:
