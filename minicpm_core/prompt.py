@@ -3,7 +3,7 @@
 Pure functions over a tokenizer; no model, no threads. The format is exactly what the model's own
 `chat()` builds: the checkpoint's chat template rendered to text, then tokenized with BOS once. The
 model family (minicpm_core.families) supplies what differs: the template to use when a checkpoint
-ships none, and the stop markers. For MiniCPM-2B, the default family, the template tags only user
+ships none, the stop markers, and whether the template takes `enable_thinking`. For MiniCPM-2B, the default family, the template tags only user
 turns; any other role (system, assistant) is appended raw, stripped and untagged, so a system
 prompt is plain text placed before the first user tag.
 """

@@ -206,6 +206,17 @@ def test_iterating_gives_only_the_answer_and_result_the_same(demo_engine, mode):
     assert again.result() == answer and again.reasoning == reasoning
 
 
+@pytest.mark.parametrize("consume, mode", [(iter, False), (lambda g: iter(g.parts()), True)],
+                         ids=["answer-deltas", "parts"])
+def test_closing_either_iterator_cancels_the_generation(m5_engine, consume, mode):
+    long_reply = GenerationParams.parse(GREEDY | {"max_new_tokens": 3000})  # random weights: minutes of text
+    generation = m5_engine.submit(ask("你好"), long_reply, enable_thinking=mode)
+    deltas = consume(generation)
+    next(deltas)
+    deltas.close()  # what a Streamlit rerun does to st.write_stream's generator
+    assert generation.wait(60) and generation.stats.finish_reason == "cancelled"
+
+
 def test_a_reply_cut_by_max_length_inside_think_says_so(demo_engine):
     question, reasoning, _ = demo_qa()[0]
     generation, parts = engine_reply(demo_engine, ask(question), True, max_new_tokens=4)
