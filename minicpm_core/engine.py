@@ -49,13 +49,13 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
 from .detok import IncrementalDecoder, StopMarkerWatch
-from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
 from .loader import LoadedModel
 from .options import DEFAULT_MAX_QUEUE
 from .params import GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
+from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .stats import RECENT_STATS, ReplyStats
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ log = logging.getLogger(__name__)
 CACHE_ARG = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 120
-PROMPT_TAIL_TOKENS = 8  # decoded to tell whether a prompt ends in an open <think> block (a few tokens)
 RETRY_AFTER_SAMPLE = 10  # recent replies whose generation time sets the hint
+PROMPT_TAIL_TOKENS = 8  # decoded to tell whether a prompt ends in an open <think> block (a few tokens)
 
 
 class Generation:

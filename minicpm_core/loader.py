@@ -33,6 +33,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
 from . import families
+from .download import TOKENIZER_FILES
 from .errors import InvalidRequest, ModelNotFound
 from .families import ModelFamily
 
@@ -224,7 +225,8 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
         return tokenizer_class.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelNotFound(f"Could not load the tokenizer from {path}: {exc}. The download may be "
-                            "incomplete: tokenizer.model and tokenizer_config.json are needed.") from None
+                            f"incomplete: tokenizer_config.json and {' or '.join(TOKENIZER_FILES)} "
+                            "are needed.") from None
 
 
 # --- model --------------------------------------------------------------------------------------

@@ -312,7 +312,7 @@ def test_minicpm_2b_has_no_reasoning_and_ignores_enable_thinking(tiny_ckpt):
 
 # --- the HTTP API, unchanged, on a MiniCPM5 checkpoint ---------------------------------------------------
 
-def test_the_api_serves_the_seed_endpoint_on_minicpm5(tmp_path):
+def test_the_api_serves_the_answer_on_minicpm5(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -331,6 +331,11 @@ def test_the_api_serves_the_seed_endpoint_on_minicpm5(tmp_path):
             "prompt": question, "temperature": 0, "repetition_penalty": 1.0, "max_length": 512}, timeout=120)
         assert reply.status_code == 200 and reply.json()["status"] == 200
         assert reply.json()["response"] == answer  # the template's default: the model thinks, the answer is shown
+        completion = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
+            "model": "m", "messages": ask(question), "temperature": 0, "repetition_penalty": 1.0}, timeout=120)
+        assert completion.status_code == 200
+        assert completion.json()["choices"][0]["message"]["content"] == answer
+        assert completion.json()["choices"][0]["finish_reason"] == "stop"
     finally:
         server.terminate()
         server.wait(30)
