@@ -62,9 +62,11 @@ class StopMarkerWatch:
         self._tokenizer = tokenizer
         self.markers = markers
         last_chars = {marker[-1] for marker in markers}
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
-        self.closers = frozenset(i for i, text in enumerate(texts)
-                                 if REPLACEMENT in text or any(c in text for c in last_chars))
+        self.closers: frozenset[int] = frozenset()  # no markers (MiniCPM5 ends on a token): nothing to watch
+        if markers:
+            texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+            self.closers = frozenset(i for i, text in enumerate(texts)
+                                     if REPLACEMENT in text or any(c in text for c in last_chars))
         self.window = 4 * max((len(marker) for marker in markers), default=0)
 
     def has_marker(self, ids: list[int]) -> bool:

@@ -144,6 +144,10 @@ def test_end_of_turn_ids_are_im_end_and_the_configs_eos(m5_engine):
     assert set(m5_engine.model.generation_config.eos_token_id) == m5_engine.stop_token_ids
 
 
+def test_a_family_without_stop_markers_watches_no_tokens(m5_engine):
+    assert m5_engine.stop_markers == () and m5_engine._marker_watch.closers == frozenset()
+
+
 def test_minicpm_2b_keeps_its_single_eos(tiny_ckpt):
     lm = load_model(tiny_ckpt, device="cpu", dtype="float32")
     assert lm.model.generation_config.eos_token_id == lm.tokenizer.eos_token_id
