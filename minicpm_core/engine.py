@@ -215,7 +215,7 @@ class Generation:
     def _finish(self, finish_reason: str, cached_tokens: int = 0,
                 error: GenerationFailed | None = None) -> None:
         now = time.perf_counter()
-        ended_in_reasoning = self._engine._ends_in_reasoning(self.prompt, self._token_ids)
+        ended_in_reasoning, reasoning_tokens = self._engine._reasoning_summary(self.prompt, self._token_ids)
         n = len(self._token_ids)
         decode_time = (self._last_token or now) - (self._first_token or now)
         self.stats = ReplyStats(
@@ -225,7 +225,7 @@ class Generation:
             ttft_seconds=None if self._first_token is None else self._first_token - self._submitted,
             tokens_per_second=(n - 1) / decode_time if n > 1 and decode_time > 0 else None,
             total_seconds=now - self._submitted, finish_reason=finish_reason,
-            ended_in_reasoning=ended_in_reasoning)
+            ended_in_reasoning=ended_in_reasoning, reasoning_tokens=reasoning_tokens)
         with self._cond:
             self._error = error
             self._finished = True
@@ -526,14 +526,22 @@ class Engine:
         tail = self.tokenizer.decode(prompt.ids[-PROMPT_TAIL_TOKENS:], skip_special_tokens=False)
         return opens_reasoning(tail)
 
-    def _ends_in_reasoning(self, prompt: Prompt, token_ids: list[int]) -> bool:
-        """Whether the reply (all its ids) stops before its reasoning is closed: split as the consumer does."""
+    def _reasoning_summary(self, prompt: Prompt, token_ids: list[int]) -> tuple[bool, int]:
+        """(whether the reply stops before its reasoning is closed, how many of its tokens are reasoning),
+        from all its ids, split as the consumer splits them."""
         if not self.lm.family.thinking or not token_ids:
-            return False
+            return False, 0
+        opened = self._opens_reasoning(prompt)
         decoder = self._decoder()
         text = decoder.push(list(token_ids)) + decoder.flush()
-        stop = find_stop(text, self.stop_markers)
-        return split_reasoning(text[:stop], opened=self._opens_reasoning(prompt)).ended_in_reasoning
+        split = split_reasoning(text[:find_stop(text, self.stop_markers)], opened=opened)
+        if not split.reasoning:
+            return split.ended_in_reasoning, 0
+        # the tokens between the open tag (or the prompt's) and the close tag (or the reply's end)
+        open_id, close_id = (self.tokenizer.convert_tokens_to_ids(tag) for tag in THINK_TAGS)
+        end = token_ids.index(close_id) if close_id in token_ids else len(token_ids)
+        start = 0 if opened or open_id not in token_ids[:end] else token_ids.index(open_id) + 1
+        return split.ended_in_reasoning, end - start
 
     @staticmethod
     def _release_device_memory() -> None:

@@ -20,6 +20,7 @@ class ReplyStats:
     total_seconds: float
     finish_reason: str
     ended_in_reasoning: bool = False  # a thinking reply that stopped inside <think> (cut by max_length)
+    reasoning_tokens: int = 0  # of completion_tokens, those the model spent inside <think>…</think>
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -192,6 +192,8 @@ def test_demo_replies_equal_bare_generate_and_split_into_reasoning_and_answer(de
         assert generation.stats.finish_reason == "stop" and not generation.stats.ended_in_reasoning
         shown_reasoning = "" if mode is False else reasoning
         assert (generation.reasoning, generation.text) == (shown_reasoning, answer)
+        thought = {True: f"{reasoning}\n", None: f"\n{reasoning}\n", False: ""}[mode]  # between the tags
+        assert generation.stats.reasoning_tokens == len(tok(thought, add_special_tokens=False).input_ids)
         split = split_reasoning(tok.decode(expected, skip_special_tokens=True), opened=opens_reasoning(prompt))
         assert (split.reasoning, split.content) == (shown_reasoning, answer)
         streamed = "".join(r for r, _ in parts), "".join(c for _, c in parts)
@@ -225,6 +227,7 @@ def test_a_reply_cut_by_max_length_inside_think_says_so(demo_engine):
     question, reasoning, _ = demo_qa()[0]
     generation, parts = engine_reply(demo_engine, ask(question), True, max_new_tokens=4)
     assert generation.stats.finish_reason == "length" and generation.stats.ended_in_reasoning
+    assert generation.stats.reasoning_tokens == generation.stats.completion_tokens == 4
     shown = generation.reasoning.rstrip("\ufffd")  # a cut inside a character ends in U+FFFD, as on MiniCPM-2B
     assert generation.text == "" and shown and reasoning.startswith(shown)
     assert all(content == "" for _, content in parts)
@@ -237,6 +240,7 @@ def test_a_reply_cut_after_think_closed_did_not_end_in_reasoning(demo_engine, ba
     generation, _ = engine_reply(demo_engine, ask(question), True, max_new_tokens=len(full) - 2)
     assert generation.stats.finish_reason == "length" and not generation.stats.ended_in_reasoning
     assert generation.reasoning == reasoning and answer.startswith(generation.text) and generation.text
+    assert generation.stats.reasoning_tokens == len(tok(f"{reasoning}\n", add_special_tokens=False).input_ids)
 
 
 def test_earlier_turns_reasoning_is_never_sent_back(demo_engine):
@@ -310,6 +314,7 @@ def test_minicpm_2b_has_no_reasoning_and_ignores_enable_thinking(tiny_ckpt):
         parts = list(generation.parts())
         assert generation.reasoning == "" and all(r == "" for r, _ in parts)
         assert "".join(c for _, c in parts) == generation.text and not generation.stats.ended_in_reasoning
+        assert generation.stats.reasoning_tokens == 0
     finally:
         engine.close()
 
