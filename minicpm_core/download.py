@@ -242,8 +242,8 @@ def _reason(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m minicpm_core.download",
-        description="Download a MiniCPM checkpoint from ModelScope into CACHE_DIR/Owner/Name "
-                    f"(resumable: files already there are skipped). Known: {', '.join(known_model_ids())}.",
+        description="Download a MiniCPM-2B checkpoint from ModelScope into CACHE_DIR/Owner/Name "
+                    "(resumable: files already there are skipped).",
     )
     parser.add_argument("model_id", nargs="?", default=DEFAULT_MODEL_ID,
                         help=f"ModelScope id, Owner/Name (default: {DEFAULT_MODEL_ID})")

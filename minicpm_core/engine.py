@@ -1,9 +1,8 @@
 """The chat engine: one loaded model shared by every browser session and API request.
 
-`Engine.submit(messages, params, enable_thinking=...)` validates and encodes at once (bad input raises
-there, before anything is queued) and returns a `Generation`: iterate it for the answer's text deltas,
-`parts()` for (reasoning, answer) deltas, `cancel()` it, or read `position` while it waits. Both the
-Streamlit app and the HTTP API drive this and nothing else.
+`Engine.submit(messages, params)` validates and encodes at once (bad input raises there, before
+anything is queued) and returns a `Generation`: iterate it for text deltas, `cancel()` it, or read
+`position` while it waits. Both the Streamlit app and the HTTP API drive this and nothing else.
 
 Invariants:
 - Only the engine's worker threads touch the model; there are `max_concurrent` of them (default
@@ -20,8 +19,9 @@ Invariants:
   completes a marker (`StopMarkerWatch`, a set lookup per token, not a decode), or at one of the
   family's stop tokens (`LoadedModel.eos_token_ids`, ended by `generate` itself). Special tokens never
   reach the text, except think tags, which the reasoning splitter needs.
-- On a family that thinks (MiniCPM5) the reply is split once, in the Generation, by the family's
-  `ReasoningSplitter`: iterating gives only the answer and `.text` is the answer, `.reasoning` the
+- On a family that thinks (MiniCPM5) `submit(..., enable_thinking=...)` sets the template's switch and
+  the reply is split once, in the Generation, by a `ReasoningSplitter`: iterating gives only the
+  answer's deltas, `parts()` (reasoning, answer) pairs; `.text` is the answer, `.reasoning` the
   reasoning; the tags never appear in either. On MiniCPM-2B the reasoning is always "".
 - Sampling draws from the request's own `torch.Generator` (seeded from its `seed`, else at random),
   never from torch's global RNG: a seeded reply is the same whatever else runs at the same time.
@@ -49,13 +49,13 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
 from .detok import IncrementalDecoder, StopMarkerWatch
+from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
 from .loader import LoadedModel
 from .options import DEFAULT_MAX_QUEUE
 from .params import GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
-from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .stats import RECENT_STATS, ReplyStats
 
 log = logging.getLogger(__name__)
@@ -549,6 +549,15 @@ class Engine:
             torch.cuda.empty_cache()
 
 
+def failure(exc: Exception) -> GenerationFailed:
+    """What the consumer of a generation that raised `exc` is told."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return GenerationFailed("The GPU ran out of memory while generating. Lower max_length, clear or "
+                                "shorten the conversation, or close other programs using the GPU, then try "
+                                "again.", code="out_of_memory")
+    return GenerationFailed(f"Generation failed: {type(exc).__name__}: {exc}")
+
+
 def hidden_token_ids(tokenizer, stop_token_ids: frozenset[int]) -> frozenset[int] | None:
     """The ids to leave out of the text of a thinking family's reply, or None where skipping the
     special tokens is already right.
@@ -564,12 +573,3 @@ def hidden_token_ids(tokenizer, stop_token_ids: frozenset[int]) -> frozenset[int
     if not (think_ids & special) and stop_token_ids <= special:
         return None
     return frozenset((special | stop_token_ids) - think_ids)
-
-
-def failure(exc: Exception) -> GenerationFailed:
-    """What the consumer of a generation that raised `exc` is told."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return GenerationFailed("The GPU ran out of memory while generating. Lower max_length, clear or "
-                                "shorten the conversation, or close other programs using the GPU, then try "
-                                "again.", code="out_of_memory")
-    return GenerationFailed(f"Generation failed: {type(exc).__name__}: {exc}")
