@@ -15,14 +15,19 @@ REPLACEMENT = "\ufffd"
 
 
 class IncrementalDecoder:
-    def __init__(self, tokenizer, skip_special_tokens: bool = True):
+    def __init__(self, tokenizer, skip_special_tokens: bool = True, hidden_ids: frozenset[int] | None = None):
+        """`hidden_ids`: leave exactly these ids out of the text (and decode the rest with special
+        tokens kept) instead of skipping whatever the tokenizer marks special."""
         self._tokenizer = tokenizer
         self._skip = skip_special_tokens
+        self._hidden = hidden_ids
         self.ids: list[int] = []
         self._prefix_offset = 0  # decoding window start
         self._read_offset = 0  # ids up to here have been emitted as text
 
     def _decode(self, ids: list[int]) -> str:
+        if self._hidden is not None:
+            return self._tokenizer.decode([i for i in ids if i not in self._hidden], skip_special_tokens=False)
         return self._tokenizer.decode(ids, skip_special_tokens=self._skip)
 
     def push(self, new_ids: list[int]) -> str:
@@ -57,9 +62,11 @@ class StopMarkerWatch:
         self._tokenizer = tokenizer
         self.markers = markers
         last_chars = {marker[-1] for marker in markers}
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
-        self.closers = frozenset(i for i, text in enumerate(texts)
-                                 if REPLACEMENT in text or any(c in text for c in last_chars))
+        self.closers: frozenset[int] = frozenset()  # no markers (MiniCPM5 ends on a token): nothing to watch
+        if markers:
+            texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+            self.closers = frozenset(i for i, text in enumerate(texts)
+                                     if REPLACEMENT in text or any(c in text for c in last_chars))
         self.window = 4 * max((len(marker) for marker in markers), default=0)
 
     def has_marker(self, ids: list[int]) -> bool:

@@ -1,4 +1,5 @@
-"""Getting MiniCPM-2B onto disk, and telling a complete checkpoint directory from an incomplete one.
+"""Getting a checkpoint of a supported family (MiniCPM-2B by default, MiniCPM5) onto disk, and telling a
+complete checkpoint directory from an incomplete one.
 
     python -m minicpm_core.download [MODEL_ID] [--cache-dir DIR]
 
@@ -88,7 +89,11 @@ def _fix_for(path: Path) -> str:
 
 
 def missing_files(path: str | os.PathLike) -> list[str]:
-    """What a MiniCPM-2B checkpoint directory lacks, one entry per missing piece (empty when complete)."""
+    """What a checkpoint directory lacks, one entry per missing piece (empty when complete).
+
+    Every family needs config.json, the weights (all shards its index lists) and a tokenizer; a
+    family may need more (MiniCPM5: its chat template), asked of the families by the config's layout.
+    """
     path = Path(path)
     missing = []
     if not (path / "config.json").is_file():
@@ -102,7 +107,19 @@ def missing_files(path: str | os.PathLike) -> list[str]:
             missing += _missing_shards(indexes[0])
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         missing.append(f"tokenizer ({' or '.join(TOKENIZER_FILES)})")
+    config = _readable_config(path)
+    for family in FAMILIES:
+        missing += family.missing_files(config, path) if config is not None else []
     return missing
+
+
+def _readable_config(path: Path) -> dict | None:
+    """config.json as a dict, or None if it is missing or damaged (the loader explains that)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def _nonempty(file: Path) -> bool:
@@ -123,14 +140,14 @@ def _bullets(items: list[str]) -> str:
 
 
 def check_model_dir(path: str | os.PathLike) -> None:
-    """Raise ModelNotFound unless `path` holds a complete MiniCPM-2B checkpoint.
+    """Raise ModelNotFound unless `path` holds a complete checkpoint (of a family's layout).
 
     Complete means config.json, weights (a single file, or an index whose shards all exist) and a
     tokenizer. The message names the path, lists exactly what is missing and gives the fix command.
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise ModelNotFound(f"No MiniCPM-2B checkpoint at {path}: the directory does not exist.\n{_fix_for(path)}",
+        raise ModelNotFound(f"No model checkpoint at {path}: the directory does not exist.\n{_fix_for(path)}",
                             code="model_dir_missing", path=path, command=_fix_command(path))
     if not path.is_dir():
         raise ModelNotFound(f"{path} is a file, not a checkpoint directory.\n{_fix_for(path)}")
@@ -138,7 +155,7 @@ def check_model_dir(path: str | os.PathLike) -> None:
     if missing:
         listed = _bullets(missing)
         raise ModelNotFound(
-            f"The MiniCPM-2B checkpoint at {path} is incomplete. Missing:\n{listed}"
+            f"The model checkpoint at {path} is incomplete. Missing:\n{listed}"
             "If a download was interrupted, running it again resumes it. " + _fix_for(path),
             code="model_dir_incomplete", path=path, missing=listed, command=_fix_command(path))
 

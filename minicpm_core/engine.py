@@ -17,7 +17,13 @@ Invariants:
   cache back when it ends, so a follow-up turn only pre-fills its new tokens.
 - The text a consumer sees never contains a stop marker or a partial one, nor half a character;
   the deltas concatenate to exactly the final reply. The worker ends a reply at the very token that
-  completes a marker (`StopMarkerWatch`, a set lookup per token, not a decode).
+  completes a marker (`StopMarkerWatch`, a set lookup per token, not a decode), or at one of the
+  family's stop tokens (`LoadedModel.eos_token_ids`, ended by `generate` itself). Special tokens never
+  reach the text, except think tags, which the reasoning splitter needs.
+- On a family that thinks (MiniCPM5) `submit(..., enable_thinking=...)` sets the template's switch and
+  the reply is split once, in the Generation, by a `ReasoningSplitter`: iterating gives only the
+  answer's deltas, `parts()` (reasoning, answer) pairs; `.text` is the answer, `.reasoning` the
+  reasoning; the tags never appear in either. On MiniCPM-2B the reasoning is always "".
 - Sampling draws from the request's own `torch.Generator` (seeded from its `seed`, else at random),
   never from torch's global RNG: a seeded reply is the same whatever else runs at the same time.
 - At most `max_queue` requests wait for a slot; one more raises QueueFull (HTTP 429) with a hint
@@ -45,6 +51,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
 from .detok import IncrementalDecoder, StopMarkerWatch
+from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
 from .loader import LoadedModel, load_model
 from .params import GenerationParams
@@ -61,10 +68,16 @@ CACHE_ARG = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__
 
 RETRY_AFTER_MIN_S, RETRY_AFTER_MAX_S = 1, 120
 RETRY_AFTER_SAMPLE = 10  # recent replies whose generation time sets the hint
+PROMPT_TAIL_TOKENS = 8  # decoded to tell whether a prompt ends in an open <think> block (a few tokens)
 
 
 class Generation:
-    """One request: a worker produces token ids, the consumer iterates text deltas."""
+    """One request: a worker produces token ids, the consumer iterates text deltas.
+
+    `__iter__` yields the answer's deltas only, `parts()` yields `(reasoning_delta, answer_delta)`;
+    both drive the same split, so use one of them per generation. `text` is the answer so far,
+    `reasoning` the reasoning so far (always "" on a family that does not think).
+    """
 
     _ids = itertools.count(1)
 
@@ -73,7 +86,8 @@ class Generation:
         self.prompt = prompt
         self.params = params
         self.max_new_tokens = max_new_tokens
-        self.text = ""  # what the consumer has been shown so far
+        self.text = ""  # the answer the consumer has been shown so far
+        self.reasoning = ""  # the reasoning the consumer has been shown so far (thinking families)
         self.stats: ReplyStats | None = None
         self._engine = engine
         self._cancel = threading.Event()
@@ -109,11 +123,39 @@ class Generation:
         return self._engine._position(self)
 
     def __iter__(self) -> Iterator[str]:
-        return self._deltas()
+        parts = self._parts()
+        try:
+            for _, content in parts:
+                if content:
+                    yield content
+        finally:
+            parts.close()  # at once, not when collected: closing the iterator cancels the generation
 
-    def _deltas(self) -> Iterator[str]:
-        decoder = IncrementalDecoder(self._engine.tokenizer)
-        decoded, read, searched, stop = "", 0, 0, None
+    def parts(self) -> Iterator[tuple[str, str]]:
+        """`(reasoning_delta, answer_delta)` pairs in order, at least one of them non-empty in each."""
+        return self._parts()
+
+    def _parts(self) -> Iterator[tuple[str, str]]:
+        """Split the reply's text deltas into reasoning and answer (a thinking family), else all answer."""
+        splitter = self._engine._splitter(self.prompt)
+        deltas = self._deltas()
+        try:
+            for delta, last in deltas:
+                reasoning, content = ("", delta) if splitter is None else splitter.feed(delta)
+                if last and splitter is not None:
+                    more_reasoning, more_content = splitter.finish()
+                    reasoning, content = reasoning + more_reasoning, content + more_content
+                self.reasoning += reasoning
+                self.text += content
+                if reasoning or content:
+                    yield reasoning, content
+        finally:
+            deltas.close()
+
+    def _deltas(self) -> Iterator[tuple[str, bool]]:
+        """The reply's text deltas (stop markers cut off), each with whether it is the last one."""
+        decoder = self._engine._decoder()
+        decoded, read, searched, stop, shown = "", 0, 0, None, 0
         markers = self._engine.stop_markers
         longest = max((len(marker) for marker in markers), default=1)
         try:
@@ -140,10 +182,9 @@ class Generation:
                     end = len(decoded)
                 else:
                     end = len(decoded) - unsafe_tail(decoded[-longest:], markers)
-                if end > len(self.text):
-                    delta = decoded[len(self.text):end]
-                    self.text += delta
-                    yield delta
+                if end > shown or finished:
+                    delta, shown = decoded[shown:max(end, shown)], max(end, shown)
+                    yield delta, finished
                 if finished:
                     break
             if self._error is not None:
@@ -176,6 +217,7 @@ class Generation:
     def _finish(self, finish_reason: str, cached_tokens: int = 0,
                 error: GenerationFailed | None = None) -> None:
         now = time.perf_counter()
+        ended_in_reasoning, reasoning_tokens = self._engine._reasoning_summary(self.prompt, self._token_ids)
         n = len(self._token_ids)
         decode_time = (self._last_token or now) - (self._first_token or now)
         self.stats = ReplyStats(
@@ -184,7 +226,8 @@ class Generation:
             queue_seconds=(self._started or now) - self._submitted,
             ttft_seconds=None if self._first_token is None else self._first_token - self._submitted,
             tokens_per_second=(n - 1) / decode_time if n > 1 and decode_time > 0 else None,
-            total_seconds=now - self._submitted, finish_reason=finish_reason)
+            total_seconds=now - self._submitted, finish_reason=finish_reason,
+            ended_in_reasoning=ended_in_reasoning, reasoning_tokens=reasoning_tokens)
         with self._cond:
             self._error = error
             self._finished = True
@@ -289,6 +332,9 @@ class Engine:
         self.model = lm.model
         self.tokenizer = lm.tokenizer
         self.stop_markers = lm.family.stop_markers  # text that ends a reply (the family's)
+        # ids that end a reply; generate() stops on them through the model's generation_config (loader)
+        self.stop_token_ids = frozenset(lm.eos_token_ids or (self.tokenizer.eos_token_id,))
+        self._hidden_ids = hidden_token_ids(self.tokenizer, self.stop_token_ids) if lm.family.thinking else None
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
         self.prefix_cache = prefix_cache if prefix_cache is not None else PrefixCache()
@@ -332,19 +378,22 @@ class Engine:
     def budget(self, params: GenerationParams) -> int:
         return min(params.max_length, self.context_length)
 
-    def prepare(self, messages: list[dict], params: GenerationParams | None = None, cancelled=None) -> Prompt:
+    def prepare(self, messages: list[dict], params: GenerationParams | None = None, cancelled=None, *,
+                enable_thinking: bool | None = None) -> Prompt:
         """Validate and encode without generating: prompt ids and how many old turns were dropped.
 
-        `cancelled()` (optional) is polled while encoding: True stops the work (the caller left)."""
+        `cancelled()` (optional) is polled while encoding: True stops the work (the caller left).
+        `enable_thinking` goes to the chat template of a family that thinks; None: its own default."""
         params = params or GenerationParams()
         room = params.max_new_tokens or MIN_REPLY_ROOM
-        return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family)
+        return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
+                            enable_thinking)
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
-               cancelled=None) -> Generation:
+               cancelled=None, enable_thinking: bool | None = None) -> Generation:
         if not isinstance(params, GenerationParams):
             params = GenerationParams.parse(params)
-        prompt = self.prepare(messages, params, cancelled)
+        prompt = self.prepare(messages, params, cancelled, enable_thinking=enable_thinking)
         max_new = self.budget(params) - len(prompt.ids)
         if params.max_new_tokens:
             max_new = min(max_new, params.max_new_tokens)
@@ -484,9 +533,42 @@ class Engine:
             return "stop"
         if generation.cancelled:
             return "cancelled"
-        if generated and generated[-1] == self.tokenizer.eos_token_id:
+        if generated and generated[-1] in self.stop_token_ids:
             return "stop"
         return "length"
+
+    # --- decoding and the reasoning split -----------------------------------------------------
+
+    def _decoder(self) -> IncrementalDecoder:
+        return IncrementalDecoder(self.tokenizer, hidden_ids=self._hidden_ids)
+
+    def _splitter(self, prompt: Prompt) -> ReasoningSplitter | None:
+        """A fresh splitter for one reply on a family that thinks (None otherwise)."""
+        if not self.lm.family.thinking:
+            return None
+        return ReasoningSplitter(opened=self._opens_reasoning(prompt))
+
+    def _opens_reasoning(self, prompt: Prompt) -> bool:
+        """Whether the prompt ends inside an open `<think>` block (the template's enable_thinking=True)."""
+        tail = self.tokenizer.decode(prompt.ids[-PROMPT_TAIL_TOKENS:], skip_special_tokens=False)
+        return opens_reasoning(tail)
+
+    def _reasoning_summary(self, prompt: Prompt, token_ids: list[int]) -> tuple[bool, int]:
+        """(whether the reply stops before its reasoning is closed, how many of its tokens are reasoning),
+        from all its ids, split as the consumer splits them."""
+        if not self.lm.family.thinking or not token_ids:
+            return False, 0
+        opened = self._opens_reasoning(prompt)
+        decoder = self._decoder()
+        text = decoder.push(list(token_ids)) + decoder.flush()
+        split = split_reasoning(text[:find_stop(text, self.stop_markers)], opened=opened)
+        if not split.reasoning:
+            return split.ended_in_reasoning, 0
+        # the tokens between the open tag (or the prompt's) and the close tag (or the reply's end)
+        open_id, close_id = (self.tokenizer.convert_tokens_to_ids(tag) for tag in THINK_TAGS)
+        end = token_ids.index(close_id) if close_id in token_ids else len(token_ids)
+        start = 0 if opened or open_id not in token_ids[:end] else token_ids.index(open_id) + 1
+        return split.ended_in_reasoning, end - start
 
     @staticmethod
     def _release_device_memory() -> None:
@@ -513,3 +595,20 @@ def failure(exc: Exception) -> GenerationFailed:
                                 "shorten the conversation, or close other programs using the GPU, then try "
                                 "again.", code="out_of_memory")
     return GenerationFailed(f"Generation failed: {type(exc).__name__}: {exc}")
+
+
+def hidden_token_ids(tokenizer, stop_token_ids: frozenset[int]) -> frozenset[int] | None:
+    """The ids to leave out of the text of a thinking family's reply, or None where skipping the
+    special tokens is already right.
+
+    Decoding with `skip_special_tokens=True` hides the chat tags but would also drop the think tags
+    if the tokenizer marks them special (Qwen3's and our test tokenizer do not; a checkpoint may), and
+    would show a stop token that is not marked special. So then: every special token and stop token
+    is hidden except the think tags, which the reasoning splitter needs to see.
+    """
+    special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
+    special |= set(tokenizer.all_special_ids)
+    think_ids = {tokenizer.convert_tokens_to_ids(tag) for tag in THINK_TAGS} - {None, tokenizer.unk_token_id}
+    if not (think_ids & special) and stop_token_ids <= special:
+        return None
+    return frozenset((special | stop_token_ids) - think_ids)

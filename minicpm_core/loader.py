@@ -33,6 +33,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
 
 from . import families
+from .download import TOKENIZER_FILES
 from .errors import InvalidRequest, ModelNotFound
 from .families import ModelFamily
 
@@ -61,6 +62,7 @@ class LoadedModel:
     load_seconds: float
     context_length: int
     family: ModelFamily = families.DEFAULT_FAMILY  # what the prompt and the engine ask about this model
+    eos_token_ids: tuple[int, ...] = ()  # ids that end a reply (end_of_turn_ids); () means the tokenizer's eos
     demo: bool = False
     gpu_problem: str | None = None  # why an NVIDIA GPU on this machine is not used (see gpu_problem())
 
@@ -91,8 +93,9 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
         model, attn = _load_remote_code_model(path, target_device, target_dtype)
     else:
         model, attn = _load_native_model(path, family, config, target_device, target_dtype, attn_implementation)
+    eos_ids = end_of_turn_ids(tokenizer, family, config)
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_ids[0] if len(eos_ids) == 1 else list(eos_ids),
         pad_token_id=tokenizer.eos_token_id)
     loaded = LoadedModel(
         model=model, tokenizer=tokenizer, path=path, source=str(source), device=target_device,
@@ -100,10 +103,30 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
         num_parameters=sum(p.numel() for p in model.parameters()),
         memory_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
         load_seconds=time.perf_counter() - started,
-        context_length=model.config.max_position_embeddings, family=family, demo=demo, gpu_problem=problem)
+        context_length=model.config.max_position_embeddings, family=family, eos_token_ids=eos_ids, demo=demo,
+        gpu_problem=problem)
     log.info("loaded %s (%s) on %s as %s with %s attention in %.1fs", path, family.label, target_device,
              loaded.dtype_name, attn, loaded.load_seconds)
     return loaded
+
+
+def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, family: ModelFamily, config: dict) -> tuple[int, ...]:
+    """The token ids that end a reply: the tokenizer's eos, the family's stop tokens, the config's eos.
+
+    MiniCPM-2B: just `</s>`. MiniCPM5: `<|im_end|>` (its tokenizer's eos and its stop token) and the
+    config's `[1, <|im_end|>]`, so `</s>` ends a reply too. A stop token the tokenizer does not know
+    is a damaged checkpoint: without it a reply would run on to max_length.
+    """
+    ids: list[int] = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    for token in family.stop_tokens:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise ModelNotFound(f"The tokenizer lacks {token}, the token that ends a {family.label} turn: "
+                                "tokenizer.json is not this model's (download it again).")
+        ids.append(token_id)
+    config_eos = config.get("eos_token_id")
+    ids += config_eos if isinstance(config_eos, list) else [] if config_eos is None else [config_eos]
+    return tuple(dict.fromkeys(int(i) for i in ids))
 
 
 def _family_of(path: Path, config: dict, trust_remote_code: bool) -> ModelFamily:
@@ -202,7 +225,8 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
         return tokenizer_class.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelNotFound(f"Could not load the tokenizer from {path}: {exc}. The download may be "
-                            "incomplete: tokenizer.model and tokenizer_config.json are needed.") from None
+                            f"incomplete: tokenizer_config.json and {' or '.join(TOKENIZER_FILES)} "
+                            "are needed.") from None
 
 
 # --- model --------------------------------------------------------------------------------------
@@ -215,7 +239,7 @@ def _load_native_model(path: Path, family: ModelFamily, raw_config: dict, device
     if model.config._attn_implementation != attn:
         attn = model.config._attn_implementation
     _fill_weights(model, path, device, dtype)
-    model.tie_weights()  # MiniCPM ties lm_head to the embedding; the files have no lm_head.weight
+    model.tie_weights()  # MiniCPM-2B ties lm_head to the embedding (a no-op for untied MiniCPM5)
     model.to(device)  # moves the (small) rotary buffers; parameters are already there
     model.eval()
     return model, attn
@@ -237,7 +261,8 @@ def _empty_model(model_class: type, config, dtype: torch.dtype, attn: str) -> Pr
 
 def _fill_weights(model: torch.nn.Module, path: Path, device: torch.device, dtype: torch.dtype) -> None:
     expected = {name for name, _ in model.named_parameters()}
-    expected.discard("lm_head.weight")
+    if getattr(model.config, "tie_word_embeddings", True):
+        expected.discard("lm_head.weight")  # tied (MiniCPM-2B): the files have none; untied (MiniCPM5): they do
     seen: set[str] = set()
     for name, source in iter_checkpoint_tensors(path):
         if name not in expected:

@@ -3,7 +3,7 @@
 Pure functions over a tokenizer; no model, no threads. The format is exactly what the model's own
 `chat()` builds: the checkpoint's chat template rendered to text, then tokenized with BOS once. The
 model family (minicpm_core.families) supplies what differs: the template to use when a checkpoint
-ships none, and the stop markers. For MiniCPM-2B, the default family, the template tags only user
+ships none, the stop markers, and whether the template takes `enable_thinking`. For MiniCPM-2B, the default family, the template tags only user
 turns; any other role (system, assistant) is appended raw, stripped and untagged, so a system
 prompt is plain text placed before the first user tag.
 """
@@ -78,25 +78,35 @@ def validate_messages(messages: Any) -> list[dict[str, str]]:
     return clean
 
 
-def render(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY) -> str:
-    """The conversation as text, by the checkpoint's own chat template, else the family's."""
+def render(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY,
+           enable_thinking: bool | None = None) -> str:
+    """The conversation as text, by the checkpoint's own chat template, else the family's.
+
+    The text ends with the template's generation prompt (ChatML's `<|im_start|>assistant\n`; MiniCPM-2B's
+    template has none and ignores the flag). `enable_thinking` reaches the template only on a family
+    that thinks and only when given: None leaves the choice to the template's own default.
+    """
     template = None  # None: apply_chat_template uses the tokenizer's own
     if not getattr(tokenizer, "chat_template", None):
         template = family.fallback_chat_template
         if template is None:
             raise ModelNotFound(f"The checkpoint ships no chat template, and {family.label} has no standard "
                                 "one: its tokenizer_config.json lacks `chat_template` (download it again).")
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, chat_template=template)
+    kwargs = {} if enable_thinking is None or not family.thinking else {"enable_thinking": bool(enable_thinking)}
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, chat_template=template,
+                                         add_generation_prompt=True, **kwargs)
 
 
-def encode(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY) -> list[int]:
+def encode(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY,
+           enable_thinking: bool | None = None) -> list[int]:
     """Token ids exactly as the model's chat() feeds them: the rendered text, BOS added once."""
-    return list(tokenizer(render(messages, tokenizer, family), add_special_tokens=True)["input_ids"])
+    text = render(messages, tokenizer, family, enable_thinking)
+    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
 def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
                  reply_room: int = MIN_REPLY_ROOM, cancelled: Callable[[], bool] | None = None,
-                 family: ModelFamily = DEFAULT_FAMILY) -> Prompt:
+                 family: ModelFamily = DEFAULT_FAMILY, enable_thinking: bool | None = None) -> Prompt:
     """Encode the conversation, dropping the oldest whole turns until `reply_room` tokens are free.
 
     A turn is a user message and the replies after it. System messages are always kept (in front),
@@ -104,6 +114,7 @@ def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
     ContextOverflow. `cancelled` is polled between tokenizer calls: once it returns True the work
     stops with InvalidRequest (code "cancelled"), as nobody waits for the answer. `family` is the
     loaded model's (`LoadedModel.family`): its template is used when the tokenizer has none.
+    `enable_thinking` goes to the template of a family that thinks (see `render`).
 
     The work is bounded by the budget, not by the history: each turn is tokenized once, newest
     first, until the budget is spent (`_Cut.estimate`); text that cannot fit by its length alone
@@ -114,7 +125,7 @@ def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
     system = [m for m in messages if m["role"] == "system"]
     turns = split_turns([m for m in messages if m["role"] != "system"])
     reply_room = min(reply_room, budget // 2)
-    cut = _Cut(tokenizer, system, turns, budget - reply_room, cancelled, family)
+    cut = _Cut(tokenizer, system, turns, budget - reply_room, cancelled, family, enable_thinking)
     newest = len(turns) - 1
     at_least = cut.lower_bound(newest)
     if at_least >= budget:  # refused by its length, before a 7 MB question reaches the tokenizer
@@ -141,9 +152,9 @@ class _Cut:
     """Where to cut a conversation: `kept(d)` is the system messages plus the turns from `d` on."""
 
     def __init__(self, tokenizer, system, turns, limit: int, cancelled: Callable[[], bool] | None,
-                 family: ModelFamily = DEFAULT_FAMILY):
+                 family: ModelFamily = DEFAULT_FAMILY, enable_thinking: bool | None = None):
         self.tokenizer, self.system, self.turns, self.limit = tokenizer, system, turns, limit
-        self.family = family
+        self.family, self.enable_thinking = family, enable_thinking
         self.cancelled = cancelled or (lambda: False)
         self.chars_per_token = max_chars_per_token(tokenizer)
 
@@ -151,7 +162,7 @@ class _Cut:
         return self.system + [m for turn in self.turns[dropped:] for m in turn]
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        return render(messages, self.tokenizer, self.family)
+        return render(messages, self.tokenizer, self.family, self.enable_thinking)
 
     def lower_bound(self, dropped: int) -> int:
         """Fewest tokens `encode(kept(dropped))` can have, from its length alone (0: no bound known)."""
@@ -167,7 +178,7 @@ class _Cut:
 
     def exact(self, dropped: int) -> list[int]:
         self.check()
-        return encode(self.kept(dropped), self.tokenizer, self.family)
+        return encode(self.kept(dropped), self.tokenizer, self.family, self.enable_thinking)
 
     def fits(self, dropped: int) -> list[int] | None:
         """The exact ids of kept(dropped) if they leave the reply its room, else None."""

@@ -19,6 +19,8 @@ class ReplyStats:
     tokens_per_second: float | None  # decode speed after the first token
     total_seconds: float
     finish_reason: str
+    ended_in_reasoning: bool = False  # a thinking reply that stopped inside <think> (cut by max_length)
+    reasoning_tokens: int = 0  # of completion_tokens, those the model spent inside <think>…</think>
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -19,8 +19,10 @@ from typing import Any
 from ..errors import ModelNotFound
 from .base import KnownModel, ModelFamily
 from .minicpm2b import MINICPM_2B
+from .minicpm5 import MINICPM5
 
-FAMILIES: tuple[ModelFamily, ...] = (MINICPM_2B,)
+# Asked in this order; MiniCPM-2B first (the default, and what a bare id or no checkpoint means).
+FAMILIES: tuple[ModelFamily, ...] = (MINICPM_2B, MINICPM5)
 DEFAULT_FAMILY: ModelFamily = MINICPM_2B
 
 __all__ = ["DEFAULT_FAMILY", "FAMILIES", "KnownModel", "ModelFamily", "by_name", "detect", "read_config",

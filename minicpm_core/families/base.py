@@ -74,6 +74,11 @@ class ModelFamily:
         """Why the checkpoint is not of this family, in a few words for an error message; None if it is."""
         raise NotImplementedError
 
+    def missing_files(self, config: dict[str, Any], model_dir: Path) -> list[str]:
+        """What a download of this family's layout (judged by `config` alone) lacks beyond config.json,
+        weights and tokenizer, which every family needs; one entry per missing piece."""
+        return []
+
     def transformers_config(self, config: dict[str, Any]) -> "PretrainedConfig":
         """The transformers config that makes `model_class` compute this family's forward pass."""
         raise NotImplementedError

@@ -79,12 +79,16 @@ def require_chat_template(model_dir: Path) -> str:
     return template
 
 
+def _is_llama(config: dict[str, Any]) -> bool:
+    return config.get("model_type") == LLAMA_TYPE or LLAMA_CLASS in (config.get("architectures") or [])
+
+
 class MiniCPM5Family(ModelFamily):
     """MiniCPM5 as plain Llama; see the module docstring."""
 
     def mismatch(self, config: dict[str, Any], model_dir: Path) -> str | None:
         architectures = config.get("architectures") or []
-        if config.get("model_type") != LLAMA_TYPE and LLAMA_CLASS not in architectures:
+        if not _is_llama(config):
             return f"it is not a Llama config (model_type {config.get('model_type')!r}, architectures {architectures})"
         template = shipped_chat_template(model_dir)
         if template is None:
@@ -92,6 +96,12 @@ class MiniCPM5Family(ModelFamily):
         if IM_START not in template:
             return f"its chat template is not ChatML (no {IM_START})"
         return None
+
+    def missing_files(self, config: dict[str, Any], model_dir: Path) -> list[str]:
+        """A Llama download without its chat template is incomplete: MiniCPM5's template ships in the files."""
+        if _is_llama(config) and shipped_chat_template(model_dir) is None:
+            return [f"chat template ({TEMPLATE_FILE}, or chat_template in tokenizer_config.json)"]
+        return []
 
     def transformers_config(self, config: dict[str, Any]):
         """The config.json as a LlamaConfig, unchanged: MiniCPM5 is transformers' Llama."""
