@@ -132,8 +132,8 @@ def write_tokenizer(out_dir: str | os.PathLike, *, tokenizer_json: bool = False)
         "use_default_system_prompt": False,
         "chat_template": CHAT_TEMPLATE,
     }
-    _write_json(out / "tokenizer_config.json", config)
-    _write_json(out / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
+    write_json(out / "tokenizer_config.json", config)
+    write_json(out / "special_tokens_map.json", {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"})
     if tokenizer_json:
         # The class itself, not AutoTokenizer: it never looks at config.json's auto_map.
         from transformers import LlamaTokenizer
@@ -215,17 +215,21 @@ def _generation_config() -> dict[str, Any]:
 # --- weights -------------------------------------------------------------------------------------
 
 def tensor_shapes(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
-    """State-dict names and shapes, in upstream order. No lm_head: the embedding is tied."""
+    """State-dict names and shapes of a Llama-layout decoder, in upstream order.
+
+    Serves both families' factories: MiniCPM-2B (tied embedding, so no lm_head; head_dim is
+    hidden / heads) and MiniCPM5 (an explicit head_dim, untied, so lm_head comes last)."""
     h, ff, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    kv = config["num_key_value_heads"] * (h // config["num_attention_heads"])
+    head_dim = config.get("head_dim") or h // config["num_attention_heads"]
+    q, kv = config["num_attention_heads"] * head_dim, config["num_key_value_heads"] * head_dim
     shapes: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (config["vocab_size"], h))]
     for i in range(layers):
         p = f"model.layers.{i}."
         shapes += [
-            (p + "self_attn.q_proj.weight", (h, h)),
+            (p + "self_attn.q_proj.weight", (q, h)),
             (p + "self_attn.k_proj.weight", (kv, h)),
             (p + "self_attn.v_proj.weight", (kv, h)),
-            (p + "self_attn.o_proj.weight", (h, h)),
+            (p + "self_attn.o_proj.weight", (h, q)),
             (p + "mlp.gate_proj.weight", (ff, h)),
             (p + "mlp.up_proj.weight", (ff, h)),
             (p + "mlp.down_proj.weight", (h, ff)),
@@ -233,10 +237,12 @@ def tensor_shapes(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
             (p + "post_attention_layernorm.weight", (h,)),
         ]
     shapes.append(("model.norm.weight", (h,)))
+    if not config.get("tie_word_embeddings", True):
+        shapes.append(("lm_head.weight", (config["vocab_size"], h)))
     return shapes
 
 
-def _random_tensor(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+def random_tensor(name: str, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     if name.endswith("norm.weight"):
         return torch.ones(shape)
     # One generator per tensor, seeded from its name: the same tensor whatever the layer count or order.
@@ -256,7 +262,7 @@ def _plan_shards(shapes: list[tuple[str, tuple[int, ...]]], itemsize: int) -> li
     return [shard for shard in shards if shard]
 
 
-def _write_safetensors(path: Path, shapes: list[tuple[str, tuple[int, ...]]],
+def write_safetensors(path: Path, shapes: list[tuple[str, tuple[int, ...]]],
                        make: Callable[[str, tuple[int, ...]], torch.Tensor], dtype: torch.dtype) -> int:
     """Stream a .safetensors file tensor by tensor (the header is known from the shapes alone)."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
@@ -296,7 +302,7 @@ def write_weights(out_dir: str | os.PathLike, config: dict[str, Any],
     if weights.endswith("bin"):
         writer, stem, ext = _write_bin, "pytorch_model", "bin"
     else:
-        writer, stem, ext = _write_safetensors, "model", "safetensors"
+        writer, stem, ext = write_safetensors, "model", "safetensors"
     if not weights.startswith("sharded"):
         writer(out / f"{stem}.{ext}", shapes, make, dtype)
         return
@@ -306,19 +312,19 @@ def write_weights(out_dir: str | os.PathLike, config: dict[str, Any],
         filename = f"{stem}-{i:05d}-of-{len(shards):05d}.{ext}"
         total += writer(out / filename, shard, make, dtype)
         weight_map.update({name: filename for name, _ in shard})
-    _write_json(out / f"{stem}.{ext}.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    write_json(out / f"{stem}.{ext}.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
 # --- writing a checkpoint ------------------------------------------------------------------------
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_layout(out: Path, config: dict[str, Any], make: Callable[[str, tuple[int, ...]], torch.Tensor], *,
                   weights: str, dtype: torch.dtype, remote_code_trap: bool) -> None:
-    _write_json(out / "config.json", config)
-    _write_json(out / "generation_config.json", _generation_config())
+    write_json(out / "config.json", config)
+    write_json(out / "generation_config.json", _generation_config())
     if remote_code_trap:
         for name in ("configuration_minicpm.py", "modeling_minicpm.py"):
             (out / name).write_text(_REMOTE_CODE_TRAP, encoding="utf-8")
@@ -346,7 +352,7 @@ def write_checkpoint(out_dir: str | os.PathLike, *, weights: str = "safetensors"
     vocab = write_tokenizer(out, tokenizer_json=tokenizer_json)
     config = make_config(full_size=full_size, num_layers=num_layers, vocab_size=vocab,
                          torch_dtype=dtype_name, legacy_config=legacy_config)
-    _write_layout(out, config, lambda name, shape: _random_tensor(name, shape, seed),
+    _write_layout(out, config, lambda name, shape: random_tensor(name, shape, seed),
                   weights=weights, dtype=torch_dtype, remote_code_trap=remote_code_trap)
     return out
 
@@ -388,7 +394,7 @@ def _answer_logits(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> torch.T
     return (model.lm_head(hidden) / model.config.logits_scaling).float()
 
 
-def _min_margin(logits: torch.Tensor, targets: torch.Tensor) -> float:
+def min_margin(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """Smallest gap between the target's logit and the best other logit (> 0 iff greedy reproduces it)."""
     target = logits.gather(1, targets[:, None])[:, 0]
     others = logits.scatter(1, targets[:, None], float("-inf")).max(dim=1).values
@@ -404,13 +410,13 @@ def _survives_rounding(model: Any, batches: list, dtype: torch.dtype) -> bool:
     rounded = copy.deepcopy(model)
     for p in rounded.parameters():
         p.copy_(p.to(dtype).float())
-    if min(_min_margin(_answer_logits(rounded, ids, mask), t) for ids, mask, t in batches) < DEMO_MARGIN / 2:
+    if min(min_margin(_answer_logits(rounded, ids, mask), t) for ids, mask, t in batches) < DEMO_MARGIN / 2:
         return False
     rounded.to(dtype)
-    return min(_min_margin(_answer_logits(rounded, ids, mask), t) for ids, mask, t in batches) > 0
+    return min(min_margin(_answer_logits(rounded, ids, mask), t) for ids, mask, t in batches) > 0
 
 
-def _demo_lr_factor(step: int) -> float:
+def demo_lr_factor(step: int) -> float:
     warmup = min(1.0, (step + 1) / DEMO_WARMUP_STEPS)
     return warmup * max(0.1, 0.5 * (1 + math.cos(math.pi * min(step, DEMO_DECAY_STEPS) / DEMO_DECAY_STEPS)))
 
@@ -431,7 +437,7 @@ def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         torch.manual_seed(DEMO_SEED)
         model = FAMILY.model_class(FAMILY.transformers_config(config)).float()
     optimizer = torch.optim.AdamW(model.parameters(), lr=DEMO_LR, betas=(0.9, 0.9), weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _demo_lr_factor)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, demo_lr_factor)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: extra threads only add contention on a busy machine
     try:
@@ -442,7 +448,7 @@ def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
                 logits = _answer_logits(model, ids, mask)
                 loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / answer_tokens
                 loss.backward()
-                margin = min(margin, _min_margin(logits.detach(), targets))
+                margin = min(margin, min_margin(logits.detach(), targets))
             if margin > DEMO_MARGIN and _survives_rounding(model, batches, torch.bfloat16):
                 break
             optimizer.step()

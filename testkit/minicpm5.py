@@ -46,9 +46,9 @@ from typing import Any
 
 import torch
 
-# Generic pieces of the MiniCPM-2B factory (becomes testkit.checkpoint when issue 10 lands).
+# The pieces both families' factories share.
 from testkit.checkpoint import (
-    DEMO_DATA, _demo_lr_factor, _min_margin, _random_tensor, _write_json, _write_safetensors,
+    DEMO_DATA, demo_lr_factor, min_margin, random_tensor, tensor_shapes, write_json, write_safetensors,
 )
 from minicpm_core.reasoning import THINK_CLOSE, THINK_OPEN
 
@@ -184,7 +184,7 @@ def write_tokenizer(out_dir: str | os.PathLike) -> int:
     out = Path(out_dir)
     spec = train_tokenizer()
     (out / "tokenizer.json").write_text(spec + "\n", encoding="utf-8")
-    _write_json(out / "tokenizer_config.json", {
+    write_json(out / "tokenizer_config.json", {
         "add_bos_token": False,  # the template writes BOS itself
         "add_eos_token": False,
         "bos_token": BOS,
@@ -258,36 +258,13 @@ def _generation_config(config: dict[str, Any]) -> dict[str, Any]:
 
 # --- weights -------------------------------------------------------------------------------------
 
-def tensor_shapes(config: dict[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
-    """State-dict names and shapes of LlamaForCausalLM, lm_head included (the embedding is untied)."""
-    h, ff, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
-    q = config["num_attention_heads"] * config["head_dim"]
-    kv = config["num_key_value_heads"] * config["head_dim"]
-    shapes: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (config["vocab_size"], h))]
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shapes += [
-            (p + "self_attn.q_proj.weight", (q, h)),
-            (p + "self_attn.k_proj.weight", (kv, h)),
-            (p + "self_attn.v_proj.weight", (kv, h)),
-            (p + "self_attn.o_proj.weight", (h, q)),
-            (p + "mlp.gate_proj.weight", (ff, h)),
-            (p + "mlp.up_proj.weight", (ff, h)),
-            (p + "mlp.down_proj.weight", (h, ff)),
-            (p + "input_layernorm.weight", (h,)),
-            (p + "post_attention_layernorm.weight", (h,)),
-        ]
-    shapes += [("model.norm.weight", (h,)), ("lm_head.weight", (config["vocab_size"], h))]
-    return shapes
-
-
 def write_weights(out_dir: str | os.PathLike, config: dict[str, Any],
                   make: Callable[[str, tuple[int, ...]], torch.Tensor], dtype: torch.dtype) -> None:
     """The one shard and its index, streamed tensor by tensor (a full-size model is never held twice)."""
     out = Path(out_dir)
     shapes = tensor_shapes(config)
-    total = _write_safetensors(out / SHARD_NAME, shapes, make, dtype)
-    _write_json(out / INDEX_NAME, {"metadata": {"total_size": total},
+    total = write_safetensors(out / SHARD_NAME, shapes, make, dtype)
+    write_json(out / INDEX_NAME, {"metadata": {"total_size": total},
                                    "weight_map": {name: SHARD_NAME for name, _ in shapes}})
 
 
@@ -295,8 +272,8 @@ def _write_layout(out: Path, config: dict[str, Any], make: Callable[[str, tuple[
                   dtype: torch.dtype) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_tokenizer(out)
-    _write_json(out / "config.json", config)
-    _write_json(out / "generation_config.json", _generation_config(config))
+    write_json(out / "config.json", config)
+    write_json(out / "generation_config.json", _generation_config(config))
     write_weights(out, config, make, dtype)
     return out
 
@@ -307,7 +284,7 @@ def write_checkpoint(out_dir: str | os.PathLike, *, size: str = "tiny", num_laye
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     config = make_config(size=size, num_layers=num_layers, torch_dtype=dtype)
-    return _write_layout(Path(out_dir), config, lambda name, shape: _random_tensor(name, shape, seed), DTYPES[dtype])
+    return _write_layout(Path(out_dir), config, lambda name, shape: random_tensor(name, shape, seed), DTYPES[dtype])
 
 
 # --- the demo model ------------------------------------------------------------------------------
@@ -352,9 +329,9 @@ def _survives_rounding(model: Any, batch, dtype: torch.dtype) -> bool:
     rounded = copy.deepcopy(model)
     for p in rounded.parameters():
         p.copy_(p.to(dtype).float())
-    if _min_margin(_reply_logits(rounded, ids, mask), targets) < DEMO_MARGIN / 2:
+    if min_margin(_reply_logits(rounded, ids, mask), targets) < DEMO_MARGIN / 2:
         return False
-    return _min_margin(_reply_logits(rounded.to(dtype), ids, mask), targets) > 0
+    return min_margin(_reply_logits(rounded.to(dtype), ids, mask), targets) > 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -372,7 +349,7 @@ def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         torch.manual_seed(DEMO_SEED)
         model = LlamaForCausalLM(LlamaConfig.from_dict(config)).float()
     optimizer = torch.optim.AdamW(model.parameters(), lr=DEMO_LR, betas=(0.9, 0.9), weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _demo_lr_factor)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, demo_lr_factor)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: extra threads only add contention on a busy machine
     try:
@@ -380,7 +357,7 @@ def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         for _ in range(DEMO_MAX_STEPS):
             optimizer.zero_grad()
             logits = _reply_logits(model, ids, mask)
-            if _min_margin(logits.detach(), targets) > DEMO_MARGIN and _survives_rounding(model, batch, torch.bfloat16):
+            if min_margin(logits.detach(), targets) > DEMO_MARGIN and _survives_rounding(model, batch, torch.bfloat16):
                 break
             torch.nn.functional.cross_entropy(logits, targets).backward()
             optimizer.step()
