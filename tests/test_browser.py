@@ -418,5 +418,6 @@ def test_compare_answers_one_question_under_both_settings(page, demo_app):
     captions = page.get_by_test_id("stMainBlockContainer").get_by_test_id("stCaptionContainer")
     expect(captions.filter(has_text="finished")).to_have_count(2)
     wait_idle(page, STEP_MS)
-    page.get_by_test_id("stExpander").locator("summary").click()  # fold B's sliders: the replies in view
+    settings_b = page.get_by_test_id("stMainBlockContainer").get_by_test_id("stExpander").filter(has_text="Settings B")
+    settings_b.locator("summary").first.click()  # fold B's sliders (their Advanced one inside): the replies in view
     shot(page, "05_compare")
