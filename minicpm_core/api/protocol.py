@@ -10,9 +10,11 @@ Neither request lists the generation parameters: both take one optional field pe
 field (`with_sampling_fields`), OpenAI's request under OpenAI's names (`params.OPENAI_NAMES`).
 
 Parameter resolution happens once, in `ChatCompletionRequest.to_params()` / `SeedRequest.to_params()`:
-a value the request sets wins, anything unset takes the server default, which is the
-`GenerationParams` default (the seed's temperature 0.5, top_p 0.8, repetition_penalty 1.02), NOT
-OpenAI's temperature 1.0: the model answers worse that hot. Ranges live in `GenerationParams` only.
+a value the request sets wins, anything unset takes the loaded family's recommended value
+(`ModelFamily.defaults`, passed in by the routes), else the `GenerationParams` default. For MiniCPM-2B
+both are the seed's (temperature 0.5, top_p 0.8, repetition_penalty 1.02), NOT OpenAI's temperature
+1.0: that model answers worse that hot; MiniCPM5's are temperature 1.0, top_p 0.95, repetition_penalty
+1.0. Ranges live in `GenerationParams` only.
 
 Requests are validated strictly (`"0.5"` is not a number, unknown fields are refused, naming the
 closest known one), because a silently ignored typo such as `temprature` is worse than a 400.
@@ -165,7 +167,7 @@ def _sampling_field(name: str, openai_names: bool) -> tuple[str, tuple[Any, Any]
     field = GenerationParams.model_fields[name]
     help_text = GenerationParams.help(name)
     if field.default is not None:
-        help_text += f" Server default {field.default}."
+        help_text += f" Unset: the loaded model family's recommended value, else {field.default}."
     return (openai_name(name) if openai_names else name,
             (Optional[field.annotation], Field(None, description=help_text)))
 

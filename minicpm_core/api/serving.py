@@ -220,8 +220,10 @@ class ChatService:
         async with anyio.create_task_group() as group:
             group.start_soon(_on_disconnect, request, gone.set)
             try:
+                # the switch only when the request set it: otherwise the call is what it was before thinking
+                thinking = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
                 generation = await run_in_threadpool(self.engine.submit, messages, params, cancelled=gone.is_set,
-                                                    enable_thinking=enable_thinking)
+                                                    **thinking)
             except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
                 failure = exc
             finally:
