@@ -288,6 +288,9 @@ class ChatService:
             line = (f"{method} {path} prompt_tokens={stats.prompt_tokens} completion_tokens="
                     f"{stats.completion_tokens} ttft={ttft} tokens/s={speed} finish={finish} "
                     f"total={stats.total_seconds:.2f}s")
+            if stats.reasoning_tokens:  # a thinking model's; absent on MiniCPM-2B, whose line is as before
+                line += f" reasoning_tokens={stats.reasoning_tokens}" + (" (cut inside the reasoning)"
+                                                                          if stats.ended_in_reasoning else "")
         if self.log_prompts:
             line += f" prompt={messages[-1]['content']!r} reply={reply.text!r}"
         log.info(line)

@@ -8,6 +8,7 @@ responses carry none of the new fields."""
 from __future__ import annotations
 
 import json
+import logging
 
 import openai
 import pytest
@@ -321,3 +322,13 @@ def test_minicpm_2b_responses_carry_no_reasoning_fields(demo_client):
     seed = demo_client.post("/", json={"prompt": "What is 2+3?", "temperature": 0, "enable_thinking": True}).json()
     assert set(seed) == {"response", "status", "time", "history"}
     assert seed["response"] == reply["choices"][0]["message"]["content"]
+
+
+def test_the_log_line_counts_the_reasoning_and_says_when_a_reply_was_cut_inside_it(think_client, caplog):
+    caplog.set_level(logging.INFO, logger="minicpm_core.api")
+    question = demo_qa()[2][0]
+    complete(think_client, ask(question), max_tokens=CUT_TOKENS, **thinking(True))
+    complete(think_client, ask(question), **thinking(False))
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("minicpm_core.api")]
+    assert lines[-2].endswith(f" reasoning_tokens={CUT_TOKENS} (cut inside the reasoning)")
+    assert "reasoning_tokens" not in lines[-1]  # thinking off: the line is MiniCPM-2B's
