@@ -7,6 +7,13 @@ Streamlit app drives whichever it has through these members alone, and so does t
 What the members promise:
 - `submit` validates and encodes at once, so bad input raises there (InvalidRequest, ContextOverflow,
   QueueFull), before anything is queued; `cancelled()`, when given, is polled while encoding.
+- `enable_thinking` (submit, prepare) is the chat template's thinking switch on a family that thinks
+  (MiniCPM5); None leaves the template's own default, and a family without thinking ignores it.
+- A reply of a thinking model is split once, by its producer: iterating a `ReplyStream` gives the
+  answer's deltas only, `parts()` `(reasoning_delta, answer_delta)` pairs in order (use one or the
+  other, once); `text` is the answer, `reasoning` the reasoning, never with the `<think>` tags. A
+  reply that stopped inside the reasoning has `stats.ended_in_reasoning`. Without thinking,
+  `reasoning` stays "" and `parts()` gives `("", delta)`.
 - `prepare` checks messages and parameters without generating: the prompt's token ids (`Prompt`),
   or None where no tokenizer is at hand (a remote server, a model still loading).
 - `recent` is the live record of the last replies, appended from worker threads: copy it
@@ -29,10 +36,12 @@ from .stats import ReplyStats
 class ReplyStream(Protocol):
     """One reply (engine.Generation, remote.RemoteGeneration): iterate it once for text deltas."""
 
-    text: str  # the deltas so far, concatenated
+    text: str  # the answer's deltas so far, concatenated
+    reasoning: str  # the reasoning's deltas so far, concatenated ("" unless the model thinks)
     stats: ReplyStats | None  # set once the reply is done
 
-    def __iter__(self) -> Iterator[str]: ...
+    def __iter__(self) -> Iterator[str]: ...  # the answer's deltas
+    def parts(self) -> Iterator[tuple[str, str]]: ...  # (reasoning_delta, answer_delta), instead of __iter__
     def cancel(self) -> None: ...  # stops generating within a step; abandoning the iterator does too
     def result(self) -> str: ...  # block until done; the whole text
     def wait(self, timeout: float | None = None) -> bool: ...  # True once done
@@ -53,8 +62,9 @@ class Backend(Protocol):
     gpu_problem: str | None  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
-               cancelled: Callable[[], bool] | None = None) -> ReplyStream: ...
-    def prepare(self, messages: list[dict], params: GenerationParams | None = None) -> Any | None: ...
+               cancelled: Callable[[], bool] | None = None, enable_thinking: bool | None = None) -> ReplyStream: ...
+    def prepare(self, messages: list[dict], params: GenerationParams | None = None, cancelled=None, *,
+                enable_thinking: bool | None = None) -> Any | None: ...
     def budget(self, params: GenerationParams) -> int: ...  # prompt + reply tokens these params allow
     @property
     def context_length(self) -> int | None: ...

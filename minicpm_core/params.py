@@ -89,12 +89,13 @@ class GenerationParams(BaseModel):
 
     @classmethod
     def parse(cls, values: dict[str, Any] | None = None, *, shown_as: Mapping[str, str] | None = None,
-              **overrides: Any) -> "GenerationParams":
+              defaults: Mapping[str, Any] | None = None, **overrides: Any) -> "GenerationParams":
         """Validate user input; raise InvalidRequest naming the field and its allowed range.
 
-        `shown_as` renames fields in that message to the name the caller sent (OpenAI's `max_tokens`)."""
+        `shown_as` renames fields in that message to the name the caller sent (OpenAI's `max_tokens`).
+        `defaults` (a family's recommended values) stand in for fields the input leaves unset (None)."""
         data = {**(values or {}), **overrides}
-        data = {k: v for k, v in data.items() if v is not None}
+        data = {**(defaults or {}), **{k: v for k, v in data.items() if v is not None}}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -23,6 +23,11 @@ What is known remotely, and what is not:
   `owned_by` of their /v1/models card: this project's server, vLLM and SGLang. A server that still
   refuses a field it names is asked once more without it, and the field is left out from then on.
   `ignored_controls` lists what the server does not get, for the sidebar and the Model page.
+- Thinking: `submit(..., enable_thinking=...)` sends `chat_template_kwargs: {"enable_thinking": ...}`
+  (vLLM's and SGLang's convention, which this project's server follows too) when it is not None and
+  the server is one of those (`SERVERS_WITH_TEMPLATE_KWARGS`); others never get it. The reply's
+  `delta.reasoning_content` (or vLLM's newer `delta.reasoning`) goes to `reasoning` and `parts()`,
+  `delta.content` to `text` and iteration: the same split an Engine gives.
 - `cancel()` closes the HTTP stream; a server that watches its connections (ours does) stops
   generating. The text never shows MiniCPM's turn markers: they are sent as stop strings.
 
@@ -80,21 +85,36 @@ HONOURED_EXTRAS: dict[str, frozenset[str]] = {
     **{owner: _extras_honoured_by(owner) for owner in SERVERS_WITH_SAMPLING_EXTRAS},
 }
 # Fields a refusing server may have left out on the retry; model, messages, stream and stop may not.
-OPTIONAL_FIELDS = frozenset(WIRE_NAMES.values()) | {"stream_options"}
+OPTIONAL_FIELDS = frozenset(WIRE_NAMES.values()) | {"stream_options", "chat_template_kwargs"}
 # A 4xx that names fields of the request is a refusal of those fields when it says one of these
 # (transformers serve: "Unexpected fields", OpenAI: "Unrecognized request argument", pydantic:
 # "Extra inputs are not permitted", this project: "Unknown parameter").
 REFUSAL_WORDS = re.compile(r"unexpected|unrecogni[sz]ed|unsupported|not supported|unknown|"
                            r"extra inputs|extra fields|not permitted|not allowed", re.IGNORECASE)
 
+# Servers (owned_by) whose chat requests take `chat_template_kwargs`, where the thinking switch goes.
+SERVERS_WITH_TEMPLATE_KWARGS = ("openbmb", "vllm", "sglang")
+REASONING_FIELDS = ("reasoning_content", "reasoning")  # vLLM and SGLang; vLLM >= 0.10 also says `reasoning`
+
 log = logging.getLogger(__name__)
 
 
+def reasoning_of(part: Any) -> str:
+    """The reasoning a streamed delta or a message carries, as an extra field ("" when none)."""
+    for name in REASONING_FIELDS:
+        value = getattr(part, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 class RemoteGeneration:
-    """One streamed reply. Iterate it (once) for text deltas; they add up to `text`."""
+    """One streamed reply. Iterate it (once) for the answer's deltas, which add up to `text`, or call
+    `parts()` for (reasoning, answer) pairs; the reasoning adds up to `reasoning`."""
 
     def __init__(self, backend: RemoteBackend, stream, submitted: float):
         self.text = ""
+        self.reasoning = ""
         self.stats: ReplyStats | None = None
         self._backend = backend
         self._stream = stream
@@ -128,9 +148,19 @@ class RemoteGeneration:
             self._finish("cancelled")
 
     def __iter__(self) -> Iterator[str]:
-        return self._deltas()
+        parts = self._parts()
+        try:
+            for _, content in parts:
+                if content:
+                    yield content
+        finally:
+            parts.close()  # at once: closing it closes the stream
 
-    def _deltas(self) -> Iterator[str]:
+    def parts(self) -> Iterator[tuple[str, str]]:
+        """`(reasoning_delta, answer_delta)` pairs in order, at least one of them non-empty in each."""
+        return self._parts()
+
+    def _parts(self) -> Iterator[tuple[str, str]]:
         self._iterated = True
         try:
             for chunk in self._stream:
@@ -139,13 +169,15 @@ class RemoteGeneration:
                 for choice in chunk.choices:
                     if choice.finish_reason:
                         self._finish_reason = choice.finish_reason
-                    delta = choice.delta.content if choice.delta else None
-                    if delta:
+                    content = (choice.delta.content if choice.delta else None) or ""
+                    reasoning = reasoning_of(choice.delta) if choice.delta else ""
+                    if content or reasoning:
                         self._last = time.perf_counter()
                         self._first = self._first or self._last
                         self._chunks += 1
-                        self.text += delta
-                        yield delta
+                        self.reasoning += reasoning
+                        self.text += content
+                        yield reasoning, content
         except Exception as exc:  # noqa: BLE001 - closing the stream from cancel() lands here too
             if self._cancelled.is_set():
                 self._finish("cancelled")
@@ -186,12 +218,16 @@ class RemoteGeneration:
         completion = usage.completion_tokens if usage else self._chunks
         cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
         decode = (self._last - self._first) if self._first is not None else 0.0
+        details = getattr(usage, "completion_tokens_details", None)
         self.stats = ReplyStats(
             prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=completion,
             cached_tokens=cached, turns_dropped=0, queue_seconds=0.0,
             ttft_seconds=None if self._first is None else self._first - self._submitted,
             tokens_per_second=(completion - 1) / decode if completion > 1 and decode > 0 else None,
-            total_seconds=now - self._submitted, finish_reason=finish_reason)
+            total_seconds=now - self._submitted, finish_reason=finish_reason,
+            # the server's split: reasoning, then nothing of the answer, and cut short
+            ended_in_reasoning=bool(self.reasoning) and not self.text and finish_reason == "length",
+            reasoning_tokens=getattr(details, "reasoning_tokens", None) or 0)
         self._backend.recent.append(self.stats)
 
 
@@ -218,24 +254,25 @@ class RemoteBackend:
     # --- backend.Backend -------------------------------------------------------------------------
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
-               cancelled=None) -> RemoteGeneration:
+               cancelled=None, enable_thinking: bool | None = None) -> RemoteGeneration:
         """Validate here, then open the stream; the server's own refusals raise here too. (`cancelled`
-        is accepted as the Engine's is, but there is no encoding here for it to stop.)"""
+        is accepted as the Engine's is, but there is no encoding here for it to stop.) `enable_thinking`
+        reaches servers that take chat_template_kwargs (module docstring)."""
         messages = validate_messages(messages)
         if not isinstance(params, GenerationParams):
             params = GenerationParams.parse(params)
         submitted = time.perf_counter()
         try:
             try:
-                stream = self._open_stream(messages, params)
+                stream = self._open_stream(messages, params, enable_thinking)
             except openai.APIStatusError as exc:
-                refused = refused_fields(exc, self._request_fields(params))
+                refused = refused_fields(exc, self._request_fields(params, enable_thinking))
                 if not refused:
                     raise
                 self._refused |= refused  # remembered: the next requests leave them out from the start
                 log.warning("The model server at %s refused %s; asking again without them.", self.base_url,
                             ", ".join(sorted(refused)))
-                stream = self._open_stream(messages, params)  # once: a second refusal is the user's error
+                stream = self._open_stream(messages, params, enable_thinking)  # once: a second refusal is the user's error
         except Exception as exc:  # noqa: BLE001 - every client error becomes one of ours
             raise self._failure(exc) from None
         return RemoteGeneration(self, stream, submitted)
@@ -247,7 +284,8 @@ class RemoteBackend:
         generation = self.submit(messages, params)
         return generation.result(), generation.stats
 
-    def prepare(self, messages: list[dict], params: GenerationParams | dict | None = None) -> None:
+    def prepare(self, messages: list[dict], params: GenerationParams | dict | None = None, cancelled=None, *,
+                enable_thinking: bool | None = None) -> None:
         """Validate without generating. Token counts need the server's tokenizer: None."""
         validate_messages(messages)
         if not isinstance(params, GenerationParams):
@@ -309,15 +347,29 @@ class RemoteBackend:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _open_stream(self, messages: list[dict], params: GenerationParams):
+    def _open_stream(self, messages: list[dict], params: GenerationParams, enable_thinking: bool | None = None):
         usage = {} if "stream_options" in self._refused else {"stream_options": {"include_usage": True}}
+        arguments = request_arguments(params, self.ignored_controls)
+        if enable_thinking is not None and self.takes_template_kwargs:
+            arguments.setdefault("extra_body", {})["chat_template_kwargs"] = {"enable_thinking": enable_thinking}
         return self.client.chat.completions.create(model=self.model, messages=messages, stream=True, **usage,
-                                                   **request_arguments(params, self.ignored_controls))
+                                                   **arguments)
 
-    def _request_fields(self, params: GenerationParams) -> set[str]:
+    @property
+    def takes_template_kwargs(self) -> bool:
+        """Whether this server takes `chat_template_kwargs` (the thinking switch): by its owned_by."""
+        try:
+            owner = str(self._model_card().get("owned_by")).lower()
+        except MiniCPMError:
+            return False
+        return owner in SERVERS_WITH_TEMPLATE_KWARGS and "chat_template_kwargs" not in self._refused
+
+    def _request_fields(self, params: GenerationParams, enable_thinking: bool | None = None) -> set[str]:
         """The optional fields `_open_stream` sends now, by their name on the wire."""
         arguments = request_arguments(params, self.ignored_controls)
         sent = set(arguments) | set(arguments.get("extra_body", {}))
+        if enable_thinking is not None and self.takes_template_kwargs:
+            sent.add("chat_template_kwargs")
         if "stream_options" not in self._refused:
             sent.add("stream_options")
         return sent & OPTIONAL_FIELDS

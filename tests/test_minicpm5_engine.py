@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import torch
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from minicpm_core import loader
 from minicpm_core.engine import Engine, hidden_token_ids
@@ -28,6 +28,8 @@ from minicpm_core.loader import load_model
 from minicpm_core.params import GenerationParams
 from minicpm_core.reasoning import THINK_CLOSE, THINK_OPEN, opens_reasoning, split_reasoning
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, demo_reply, write_checkpoint
+
+from bare_reference import bare_greedy, load_bare
 
 MODES = (True, False, None)
 MODE_IDS = ("thinking-on", "thinking-off", "thinking-not-given")
@@ -62,26 +64,13 @@ def bare():
 
     def get(model_dir: Path):
         if model_dir not in loaded:
-            loaded[model_dir] = (LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval(),
-                                 AutoTokenizer.from_pretrained(model_dir))
+            loaded[model_dir] = load_bare(model_dir)
         return loaded[model_dir]
     return get
 
 
-def thinking_kwargs(mode: bool | None) -> dict:
-    return {} if mode is None else {"enable_thinking": mode}
-
-
 def ask(question: str) -> list[dict]:
     return [{"role": "user", "content": question}]
-
-
-def bare_greedy(model, tok, messages, mode, max_new_tokens: int) -> tuple[str, list[int]]:
-    """The reference: the checkpoint's own template by AutoTokenizer, then plain greedy generate."""
-    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **thinking_kwargs(mode))
-    ids = tok(prompt, return_tensors="pt").input_ids
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens)
-    return prompt, out[0, ids.shape[1]:].tolist()
 
 
 def engine_reply(engine, messages, mode, **params):

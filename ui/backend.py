@@ -168,10 +168,10 @@ class PendingBackend:
     def wait(self) -> Backend:
         return wait_for(self._load)
 
-    def submit(self, messages, params=None, *, cancelled=None):
-        return self.wait().submit(messages, params, cancelled=cancelled)
+    def submit(self, messages, params=None, *, cancelled=None, enable_thinking=None):
+        return self.wait().submit(messages, params, cancelled=cancelled, enable_thinking=enable_thinking)
 
-    def prepare(self, messages, params=None):
+    def prepare(self, messages, params=None, cancelled=None, *, enable_thinking=None):
         return None
 
     def budget(self, params):

@@ -10,14 +10,22 @@ Neither request lists the generation parameters: both take one optional field pe
 field (`with_sampling_fields`), OpenAI's request under OpenAI's names (`params.OPENAI_NAMES`).
 
 Parameter resolution happens once, in `ChatCompletionRequest.to_params()` / `SeedRequest.to_params()`:
-a value the request sets wins, anything unset takes the server default, which is the
-`GenerationParams` default (the seed's temperature 0.5, top_p 0.8, repetition_penalty 1.02), NOT
-OpenAI's temperature 1.0: the model answers worse that hot. Ranges live in `GenerationParams` only.
+a value the request sets wins, anything unset takes the loaded family's recommended value
+(`ModelFamily.defaults`, passed in by the routes), else the `GenerationParams` default. For MiniCPM-2B
+both are the seed's (temperature 0.5, top_p 0.8, repetition_penalty 1.02), NOT OpenAI's temperature
+1.0: that model answers worse that hot; MiniCPM5's are temperature 1.0, top_p 0.95, repetition_penalty
+1.0. Ranges live in `GenerationParams` only.
 
 Requests are validated strictly (`"0.5"` is not a number, unknown fields are refused, naming the
 closest known one), because a silently ignored typo such as `temprature` is worse than a 400.
 The `model` field accepts any name: this server serves one model, and clients written for other
 servers (`gpt-4o-mini`, a path, `minicpm`) should work unchanged; responses carry our model's name.
+
+Thinking (MiniCPM5) follows vLLM's and SGLang's convention: `/v1` takes
+`chat_template_kwargs: {"enable_thinking": bool}` (no other key), `POST /` an `enable_thinking` field,
+both described by `THINKING_HELP`; unset, the checkpoint's template decides. A family without thinking
+ignores it. The reasoning goes in `message.reasoning_content` / `delta.reasoning_content` and in the
+seed's `reasoning`, only when there was some; `content` / `response` hold only the answer.
 
 Responses reuse the `openai` package's types (ChatCompletion, ChatCompletionChunk, Model), so they
 cannot drift from what OpenAI's clients parse; ours are only the seed's, /health and the errors.
@@ -30,9 +38,11 @@ import difflib
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any, Literal, Optional
 
 from openai.types import CompletionUsage, Model
+from openai.types.completion_usage import CompletionTokensDetails
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
@@ -53,6 +63,9 @@ MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # OpenAI
 ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
 
 _Strict = ConfigDict(strict=True, extra="forbid")
+TEMPLATE_KWARGS = ("enable_thinking",)  # the chat_template_kwargs this server accepts
+THINKING_HELP = ("Think before answering (the chat template's enable_thinking), on a model that can (MiniCPM5): "
+                 "true or false; unset, the model's own default. Ignored by MiniCPM-2B.")
 
 
 # --- the body: strict JSON, valid text ----------------------------------------------------------
@@ -154,7 +167,7 @@ def _sampling_field(name: str, openai_names: bool) -> tuple[str, tuple[Any, Any]
     field = GenerationParams.model_fields[name]
     help_text = GenerationParams.help(name)
     if field.default is not None:
-        help_text += f" Server default {field.default}."
+        help_text += f" Unset: the loaded model family's recommended value, else {field.default}."
     return (openai_name(name) if openai_names else name,
             (Optional[field.annotation], Field(None, description=help_text)))
 
@@ -180,6 +193,7 @@ class _SeedFields(BaseModel):
     prompt: str = Field(description="The user's question.")
     history: list[Any] | None = Field(
         None, description="Earlier turns: OpenAI-shaped messages, or the seed era's [[question, answer], ...].")
+    enable_thinking: bool | None = Field(None, description=THINKING_HELP)
 
 
 class SeedRequest(with_sampling_fields(_SeedFields, openai_names=False)):
@@ -196,12 +210,15 @@ class SeedRequest(with_sampling_fields(_SeedFields, openai_names=False)):
             raise InvalidRequest("prompt is empty: send the question as a non-empty string.", "prompt")
         return history_messages(self.history) + [{"role": "user", "content": self.prompt}]
 
-    def to_params(self) -> GenerationParams:
-        return GenerationParams.parse(sampling_values(self, openai_names=False))
+    def to_params(self, defaults: Mapping[str, Any] | None = None) -> GenerationParams:
+        """Request value → `defaults` (the loaded family's) → GenerationParams' own default."""
+        return GenerationParams.parse(sampling_values(self, openai_names=False), defaults=defaults)
 
 
 class SeedResponse(BaseModel):
-    response: str
+    response: str = Field(description="The answer (never the reasoning).")
+    reasoning: str | None = Field(None, description="What a thinking model (MiniCPM5) thought before answering, "
+                                  "without the <think> tags; absent when there was none.")
     status: int = 200
     time: str = Field(description="Local time the reply finished, YYYY-MM-DD HH:MM:SS, as the seed.")
     history: list[dict[str, str]] = Field(description="The conversation including this turn, as messages.")
@@ -281,6 +298,8 @@ class _ChatCompletionFields(BaseModel):
     tools: list[Any] | None = None
     top_logprobs: int | None = None
     user: str | None = Field(None, max_length=MAX_NAME_LENGTH)
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description=f"vLLM's extra: only {{\"enable_thinking\": true|false}}. {THINKING_HELP}")
 
 
 class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_names=True)):
@@ -306,8 +325,22 @@ class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_n
             out.append({"role": role, "content": _content_text(message.content, i)})
         return out
 
-    def to_params(self) -> GenerationParams:
-        """Request value → server default (GenerationParams); OpenAI names mapped to ours."""
+    def enable_thinking(self) -> bool | None:
+        """`chat_template_kwargs.enable_thinking`, checked: no other key, a boolean."""
+        kwargs = self.chat_template_kwargs or {}
+        unknown = sorted(set(kwargs) - set(TEMPLATE_KWARGS))
+        if unknown:
+            raise InvalidRequest(f"chat_template_kwargs.{unknown[0]} is not accepted: chat_template_kwargs takes only "
+                                 f"{', '.join(TEMPLATE_KWARGS)}.", f"chat_template_kwargs.{unknown[0]}")
+        value = kwargs.get("enable_thinking")
+        if value is not None and not isinstance(value, bool):
+            raise InvalidRequest(f"chat_template_kwargs.enable_thinking must be true or false; got {_short(value)}.",
+                                 "chat_template_kwargs.enable_thinking")
+        return value
+
+    def to_params(self, defaults: Mapping[str, Any] | None = None) -> GenerationParams:
+        """Request value → `defaults` (the loaded family's) → GenerationParams' own default; OpenAI names
+        mapped to ours."""
         self._check_supported()
         if self.n not in (None, 1):
             raise InvalidRequest(f"n must be 1: this server returns one choice per request; got {self.n}.", "n")
@@ -320,7 +353,7 @@ class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_n
             if values["max_new_tokens"] is None:
                 values["max_new_tokens"], max_new_name = self.max_completion_tokens, "max_completion_tokens"
         shown_as = {**OPENAI_NAMES, "max_new_tokens": max_new_name}
-        return GenerationParams.parse(values, shown_as=shown_as)
+        return GenerationParams.parse(values, shown_as=shown_as, defaults=defaults)
 
     def stop_strings(self) -> tuple[str, ...]:
         stop = self.stop
@@ -384,10 +417,26 @@ def completion_id() -> str:
 
 
 def chat_completion(request_id: str, model: str, text: str, finish_reason: FinishReason,
-                    usage: Usage) -> ChatCompletion:
+                    usage: Usage, reasoning: str = "") -> ChatCompletion:
+    """A whole reply; `reasoning_content` (vLLM's extra field) only when the model thought. Cut by
+    max_tokens inside the reasoning: finish_reason "length", content "" and reasoning_content set."""
+    message = ChatCompletionMessage(role="assistant", content=text)
+    if reasoning:
+        message = ChatCompletionMessage(role="assistant", content=text, reasoning_content=reasoning)
     return ChatCompletion(id=request_id, object="chat.completion", created=now(), model=model, usage=usage,
-                          choices=[Choice(index=0, message=ChatCompletionMessage(role="assistant", content=text),
-                                          finish_reason=finish_reason)])
+                          choices=[Choice(index=0, message=message, finish_reason=finish_reason)])
+
+
+def usage_of(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> Usage:
+    """OpenAI's usage; completion_tokens include the reasoning's, told apart in completion_tokens_details
+    only when there was reasoning (so a MiniCPM-2B reply's usage is as before)."""
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                  total_tokens=prompt_tokens + completion_tokens)
+    if reasoning_tokens:
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      total_tokens=prompt_tokens + completion_tokens,
+                      completion_tokens_details=CompletionTokensDetails(reasoning_tokens=reasoning_tokens))
+    return usage
 
 
 def delta_chunk(request_id: str, created: int, model: str, delta: ChoiceDelta,

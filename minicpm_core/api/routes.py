@@ -46,24 +46,25 @@ def api_router(service: ChatService) -> APIRouter:
     router = APIRouter(route_class=StrictJSONRoute)
     engine, model_name = service.engine, service.model_name
 
-    @router.post("/", response_model=SeedResponse, responses={400: {"model": ErrorResponse}})
+    @router.post("/", response_model=SeedResponse, response_model_exclude_none=True,
+                 responses={400: {"model": ErrorResponse}})
     async def seed_chat(body: SeedRequest, request: Request) -> SeedResponse:
         """The seed tutorial's endpoint: `{"prompt": ...}` in, `{"response", "status", "time"}` out."""
-        messages, params = body.to_messages(), body.to_params()
-        reply = await service.submit(request, messages, params)
+        messages, params = body.to_messages(), body.to_params(service.defaults)
+        reply = await service.submit(request, messages, params, enable_thinking=body.enable_thinking)
         try:
             text = await service.complete(request, reply)
         finally:
             service.log_reply("POST", "/", reply, messages)
         history = messages + [{"role": "assistant", "content": text}]
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        return SeedResponse(response=text, time=stamp, history=history)
+        return SeedResponse(response=text, reasoning=reply.reasoning or None, time=stamp, history=history)
 
     @router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_unset=True,
                  responses={400: {"model": ErrorResponse}})
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        messages, params, stops = body.to_messages(), body.to_params(), body.stop_strings()
-        reply = await service.submit(request, messages, params, stops)
+        messages, params, stops = body.to_messages(), body.to_params(service.defaults), body.stop_strings()
+        reply = await service.submit(request, messages, params, stops, body.enable_thinking())
         request_id = completion_id()
         if body.stream:
             events = service.stream(reply, request_id, body.include_usage, request.url.path, messages)
@@ -73,7 +74,7 @@ def api_router(service: ChatService) -> APIRouter:
             text = await service.complete(request, reply)
         finally:
             service.log_reply("POST", request.url.path, reply, messages)
-        return chat_completion(request_id, model_name, text, reply.finish_reason, reply.usage())
+        return chat_completion(request_id, model_name, text, reply.finish_reason, reply.usage(), reply.reasoning)
 
     created = now()
 

@@ -7,8 +7,11 @@ the engine queues and runs), a non-streamed one waits in a thread from a limiter
 client that goes away cancels its generation: a streamed reply when Starlette cancels the response,
 a non-streamed one through a watcher on the connection. One INFO log line per reply; prompt and reply text only with `log_prompts=True`.
 
-This module knows the engine's consumer interface (submit, a Generation to iterate and cancel) and
-the wire types, not the routes or the HTTP status codes.
+A thinking model's reply comes from the Generation already split (`parts()`): the reasoning goes out
+as `reasoning_content`, the answer as `content`; the request's stop strings apply to the answer only.
+
+This module knows the engine's consumer interface (submit, a Generation's parts to follow and cancel)
+and the wire types, not the routes or the HTTP status codes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import MiniCPMError
 from ..prompt import find_stop, unsafe_tail
 from .errors import api_error_from, error_body
-from .protocol import ChoiceDelta, Usage, delta_chunk, now, sse_event, usage_chunk
+from .protocol import ChoiceDelta, Usage, delta_chunk, now, sse_event, usage_chunk, usage_of
 
 log = logging.getLogger(__name__)
 
@@ -36,33 +40,53 @@ MAX_WAITING_REPLIES = 256  # threads that may sit waiting on replies at once; mo
 OPENAI_FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nobody reads a cancelled one
 
 
+REASONING, CONTENT = "reasoning", "content"  # the two kinds of delta a reply has
+
+
 class Reply:
     """A Generation's visible text with the request's stop strings applied. Blocking; runs in threads.
 
-    A stop string is found with the prompt module's `find_stop`, and text that may be the start of
+    The answer and the reasoning arrive split (`Generation.parts()`). A stop string is looked for in
+    the answer only, with the prompt module's `find_stop`, and answer text that may be the start of
     one (`unsafe_tail`) is held back until the next delta shows whether it is."""
 
     def __init__(self, generation, stops: tuple[str, ...] = ()):
         self.generation = generation
-        self.text = ""
+        self.text = ""  # the answer
+        self.reasoning = ""
         self.hit_stop = False
         self._stops = stops
-        self._deltas = iter(generation)
+        self._deltas = generation.parts()
         self._pending = ""  # held back: it may be the start of a stop string
+        self._ready: deque[tuple[str, str]] = deque()  # (kind, text) decided, not yet taken
         self._done = False
 
-    def next_delta(self) -> str | None:
-        """The next piece of visible text, or None once the reply is complete (stats are then set)."""
-        while not self._done:
+    def next_delta(self) -> tuple[str, str] | None:
+        """The next piece of visible text as (kind, text), kind REASONING or CONTENT, in the order the
+        model wrote them; None once the reply is complete (stats are then set)."""
+        while not self._ready:
+            if self._done:
+                return None
             delta = next(self._deltas, None)
             if delta is None:
-                self._done, visible, self._pending = True, self._pending, ""
+                self._done = True
+                tail, self._pending = self._pending, ""
+                self._add(CONTENT, tail)
             else:
-                visible = self._cut(self._pending + delta)
-            if visible:
-                self.text += visible
-                return visible
-        return None
+                reasoning, content = delta
+                self._add(REASONING, reasoning)
+                if content:
+                    self._add(CONTENT, self._cut(self._pending + content))
+        kind, text = self._ready.popleft()
+        if kind == CONTENT:
+            self.text += text
+        else:
+            self.reasoning += text
+        return kind, text
+
+    def _add(self, kind: str, text: str) -> None:
+        if text:
+            self._ready.append((kind, text))
 
     def _cut(self, text: str) -> str:
         """The part of `text` that can be shown; at a stop string, end the generation there."""
@@ -79,6 +103,7 @@ class Reply:
         return text[:len(text) - hold]
 
     def read_all(self) -> str:
+        """The whole answer (the reasoning is then in `reasoning`)."""
         while self.next_delta() is not None:
             pass
         return self.text
@@ -91,8 +116,7 @@ class Reply:
 
     def usage(self) -> Usage:
         stats = self.generation.stats
-        return Usage(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
-                     total_tokens=stats.prompt_tokens + stats.completion_tokens)
+        return usage_of(stats.prompt_tokens, stats.completion_tokens, stats.reasoning_tokens)
 
 
 class _Relay:
@@ -107,7 +131,7 @@ class _Relay:
     def __init__(self, reply: Reply, loop: asyncio.AbstractEventLoop):
         self._reply, self._loop = reply, loop
         self._lock = threading.Lock()
-        self._texts: list[str] = []
+        self._texts: list[tuple[str, str]] = []  # (kind, text)
         self._finished = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future | None = None
@@ -125,12 +149,12 @@ class _Relay:
         finally:
             self._put(None)
 
-    def _put(self, text: str | None) -> None:
+    def _put(self, piece: tuple[str, str] | None) -> None:
         with self._lock:
-            if text is None:
+            if piece is None:
                 self._finished = True
             else:
-                self._texts.append(text)
+                self._texts.append(piece)
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             try:
@@ -138,8 +162,9 @@ class _Relay:
             except RuntimeError:  # the loop is closed: the server is gone, nobody reads this reply
                 pass
 
-    async def take(self) -> str | None:
-        """All text that arrived since the last call (waiting for some), or None once the reply is over."""
+    async def take(self) -> list[tuple[str, str]] | None:
+        """All text that arrived since the last call (waiting for some), as (kind, text) runs in order
+        with each run's pieces joined, or None once the reply is over."""
         with self._lock:
             if not self._texts and not self._finished:
                 self._waiter = waiter = self._loop.create_future()
@@ -150,10 +175,26 @@ class _Relay:
         with self._lock:
             texts, self._texts = self._texts, []
         if texts:
-            return "".join(texts)
+            return _runs(texts)
         if self._error is not None:
             raise self._error
         return None
+
+
+def _runs(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Adjacent pieces of one kind joined: [(k, a), (k, b), (j, c)] -> [(k, ab), (j, c)]."""
+    runs: list[tuple[str, str]] = []
+    for kind, text in pieces:
+        if runs and runs[-1][0] == kind:
+            runs[-1] = (kind, runs[-1][1] + text)
+        else:
+            runs.append((kind, text))
+    return runs
+
+
+def _delta(kind: str, text: str) -> ChoiceDelta:
+    """A streamed delta: the answer as `content`, the reasoning as vLLM's `reasoning_content`."""
+    return ChoiceDelta(content=text) if kind == CONTENT else ChoiceDelta(reasoning_content=text)
 
 
 def _wake(waiter: asyncio.Future) -> None:
@@ -166,14 +207,23 @@ class ChatService:
         self.engine, self.model_name, self.log_prompts = engine, model_name, log_prompts
         self._waiters = anyio.CapacityLimiter(MAX_WAITING_REPLIES)
 
-    async def submit(self, request: Request, messages: list[dict], params, stops: tuple[str, ...] = ()) -> Reply:
+    @property
+    def defaults(self):
+        """The loaded family's recommended sampling values, for the fields a request leaves unset."""
+        return self.engine.lm.family.defaults
+
+    async def submit(self, request: Request, messages: list[dict], params, stops: tuple[str, ...] = (),
+                     enable_thinking: bool | None = None) -> Reply:
         """Encode and queue, off the event loop; a client that hangs up meanwhile stops the encoding."""
         gone = threading.Event()
         failure: BaseException | None = None
         async with anyio.create_task_group() as group:
             group.start_soon(_on_disconnect, request, gone.set)
             try:
-                generation = await run_in_threadpool(self.engine.submit, messages, params, cancelled=gone.is_set)
+                # the switch only when the request set it: otherwise the call is what it was before thinking
+                thinking = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+                generation = await run_in_threadpool(self.engine.submit, messages, params, cancelled=gone.is_set,
+                                                    **thinking)
             except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
                 failure = exc
             finally:
@@ -211,8 +261,9 @@ class ChatService:
         try:
             yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(role="assistant", content="")))
             relay.start()
-            while (text := await relay.take()) is not None:
-                yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(content=text)))
+            while (runs := await relay.take()) is not None:
+                for kind, text in runs:
+                    yield sse_event(delta_chunk(request_id, created, model, _delta(kind, text)))
             yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(), reply.finish_reason))
             if include_usage:
                 yield sse_event(usage_chunk(request_id, created, model, reply.usage()))
@@ -237,6 +288,9 @@ class ChatService:
             line = (f"{method} {path} prompt_tokens={stats.prompt_tokens} completion_tokens="
                     f"{stats.completion_tokens} ttft={ttft} tokens/s={speed} finish={finish} "
                     f"total={stats.total_seconds:.2f}s")
+            if stats.reasoning_tokens:  # a thinking model's; absent on MiniCPM-2B, whose line is as before
+                line += f" reasoning_tokens={stats.reasoning_tokens}" + (" (cut inside the reasoning)"
+                                                                          if stats.ended_in_reasoning else "")
         if self.log_prompts:
             line += f" prompt={messages[-1]['content']!r} reply={reply.text!r}"
         log.info(line)
