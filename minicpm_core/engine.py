@@ -581,7 +581,8 @@ def load_engine(settings: ModelSettings) -> Engine:
     if settings.demo:
         from . import paths
 
-        lm = load_model(paths.demo_checkpoint_dir(), device=settings.device, dtype=settings.dtype, demo=True)
+        lm = load_model(paths.demo_model_dir(settings.demo_family), device=settings.device, dtype=settings.dtype,
+                        demo=True)
     else:
         lm = load_model(settings.model, device=settings.device, dtype=settings.dtype,
                         cache_dir=settings.cache_dir, trust_remote_code=settings.trust_remote_code)
