@@ -84,6 +84,12 @@ class MessageMeta(BaseModel):
     tokens_per_second: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
     finish_reason: Literal[FINISH_REASONS] | None = None  # type: ignore[valid-type]
     params: dict[str, Any] | None = None  # the GenerationParams that produced a reply
+    # A thinking family's reply: what it thought before answering (never sent back to the model), how
+    # many tokens and seconds that took, and whether max_length cut it before the answer began.
+    reasoning: str | None = Field(default=None, strict=True)
+    reasoning_tokens: int | None = _Count
+    reasoning_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
+    ended_in_reasoning: bool | None = Field(default=None, strict=True)
 
 
 def meta_problem(meta: dict[str, Any]) -> tuple[str, str] | None:

@@ -18,7 +18,7 @@ from minicpm_core.params import PRESETS, matching_preset
 from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 
 from ui import state
-from ui.backend import active_backend
+from ui.backend import active_backend, family_of, thinking_default
 from ui.i18n import LANGUAGE_KEY, LANGUAGES, has, t
 from ui.markdown_safe import plain_text
 from ui.notices import error_text
@@ -126,6 +126,7 @@ def settings() -> None:
     st.subheader(t("settings"))
     preset_picker()
     param_sliders()
+    thinking_switch()
     ignored_controls_note()
     state.seed_widget("seed", None)
     state.keep("seed", st.number_input(t("param_seed"), min_value=0, max_value=2**32 - 1, step=1, value=None,
@@ -136,6 +137,23 @@ def settings() -> None:
                                              help=t("system_prompt_help")))
     st.button(t("reset_settings"), key="reset_settings", icon=":material/restart_alt:", width="stretch",
               on_click=reset_settings)
+
+
+def thinking_switch() -> None:
+    """"Think before answering", only on a family whose template takes enable_thinking. It starts at
+    the checkpoint's default (on where the template leaves it to the model); until flipped, nothing is
+    passed and the template decides."""
+    backend = active_backend()
+    family = family_of(backend)
+    if family is None or not family.thinking or not backend.ready:
+        return
+    default = thinking_default(backend)
+    state.seed_widget(state.THINKING_KEY, default is not False)
+    value = st.toggle(t("think"), key=state.THINKING_KEY, help=t("think_help"), on_change=state.keep,
+                      args=(state.THINKING_CHOSEN, True))
+    state.keep(state.THINKING_KEY, value)
+    if default is None and not state.get(state.THINKING_CHOSEN):
+        st.caption(t("think_model_decides"))
 
 
 def param_sliders(prefix: str = "") -> None:
@@ -188,6 +206,10 @@ def apply_preset(name: str, prefix: str = "") -> None:
 
 
 def reset_settings(prefix: str = "") -> None:
+    if not prefix:  # the thinking switch goes back to the checkpoint's default (re-seeded when drawn)
+        for key in (state.THINKING_KEY, state.THINKING_CHOSEN):
+            state.kept().pop(key, None)
+        st.session_state.pop(state.THINKING_KEY, None)
     for name, value in state.default_settings().items():
         if prefix and name not in state.SLIDER_PARAMS:
             continue  # B has only sliders; seed and system prompt are shared

@@ -62,6 +62,16 @@ def default_settings() -> dict[str, Any]:
     return values
 
 
+THINKING_KEY = "enable_thinking"  # the sidebar's switch on a family that thinks
+THINKING_CHOSEN = "_thinking_chosen"  # set once the user flips it: until then the template decides
+
+
+def enable_thinking(default: bool | None) -> bool | None:
+    """What to pass the model as enable_thinking: the switch once the user flipped it, else `default`
+    (the checkpoint's own, None: the model decides)."""
+    return get(THINKING_KEY) if get(THINKING_CHOSEN) else default
+
+
 def params_from(values: dict[str, Any]) -> GenerationParams:
     """GenerationParams from sidebar-style values (extra keys such as system_prompt are ignored)."""
     chosen = {name: values.get(name) for name in (*SLIDER_PARAMS, "seed")}
