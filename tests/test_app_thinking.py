@@ -161,3 +161,40 @@ def test_minicpm_2b_shows_no_switch_and_no_block(use_local_model, tmp_path, demo
     at = ask(start(), "hello")
     assert not at.sidebar.toggle and not reasoning_blocks(at)
     assert "reasoning" not in stored(at.query_params["c"]).messages[1].meta
+
+
+# --- the family's defaults and the KV budget ------------------------------------------------------
+
+def test_the_sidebar_takes_the_familys_defaults_and_says_how_max_length_was_chosen(thinking_demo):
+    at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run())
+    family = at.session_state["_backend"].lm.family
+    for name, value in family.defaults.items():
+        if name in ("temperature", "top_p", "repetition_penalty", "min_p"):
+            assert at.sidebar.slider(key=name).value == value, name
+    assert any("context is 131,072 tokens" in c.value for c in at.sidebar.caption)
+
+
+def test_minicpm_2b_keeps_its_defaults(use_local_model, tmp_path, demo_ckpt):
+    use_local_model(demo_ckpt, tmp_path / "data")
+    at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run())
+    values = {name: at.sidebar.slider(key=name).value for name in ("temperature", "top_p", "max_length")}
+    assert values == {"temperature": 0.5, "top_p": 0.8, "max_length": 4096}
+    assert not any("context is" in c.value for c in at.sidebar.caption)
+
+
+def test_a_long_contexts_default_max_length_is_what_its_kv_cache_fits(monkeypatch):
+    from minicpm_core import engine, paths
+    from minicpm_core.loader import load_model
+
+    lm = load_model(paths.demo_model_dir("minicpm5"), device="cpu", dtype="float32")
+    config = lm.model.config
+    per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4
+    assert engine.kv_bytes_per_token(config, lm.model.dtype) == per_token
+    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 1000 * per_token)
+    budget = engine.kv_budget(lm)
+    assert budget.max_length == int(1000 * engine.KV_MEMORY_SHARE) // 16 * 16 and budget.limited_by_memory
+    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 10**15)
+    assert engine.kv_budget(lm).max_length == lm.context_length == 131072
+    two_b = load_model(paths.demo_model_dir(), device="cpu", dtype="float32")
+    monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 0)
+    assert engine.kv_budget(two_b).max_length == 4096  # MiniCPM-2B's default is its context, as before

@@ -177,6 +177,21 @@ def thinking_default(backend) -> bool | None:
 _THINKING_DEFAULT: dict[int, bool | None] = {}
 
 
+def kv_budget_of(backend):
+    """engine.kv_budget of a loaded local model (asked once per model), else None."""
+    lm = getattr(backend, "lm", None)
+    if lm is None:
+        return None
+    if id(lm) not in _KV_BUDGETS:
+        from minicpm_core.engine import kv_budget
+
+        _KV_BUDGETS[id(lm)] = kv_budget(lm)
+    return _KV_BUDGETS[id(lm)]
+
+
+_KV_BUDGETS: dict[int, Any] = {}
+
+
 class PendingBackend:
     """The local backend before its model is loaded. Drawing a page never waits: `prepare` gives
     None (no context meter yet) and the queue is empty. `submit` and `info` wait for the model.

@@ -107,6 +107,9 @@ EN: dict[str, str] = {
     "param_seed": "Seed",
     "param_min_p": "Min-p",
     "advanced_settings": "Advanced",
+    "max_length_budget": "This model's context is {context:,} tokens. The default max_length, {n:,}, is the "
+                         "longest whose KV cache ({kb:.1f} KB a token) fits in the free memory ({free:.1f} GB), "
+                         "within the slider's range.",
     "think": "Think before answering",
     "think_help": "The model first reasons in a collapsible block, then answers. The reasoning is kept with "
                   "the reply but never sent back to the model.",
@@ -272,6 +275,8 @@ ZH: dict[str, str] = {
     "param_max_length": "最大长度 (max_length，token)",
     "param_seed": "随机种子 (seed)",
     "advanced_settings": "高级",
+    "max_length_budget": "该模型的上下文为 {context:,} 个 token。默认的 max_length（{n:,}）是在滑块范围内、其 KV 缓存"
+                         "（每个 token {kb:.1f} KB）能放进空闲内存（{free:.1f} GB）的最大值。",
     "think": "先思考再回答",
     "think_help": "模型先在可折叠的区块里推理，再给出回答。推理内容随回复保存，但不会再发送给模型。",
     "think_model_decides": "在你切换之前，由模型自己决定（其对话模板的默认）。",
