@@ -286,7 +286,8 @@ class ThinkingBlock:
                 with self.status:
                     self.body = st.empty()
         self.body.markdown(markdown_safe.safe_markdown(thinking.text))
-        self.status.update(label=t("thinking", seconds=thinking.seconds()))
+        # expanded again: an update without it clears the field, which the browser draws collapsed
+        self.status.update(label=t("thinking", seconds=thinking.seconds()), expanded=True)
 
     def collapse(self, thinking: Thinking) -> None:
         if self.status is not None and not self.collapsed:
