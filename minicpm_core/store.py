@@ -427,7 +427,8 @@ class ConversationStore:
         )
 
     def export_markdown(self, conv_id: str) -> str:
-        """Title heading, then each message under its speaker in bold; content verbatim."""
+        """Title heading, then each message under its speaker in bold; content verbatim. A reply's
+        reasoning comes first, as a quote (each line prefixed with "> ")."""
         conversation = self._get_or_raise(conv_id)
         speakers = {"user": "You", "assistant": "MiniCPM", "system": "System"}
         parts = [f"# {conversation.title or 'Untitled conversation'}", f"_Created {conversation.created_at}_"]
@@ -435,6 +436,10 @@ class ConversationStore:
             content = message.content
             if _open_code_fence(content):  # a reply cut off mid code block would swallow the rest
                 content += "\n```"
+            reasoning = message.meta.get("reasoning") or ""
+            if reasoning.strip():
+                quoted = "\n".join("> " + line for line in reasoning.splitlines())
+                content = f"> _Reasoning:_\n>\n{quoted}\n\n{content}"
             parts.append(f"**{speakers[message.role]}**\n\n{content}")
         return "\n\n".join(parts) + "\n"
 

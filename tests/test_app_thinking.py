@@ -140,6 +140,7 @@ def test_export_and_import_keep_the_reasoning(thinking_demo):
     store = ConversationStore(default_db_path())
     try:
         exported = store.export_json(at.query_params["c"])
+        markdown = store.export_markdown(at.query_params["c"])
         imported = store.import_json(exported)
         old_style = json.loads(exported)  # an export from before reasoning was stored still imports
         for message in old_style["messages"]:
@@ -153,6 +154,7 @@ def test_export_and_import_keep_the_reasoning(thinking_demo):
     finally:
         store.close()
     assert imported.messages[1].meta["reasoning"] == QA["hello"][0]
+    assert f"> {QA['hello'][0]}\n\n{QA['hello'][1]}" in markdown  # the reasoning quoted above the answer
     assert "reasoning" not in plain.messages[1].meta
 
 
