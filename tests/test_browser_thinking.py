@@ -78,7 +78,6 @@ def test_the_reasoning_streams_open_collapses_at_the_answer_and_stays_after_relo
         states = [entry["state"] for entry in page.evaluate("() => window.__blockStates")]
         thinking = [s for s in states if s[0] is True and s[1] and not s[2]]
         assert thinking, states  # open, with reasoning, before any answer
-        assert any(len(s[1]) < len(REASONING) for s in thinking), "the reasoning streamed in pieces"
         answering = [s for s in states if s[2]]
         assert answering and all(s[0] is False for s in answering), states  # collapsed once the answer began
         block = reply.locator("[data-testid=stExpander] details")
