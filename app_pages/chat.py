@@ -7,7 +7,7 @@ Order as in every Streamlit chat: title, history, actions on the last turn, inpu
 import streamlit as st
 
 from ui import chat, state
-from ui.backend import active_backend, get_store
+from ui.backend import active_backend, family_of, get_store, thinking_default
 from ui.i18n import t
 from ui.markdown_safe import plain_text, safe_markdown
 
@@ -18,6 +18,9 @@ backend = active_backend()
 settings = state.settings()
 params = state.params_from(settings)
 system_prompt = settings["system_prompt"]
+family = family_of(backend)
+thinks = bool(family and family.thinking and backend.ready)
+enable_thinking = state.enable_thinking(thinking_default(backend)) if thinks else None
 
 chat.settle_abandoned_reply()  # a Stop click's run: draw the stopped reply as saved, not half-saved
 conv_id = state.current_conversation_id()
@@ -40,6 +43,11 @@ for message in conversation.messages if conversation else ():
     if message.role == "system":
         continue
     with st.chat_message(message.role):
+        if message.role == "assistant" and message.meta.get("reasoning"):
+            with st.status(chat.reasoning_label(message.meta), state="complete", expanded=False):
+                st.markdown(safe_markdown(message.meta["reasoning"]))
+            if message.meta.get("ended_in_reasoning"):
+                st.warning(t("cut_in_thinking"), icon=":material/content_cut:")
         st.markdown(safe_markdown(message.content) or " ")
         caption = chat.reply_caption(message.meta) if message.role == "assistant" else ""
         if caption:
@@ -48,7 +56,7 @@ for message in conversation.messages if conversation else ():
 welcome = st.empty()
 if conversation is None or not conversation.messages:
     with welcome.container():
-        chat.welcome(backend.demo)
+        chat.welcome(backend.demo, family.name if family and backend.demo else None)
 
 question_msg = chat.last_question(conversation)
 if conversation is not None and question_msg is not None:
@@ -76,5 +84,5 @@ if question and question.strip():
     st.session_state[state.PENDING_REPLY] = conv_id
 
 if conv_id and st.session_state.pop(state.PENDING_REPLY, None) == conv_id:
-    if chat.answer_here(store, backend, conv_id, params, system_prompt):
+    if chat.answer_here(store, backend, conv_id, params, system_prompt, enable_thinking):
         st.rerun()  # redraw from the store: stats caption, meter, actions under the new reply

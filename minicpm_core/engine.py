@@ -40,6 +40,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -54,7 +55,7 @@ from .detok import IncrementalDecoder, StopMarkerWatch
 from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
 from .loader import LoadedModel, load_model
-from .params import GenerationParams
+from .params import MODEL_CONTEXT, GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
 from .settings import DEFAULT_MAX_QUEUE, ModelSettings
@@ -581,11 +582,60 @@ def load_engine(settings: ModelSettings) -> Engine:
     if settings.demo:
         from . import paths
 
-        lm = load_model(paths.demo_checkpoint_dir(), device=settings.device, dtype=settings.dtype, demo=True)
+        lm = load_model(paths.demo_model_dir(settings.demo_family), device=settings.device, dtype=settings.dtype,
+                        demo=True)
     else:
         lm = load_model(settings.model, device=settings.device, dtype=settings.dtype,
                         cache_dir=settings.cache_dir, trust_remote_code=settings.trust_remote_code)
     return Engine(lm, max_concurrent=settings.max_concurrent, max_queue=settings.max_queue)
+
+
+KV_MEMORY_SHARE = 0.8  # of the device's free memory, what the default max_length's KV cache may take
+
+
+@dataclass(frozen=True)
+class KvBudget:
+    """The default max_length of a loaded model, and what it was chosen from (the sidebar says so)."""
+
+    max_length: int        # the default: the context, or less where the KV cache would not fit
+    context_length: int
+    bytes_per_token: int   # the KV cache of one token: 2 (K and V) x layers x kv_heads x head_dim x dtype bytes
+    free_bytes: int        # the device's free memory when asked
+
+    @property
+    def limited_by_memory(self) -> bool:
+        return self.max_length < self.context_length
+
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes one token's keys and values take in the cache, from the model's config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory where the KV cache will live: the GPU's (torch.cuda.mem_get_info), else the RAM
+    available to this process (psutil)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def kv_budget(lm: LoadedModel, step: int = 16) -> KvBudget:
+    """The default max_length for `lm`: its whole context if that is no longer than the default
+    family's (MiniCPM-2B keeps 4096), else the longest whose KV cache fits KV_MEMORY_SHARE of the free
+    memory (a multiple of `step`), so a 131k context is never the silent default on a 24 GB card."""
+    per_token = kv_bytes_per_token(lm.model.config, lm.model.dtype)
+    free = free_memory_bytes(torch.device(lm.device))
+    context = lm.context_length
+    if context <= MODEL_CONTEXT:
+        return KvBudget(context, context, per_token, free)
+    fits = int(free * KV_MEMORY_SHARE) // per_token // step * step
+    return KvBudget(max(step, min(context, fits)), context, per_token, free)
 
 
 def failure(exc: Exception) -> GenerationFailed:

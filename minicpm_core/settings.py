@@ -23,11 +23,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from .download import DEFAULT_CACHE_DIR, DEFAULT_MODEL_ID
 from .errors import InvalidRequest
+from .paths import DEFAULT_DEMO_FAMILY, DEMO_FAMILIES
 
 DEFAULT_MAX_QUEUE = 32  # requests that may wait for a free slot; one more is refused (HTTP 429)
 DEFAULT_HOST = "0.0.0.0"
@@ -70,11 +71,22 @@ class ModelSettings(SettingsGroup):
     cache_dir: CacheDir
     demo: bool = setting(False, "run the tiny demo model that comes with the app (canned answers to a few "
                                 "questions, no download) instead of MiniCPM-2B", env="MINICPM_DEMO")
+    demo_family: Literal[DEMO_FAMILIES] = setting(  # type: ignore[valid-type]
+        DEFAULT_DEMO_FAMILY, "which family's demo --demo runs; minicpm5 thinks before it answers (giving "
+        "another than the default implies --demo)", env="MINICPM_DEMO_FAMILY")
     trust_remote_code: bool = setting(False, "execute the Python code shipped inside the checkpoint (off by default)")
     max_concurrent: int = setting(1, "replies generated at once; others wait in a fair queue",
                                   env="MINICPM_MAX_CONCURRENT", ge=1)
     max_queue: int = setting(DEFAULT_MAX_QUEUE, "requests that may wait for a free slot; more are refused "
                              "(HTTP 429) with a hint of when to retry", env="MINICPM_MAX_QUEUE", ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_family_implies_demo(cls, values: Any) -> Any:
+        """`--demo-family minicpm5` alone is enough: it can only mean the demo."""
+        if isinstance(values, dict) and values.get("demo_family", DEFAULT_DEMO_FAMILY) != DEFAULT_DEMO_FAMILY:
+            values = {"demo": True, **values}
+        return values
 
 
 class RemoteSettings(SettingsGroup):

@@ -84,6 +84,12 @@ class MessageMeta(BaseModel):
     tokens_per_second: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
     finish_reason: Literal[FINISH_REASONS] | None = None  # type: ignore[valid-type]
     params: dict[str, Any] | None = None  # the GenerationParams that produced a reply
+    # A thinking family's reply: what it thought before answering (never sent back to the model), how
+    # many tokens and seconds that took, and whether max_length cut it before the answer began.
+    reasoning: str | None = Field(default=None, strict=True)
+    reasoning_tokens: int | None = _Count
+    reasoning_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
+    ended_in_reasoning: bool | None = Field(default=None, strict=True)
 
 
 def meta_problem(meta: dict[str, Any]) -> tuple[str, str] | None:
@@ -421,7 +427,8 @@ class ConversationStore:
         )
 
     def export_markdown(self, conv_id: str) -> str:
-        """Title heading, then each message under its speaker in bold; content verbatim."""
+        """Title heading, then each message under its speaker in bold; content verbatim. A reply's
+        reasoning comes first, as a quote (each line prefixed with "> ")."""
         conversation = self._get_or_raise(conv_id)
         speakers = {"user": "You", "assistant": "MiniCPM", "system": "System"}
         parts = [f"# {conversation.title or 'Untitled conversation'}", f"_Created {conversation.created_at}_"]
@@ -429,6 +436,10 @@ class ConversationStore:
             content = message.content
             if _open_code_fence(content):  # a reply cut off mid code block would swallow the rest
                 content += "\n```"
+            reasoning = message.meta.get("reasoning") or ""
+            if reasoning.strip():
+                quoted = "\n".join("> " + line for line in reasoning.splitlines())
+                content = f"> _Reasoning:_\n>\n{quoted}\n\n{content}"
             parts.append(f"**{speakers[message.role]}**\n\n{content}")
         return "\n\n".join(parts) + "\n"
 

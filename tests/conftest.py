@@ -61,7 +61,7 @@ def use_local_model(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("MINICPM_DEVICE", "cpu")
         monkeypatch.setenv("MINICPM_DTYPE", "float32")
         monkeypatch.setenv("MINICPM_DATA_DIR", str(data_dir))
-        for name in ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_BACKEND", "MINICPM_BASE_URL",
+        for name in ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_DEMO_FAMILY", "MINICPM_BACKEND", "MINICPM_BASE_URL",
                      "MINICPM_MAX_CONCURRENT", "MINICPM_MAX_QUEUE"):
             monkeypatch.delenv(name, raising=False)
     return use

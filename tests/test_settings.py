@@ -25,6 +25,7 @@ TABLE = {
     "device": ("MINICPM_DEVICE", "cpu", "cpu"),
     "cache_dir": ("MINICPM_CACHE_DIR", "/data/models", "/data/models"),
     "demo": ("MINICPM_DEMO", None, True),
+    "demo_family": ("MINICPM_DEMO_FAMILY", "minicpm5", "minicpm5"),
     "trust_remote_code": (None, None, True),
     "max_concurrent": ("MINICPM_MAX_CONCURRENT", "3", 3),
     "max_queue": ("MINICPM_MAX_QUEUE", "0", 0),

@@ -147,6 +147,51 @@ def forget_backend() -> None:
     _load_for.clear()
 
 
+def family_of(backend):
+    """The loaded model's family (families.ModelFamily); a demo still loading: its demo's family;
+    None when unknown (a remote server, a model still loading)."""
+    lm = getattr(backend, "lm", None)
+    if lm is not None:
+        return lm.family
+    load = getattr(backend, "_load", None)
+    if load is not None and load.options.model.demo:
+        from minicpm_core.families import by_name
+
+        return by_name(load.options.model.demo_family)
+    return None
+
+
+def thinking_default(backend) -> bool | None:
+    """What the checkpoint's chat template does when enable_thinking is not passed: True or False if
+    its prompt for one question is the one it builds with that value, None if neither (the model
+    decides, as in MiniCPM5's template). Asked once per backend."""
+    key = id(backend)
+    if key not in _THINKING_DEFAULT:
+        question = [{"role": "user", "content": "?"}]
+        ids = backend.prepare(question).ids
+        found = [value for value in (True, False) if backend.prepare(question, enable_thinking=value).ids == ids]
+        _THINKING_DEFAULT[key] = found[0] if found else None
+    return _THINKING_DEFAULT[key]
+
+
+_THINKING_DEFAULT: dict[int, bool | None] = {}
+
+
+def kv_budget_of(backend):
+    """engine.kv_budget of a loaded local model (asked once per model), else None."""
+    lm = getattr(backend, "lm", None)
+    if lm is None:
+        return None
+    if id(lm) not in _KV_BUDGETS:
+        from minicpm_core.engine import kv_budget
+
+        _KV_BUDGETS[id(lm)] = kv_budget(lm)
+    return _KV_BUDGETS[id(lm)]
+
+
+_KV_BUDGETS: dict[int, Any] = {}
+
+
 class PendingBackend:
     """The local backend before its model is loaded. Drawing a page never waits: `prepare` gives
     None (no context meter yet) and the queue is empty. `submit` and `info` wait for the model.

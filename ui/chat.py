@@ -16,6 +16,7 @@ Drawing happens in `app_pages/chat.py` and `answer_here`; the rest is plain func
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from typing import Any
 
 import streamlit as st
 
+from minicpm_core import paths
 from minicpm_core.errors import MiniCPMError, QueueFull
 from minicpm_core.params import GenerationParams
 from minicpm_core.stats import FINISH_REASONS
@@ -52,13 +54,27 @@ EXAMPLES_KEY = "examples"  # the container of the example buttons
 CHOSEN_EXAMPLE = "_chosen_example"  # the clicked example, asked on this run
 
 
-def example_questions(demo: bool) -> list[str]:
+EXAMPLES_SHOWN = 4
+
+
+def example_questions(demo: bool, demo_family: str | None = None) -> list[str]:
+    if demo and demo_family not in (None, paths.DEFAULT_DEMO_FAMILY):
+        return demo_questions(demo_family, current_language())
     if demo:
         return list(DEMO_EXAMPLES[current_language()])
-    return [t(f"example_{i}") for i in range(1, 5)]
+    return [t(f"example_{i}") for i in range(1, EXAMPLES_SHOWN + 1)]
 
 
-def welcome(demo: bool) -> None:
+def demo_questions(family: str, language: str) -> list[str]:
+    """The questions `family`'s demo was trained on (its qa.jsonl), those in `language` first."""
+    lines = paths.demo_questions_file(family).read_text(encoding="utf-8").splitlines()
+    questions = [json.loads(line)["q"] for line in lines if line.strip()]
+    chinese = [q for q in questions if any("\u4e00" <= ch <= "\u9fff" for ch in q)]
+    mine = chinese if language == "zh" else [q for q in questions if q not in chinese]
+    return (mine + [q for q in questions if q not in mine])[:EXAMPLES_SHOWN]
+
+
+def welcome(demo: bool, demo_family: str | None = None) -> None:
     """What an empty chat shows: one line on what to do, and example questions to click.
 
     Buttons, not st.pills: a click is an event, and a button's click reaches the server once. A pills
@@ -69,7 +85,7 @@ def welcome(demo: bool) -> None:
     st.markdown(t("chat_welcome"))
     st.caption(t("examples"))
     with st.container(horizontal=True, key=EXAMPLES_KEY):
-        for i, question in enumerate(example_questions(demo)):
+        for i, question in enumerate(example_questions(demo, demo_family)):
             st.button(question, key=f"example_{i}", on_click=_choose_example, args=(question,))
 
 
@@ -85,7 +101,9 @@ def take_chosen_example() -> str | None:
 # --- history ---------------------------------------------------------------------------------------
 
 def prompt_messages(conversation: Conversation | None, system_prompt: str = "") -> list[dict[str, str]]:
-    """The model's input: the sidebar's system prompt, then the stored messages that have text."""
+    """The model's input: the sidebar's system prompt, then the stored messages that have text.
+    A reply's reasoning (in its meta) is never sent back: the history holds only the answers, as the
+    thinking templates themselves do for earlier turns."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
     for message in conversation.messages if conversation else ():
         if message.content.strip():  # an interrupted reply that produced nothing is not history
@@ -100,13 +118,20 @@ def last_question(conversation: Conversation | None) -> Message | None:
     return None
 
 
-def reply_meta(stats: Any, params: GenerationParams, finish_reason: str | None = None) -> dict[str, Any]:
-    """What the store keeps about a reply: the engine's numbers and the settings that produced it."""
+def reply_meta(stats: Any, params: GenerationParams, finish_reason: str | None = None,
+               thinking: "Thinking | None" = None) -> dict[str, Any]:
+    """What the store keeps about a reply: the engine's numbers and the settings that produced it,
+    and a thinking reply's reasoning."""
     meta: dict[str, Any] = {"params": params.model_dump(exclude_none=True)}
+    if thinking is not None and thinking.text:
+        meta.update(reasoning=thinking.text, reasoning_seconds=round(thinking.seconds(), 2))
     if stats is not None:
         meta.update(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
                     tokens_per_second=stats.tokens_per_second, turns_dropped=stats.turns_dropped,
                     finish_reason=stats.finish_reason)
+        if thinking is not None and thinking.text:
+            meta.update(reasoning_tokens=getattr(stats, "reasoning_tokens", None),
+                        ended_in_reasoning=bool(getattr(stats, "ended_in_reasoning", False)))
     if finish_reason is not None:
         meta["finish_reason"] = finish_reason
     return meta
@@ -213,6 +238,72 @@ def follow(generation, on_queue: Callable[[int | None], None]) -> Iterator[str]:
             generation.cancel()
 
 
+class Thinking:
+    """A reply's reasoning as it streams: its text, when it began and ended (the answer's start)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.started: float | None = None
+        self.ended: float | None = None
+
+    def add(self, delta: str) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+        self.text += delta
+
+    def end(self) -> None:
+        if self.started is not None and self.ended is None:
+            self.ended = time.monotonic()
+
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.ended or time.monotonic()) - self.started
+
+
+def reasoning_label(meta: dict[str, Any]) -> str:
+    """The collapsed block's label under a stored reply: its time and, once known, its token count."""
+    seconds = meta.get("reasoning_seconds") or 0.0
+    if meta.get("reasoning_tokens"):
+        return t("thought_tokens", seconds=seconds, n=meta["reasoning_tokens"])
+    return t("thought", seconds=seconds)
+
+
+class ThinkingBlock:
+    """The collapsible block above a streaming answer: open while the model thinks, collapsed once
+    the answer begins. Drawn into `slot` (an st.empty above the answer) on the first reasoning."""
+
+    def __init__(self, slot) -> None:
+        self.slot = slot
+        self.status = None
+        self.body = None
+        self.collapsed = False
+
+    def show(self, thinking: Thinking) -> None:
+        if self.status is None:
+            with self.slot.container():
+                self.status = st.status(t("thinking", seconds=thinking.seconds()), expanded=True, state="running")
+                with self.status:
+                    self.body = st.empty()
+        self.body.markdown(markdown_safe.safe_markdown(thinking.text))
+        # expanded again: an update without it clears the field, which the browser draws collapsed
+        self.status.update(label=t("thinking", seconds=thinking.seconds()), expanded=True)
+
+    def collapse(self, thinking: Thinking) -> None:
+        if self.status is not None and not self.collapsed:
+            self.collapsed = True
+            self.status.update(label=t("thought", seconds=thinking.seconds()), state="complete", expanded=False)
+
+
+def reasoning_and_answers(generation) -> Iterator[tuple[str, str]]:
+    """(reasoning_delta, answer_delta) pairs: the generation's parts(), or its answer deltas where the
+    backend has no parts() (a remote server that does not split)."""
+    parts = getattr(generation, "parts", None)
+    if parts is not None:
+        return parts()
+    return (("", delta) for delta in generation)
+
+
 class ReplyRecorder:
     """Iterates a generation for `st.write_stream` while saving the text to the store as it grows."""
 
@@ -225,21 +316,32 @@ class ReplyRecorder:
         self.params = params
         self.on_queue = on_queue or (lambda position: None)
         self.text = ""
+        self.thinking = Thinking()
+        self.block: ThinkingBlock | None = None  # where reasoning is drawn while it streams
         self.meta: dict[str, Any] = {}
         self.finished = False
 
     def stream(self) -> Iterator[str]:
-        """Text deltas. Closing this iterator early cancels the generation and keeps the partial text."""
-        inner = iter(self.generation)
+        """Answer deltas (the reasoning goes to `block`). Closing this iterator early cancels the
+        generation and keeps the partial text."""
+        inner = reasoning_and_answers(self.generation)
         outcome: str | None = "cancelled"  # None: finished normally, the engine's reason stands
         try:
             wait_in_queue(self.generation, self.on_queue)
             last_save = time.monotonic()
-            for delta in inner:
-                self.text += delta
-                yield delta
+            for reasoning, delta in inner:
+                if reasoning:
+                    self.thinking.add(reasoning)
+                    if self.block is not None:
+                        self.block.show(self.thinking)
+                if delta:
+                    self.thinking.end()
+                    if self.block is not None:
+                        self.block.collapse(self.thinking)
+                    self.text += delta
+                    yield delta
                 if time.monotonic() - last_save >= SAVE_EVERY_S:
-                    self._save()
+                    self._save(reply_meta(None, self.params, thinking=self.thinking) if self.thinking.text else None)
                     last_save = time.monotonic()
             outcome = None
         except MiniCPMError:
@@ -267,7 +369,8 @@ class ReplyRecorder:
         if stats is None and wait is not None:
             wait(STATS_WAIT_S)  # a cancelled request stops within one decoding step
             stats = self.generation.stats
-        self.meta = reply_meta(stats, self.params, outcome)
+        self.thinking.end()
+        self.meta = reply_meta(stats, self.params, outcome, self.thinking)
         self.meta.setdefault("finish_reason", "stop")
         self._save(self.meta)
 
@@ -309,7 +412,7 @@ def ask(store: ConversationStore, conv_id: str | None, question: str) -> str:
 
 
 def answer_here(store: ConversationStore, backend, conv_id: str, params: GenerationParams,
-                system_prompt: str = "") -> bool:
+                system_prompt: str = "", enable_thinking: bool | None = None) -> bool:
     """Stream a reply to the conversation's last question into an assistant bubble on this page.
 
     Returns True when the reply finished (the caller reruns to redraw from the store). Errors are
@@ -317,7 +420,9 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
     """
     conversation = store.get(conv_id)
     try:
-        generation = backend.submit(prompt_messages(conversation, system_prompt), params)
+        # enable_thinking only where it was asked for: a backend without thinking need not take it
+        extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+        generation = backend.submit(prompt_messages(conversation, system_prompt), params, **extra)
     except QueueFull as exc:  # the question is kept: redraw, so its Regenerate button is there to retry
         state.flash("warning", error_text(exc))
         return True
@@ -335,6 +440,7 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
             # as "cancelled" and the next run draws it with its caption and the turn's actions.
             # (chat_input's own Stop ends the run instead, and nothing could be drawn after it.)
             st.button(t("stop_reply"), key="stop_reply", icon=":material/stop_circle:", type="tertiary")
+            recorder.block = ThinkingBlock(st.empty())  # above the answer; drawn on the first reasoning
             stream = recorder.stream()
             try:
                 markdown_safe.write_stream(stream)

@@ -107,6 +107,18 @@ EN: dict[str, str] = {
     "param_seed": "Seed",
     "param_min_p": "Min-p",
     "advanced_settings": "Advanced",
+    "max_length_budget": "This model's context is {context:,} tokens. The default max_length, {n:,}, is the "
+                         "longest whose KV cache ({kb:.1f} KB a token) fits in the free memory ({free:.1f} GB), "
+                         "within the slider's range.",
+    "think": "Think before answering",
+    "think_help": "The model first reasons in a collapsible block, then answers. The reasoning is kept with "
+                  "the reply but never sent back to the model.",
+    "think_model_decides": "Until you switch it, the model decides (its chat template's default).",
+    "thinking": "Thinking… {seconds:.1f} s",
+    "thought": "Thought for {seconds:.1f} s",
+    "thought_tokens": "Thought for {seconds:.1f} s · {n} tokens",
+    "cut_in_thinking": "The reply reached max_length while the model was still thinking, before any answer. "
+                       "Raise max_length in the sidebar, or switch thinking off, and regenerate.",
     "server_ignores": "This server ignores: {controls}",
     **{f"help_{name}": GenerationParams.help(name) for name in _PARAMS},
     "seed_placeholder": "Random",
@@ -263,6 +275,15 @@ ZH: dict[str, str] = {
     "param_max_length": "最大长度 (max_length，token)",
     "param_seed": "随机种子 (seed)",
     "advanced_settings": "高级",
+    "max_length_budget": "该模型的上下文为 {context:,} 个 token。默认的 max_length（{n:,}）是在滑块范围内、其 KV 缓存"
+                         "（每个 token {kb:.1f} KB）能放进空闲内存（{free:.1f} GB）的最大值。",
+    "think": "先思考再回答",
+    "think_help": "模型先在可折叠的区块里推理，再给出回答。推理内容随回复保存，但不会再发送给模型。",
+    "think_model_decides": "在你切换之前，由模型自己决定（其对话模板的默认）。",
+    "thinking": "思考中… {seconds:.1f} 秒",
+    "thought": "思考了 {seconds:.1f} 秒",
+    "thought_tokens": "思考了 {seconds:.1f} 秒 · {n} 个 token",
+    "cut_in_thinking": "回复在模型仍在思考、尚未回答时就达到了 max_length。请在侧边栏调高 max_length，或关闭思考，然后重新生成。",
     "server_ignores": "此服务器忽略：{controls}",
     "help_temperature": "随机程度。0 总是选择最可能的 token；越高，回答越多样、越不集中。",
     "help_top_p": "核采样：只在累计概率达到 top_p 的最可能的 token 中采样。越低越集中。",

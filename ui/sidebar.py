@@ -14,11 +14,11 @@ import re
 import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
-from minicpm_core.params import PRESETS, matching_preset
+from minicpm_core.params import MODEL_CONTEXT, PRESETS, matching_preset
 from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 
 from ui import state
-from ui.backend import active_backend
+from ui.backend import active_backend, family_of, kv_budget_of, thinking_default
 from ui.i18n import LANGUAGE_KEY, LANGUAGES, has, t
 from ui.markdown_safe import plain_text
 from ui.notices import error_text
@@ -39,6 +39,7 @@ def language_switch() -> None:
 
 
 def render_sidebar(store: ConversationStore) -> None:
+    take_model_defaults()
     with st.sidebar:
         conversations(store)
         st.divider()
@@ -126,6 +127,8 @@ def settings() -> None:
     st.subheader(t("settings"))
     preset_picker()
     param_sliders()
+    max_length_note()
+    thinking_switch()
     ignored_controls_note()
     state.seed_widget("seed", None)
     state.keep("seed", st.number_input(t("param_seed"), min_value=0, max_value=2**32 - 1, step=1, value=None,
@@ -136,6 +139,49 @@ def settings() -> None:
                                              help=t("system_prompt_help")))
     st.button(t("reset_settings"), key="reset_settings", icon=":material/restart_alt:", width="stretch",
               on_click=reset_settings)
+
+
+def thinking_switch() -> None:
+    """"Think before answering", only on a family whose template takes enable_thinking. It starts at
+    the checkpoint's default (on where the template leaves it to the model); until flipped, nothing is
+    passed and the template decides."""
+    backend = active_backend()
+    family = family_of(backend)
+    if family is None or not family.thinking or not backend.ready:
+        return
+    default = thinking_default(backend)
+    state.seed_widget(state.THINKING_KEY, default is not False)
+    value = st.toggle(t("think"), key=state.THINKING_KEY, help=t("think_help"), on_change=state.keep,
+                      args=(state.THINKING_CHOSEN, True))
+    state.keep(state.THINKING_KEY, value)
+    if default is None and not state.get(state.THINKING_CHOSEN):
+        st.caption(t("think_model_decides"))
+
+
+def take_model_defaults() -> None:
+    """The loaded family's recommended sampling values and its context become the sliders' defaults
+    and max_length's range; a long context's default max_length is what its KV cache fits in memory."""
+    backend = active_backend()
+    family = family_of(backend)
+    if family is None:
+        return
+    values = {name: value for name, value in family.defaults.items() if name in state.SLIDER_PARAMS}
+    high = {"max_length": family.context_length}
+    budget = kv_budget_of(backend)
+    if budget is not None:
+        values["max_length"] = budget.max_length
+        high["max_length"] = budget.context_length
+    state.use_model_defaults(f"{family.name}@{id(getattr(backend, 'lm', backend))}", values, high)
+
+
+def max_length_note() -> None:
+    """Under the sliders, for a model whose context is longer than the slider's default: how the
+    default max_length was chosen."""
+    budget = kv_budget_of(active_backend())
+    if budget is None or budget.context_length <= MODEL_CONTEXT:
+        return
+    st.caption(t("max_length_budget", context=budget.context_length, n=state.slider_spec("max_length").default,
+                 kb=budget.bytes_per_token / 1024, free=budget.free_bytes / 2**30))
 
 
 def param_sliders(prefix: str = "") -> None:
@@ -188,6 +234,10 @@ def apply_preset(name: str, prefix: str = "") -> None:
 
 
 def reset_settings(prefix: str = "") -> None:
+    if not prefix:  # the thinking switch goes back to the checkpoint's default (re-seeded when drawn)
+        for key in (state.THINKING_KEY, state.THINKING_CHOSEN):
+            state.kept().pop(key, None)
+        st.session_state.pop(state.THINKING_KEY, None)
     for name, value in state.default_settings().items():
         if prefix and name not in state.SLIDER_PARAMS:
             continue  # B has only sliders; seed and system prompt are shared

@@ -31,6 +31,7 @@ MAIN_SLIDERS = GenerationParams.fields_where("control", "slider")
 ADVANCED_SLIDERS = GenerationParams.fields_where("control", "advanced")  # drawn in an expander
 SLIDER_PARAMS = MAIN_SLIDERS + ADVANCED_SLIDERS
 B_PREFIX = "b_"  # the compare page's second parameter set
+MODEL_DEFAULTS = "_model_defaults"  # the loaded model's {"for": id, "values": {field: default}, "high": {field: max}}
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,37 @@ def slider_spec(name: str) -> SliderSpec:
     if any(getattr(rule, "lt", None) is not None for rule in field.metadata):
         high = high - step
     cast = int if isinstance(step, int) else float
-    return SliderSpec(name, cast(low), cast(high), step, cast(field.default))
+    model = model_defaults()
+    high = min(high, model.get("high", {}).get(name, high))  # e.g. max_length up to the model's context
+    default = min(high, model.get("values", {}).get(name, field.default))
+    return SliderSpec(name, cast(low), cast(high), step, cast(default))
+
+
+def model_defaults() -> dict[str, Any]:
+    """The loaded model family's defaults and ranges (see use_model_defaults); {} outside a session."""
+    try:
+        return st.session_state.get(MODEL_DEFAULTS) or {}
+    except Exception:  # no Streamlit session (a plain function call in a test): the schema's
+        return {}
+
+
+def use_model_defaults(model: str, values: dict[str, Any], high: dict[str, Any]) -> None:
+    """Make `values` the sliders' defaults and `high` their upper ends, for the model `model` names.
+    On the first run with a new model, a slider still at the old default moves to the new one and one
+    above its new end comes down to it; a value the user chose stays. Call before the sliders are drawn."""
+    if model_defaults().get("for") == model:
+        return
+    old = {name: slider_spec(name).default for name in SLIDER_PARAMS}
+    st.session_state[MODEL_DEFAULTS] = {"for": model, "values": dict(values), "high": dict(high)}
+    for name in SLIDER_PARAMS:
+        spec = slider_spec(name)
+        for key in (name, B_PREFIX + name):
+            if key not in kept():
+                continue  # seeded from the new default when drawn
+            if kept()[key] == old[name] and spec.default != old[name]:
+                put(key, spec.default)
+            elif kept()[key] > spec.high:
+                put(key, spec.high)
 
 
 def default_settings() -> dict[str, Any]:
@@ -60,6 +91,16 @@ def default_settings() -> dict[str, Any]:
     values: dict[str, Any] = {name: slider_spec(name).default for name in SLIDER_PARAMS}
     values.update(seed=None, system_prompt="")
     return values
+
+
+THINKING_KEY = "enable_thinking"  # the sidebar's switch on a family that thinks
+THINKING_CHOSEN = "_thinking_chosen"  # set once the user flips it: until then the template decides
+
+
+def enable_thinking(default: bool | None) -> bool | None:
+    """What to pass the model as enable_thinking: the switch once the user flipped it, else `default`
+    (the checkpoint's own, None: the model decides)."""
+    return get(THINKING_KEY) if get(THINKING_CHOSEN) else default
 
 
 def params_from(values: dict[str, Any]) -> GenerationParams:
