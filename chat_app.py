@@ -21,7 +21,7 @@ import streamlit as st  # noqa: E402
 
 from minicpm_core.errors import MiniCPMError, ModelNotFound  # noqa: E402
 from ui import auth, notices, setup, sidebar  # noqa: E402
-from ui.backend import activate, get_backend, get_store, parse_app_options, script_argv  # noqa: E402
+from ui.backend import activate, get_backend, get_store, model_label, parse_app_options, script_argv  # noqa: E402
 from ui.i18n import t  # noqa: E402
 
 SIDEBAR_PX = 340
@@ -70,7 +70,7 @@ def main() -> None:
     if not backend.ready:
         notices.loading_notice()
     if backend.demo:
-        notices.demo_banner()
+        notices.demo_banner(model_label(backend))
     if backend.gpu_problem:
         notices.gpu_problem_banner(backend.gpu_problem)
     sidebar.render_sidebar(get_store())

@@ -7,7 +7,7 @@ Order as in every Streamlit chat: title, history, actions on the last turn, inpu
 import streamlit as st
 
 from ui import chat, state
-from ui.backend import active_backend, family_of, get_store, thinking_default
+from ui.backend import active_backend, family_of, get_store, model_label, thinking_default
 from ui.i18n import t
 from ui.markdown_safe import plain_text, safe_markdown
 
@@ -73,7 +73,7 @@ if conversation is not None and question_msg is not None:
         st.button(t("clear_conversation"), key="clear_conversation", icon=":material/delete_sweep:",
                   type="tertiary", on_click=chat.run_action, args=(chat.clear, store, conv_id))
 
-question = st.chat_input(t("chat_placeholder"), key="chat_input", submit_mode="disable")
+question = st.chat_input(t("chat_placeholder", model=model_label(backend)), key="chat_input", submit_mode="disable")
 question = question or chat.take_chosen_example()
 if question and question.strip():
     welcome.empty()

@@ -72,6 +72,15 @@ def test_the_thinking_demo_offers_its_own_questions_and_the_switch(thinking_demo
     assert [toggle.label for toggle in at.sidebar.toggle] == ["先思考再回答"]
 
 
+def test_the_pages_name_the_loaded_models_family(thinking_demo, use_local_model, tmp_path, demo_ckpt):
+    at = start()
+    assert at.chat_input(key="chat_input").placeholder == "Ask MiniCPM5 anything…"
+    assert "real MiniCPM5 checkpoint" in at.warning[0].value
+    use_local_model(demo_ckpt, tmp_path / "data2")  # clears MINICPM_DEMO_FAMILY: the MiniCPM-2B demo
+    at = start()
+    assert at.chat_input(key="chat_input").placeholder == "Ask MiniCPM-2B anything…"
+
+
 def test_the_reasoning_is_stored_shown_collapsed_and_never_sent_back(thinking_demo, monkeypatch):
     at = start()
     engine = at.session_state["_backend"]

@@ -147,6 +147,13 @@ def forget_backend() -> None:
     _load_for.clear()
 
 
+def model_label(backend) -> str:
+    """What the pages call the model: its family's label, the default family's while unknown."""
+    from minicpm_core.families import DEFAULT_FAMILY
+
+    return (family_of(backend) or DEFAULT_FAMILY).label
+
+
 def family_of(backend):
     """The loaded model's family (families.ModelFamily); a demo still loading: its demo's family;
     None when unknown (a remote server, a model still loading)."""

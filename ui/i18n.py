@@ -38,7 +38,7 @@ EN: dict[str, str] = {
     "loading_model_for": "Waiting for the model: loading for {seconds:.0f} s…",
     "demo_banner": "Demo model: a tiny model that comes with the app — answers are canned. It knows only a few "
                    "questions (try the examples), each only as the first question of a conversation. Start the "
-                   "app with a real MiniCPM-2B checkpoint to chat for real.",
+                   "app with a real {model} checkpoint to chat for real.",
     "gpu_unusable": "This machine has an NVIDIA GPU, but PyTorch cannot use it: the model runs on the CPU.",
     # password
     "auth_title": "MiniCPM-2B Chat",
@@ -129,7 +129,7 @@ EN: dict[str, str] = {
     "reset_settings": "Reset to defaults",
     # chat page
     "chat_title": "MiniCPM-2B Chat",
-    "chat_placeholder": "Ask MiniCPM-2B anything…",
+    "chat_placeholder": "Ask {model} anything…",
     "chat_welcome": "Ask anything, in Chinese or English. Replies appear as they are written; Stop keeps what "
                     "was said so far. The sidebar tunes how the model samples.",
     "examples": "Try one of these",
@@ -213,7 +213,7 @@ ZH: dict[str, str] = {
     "loading_model": "正在加载模型（每个服务进程只加载一次）……现在就可以提问：模型就绪后立即开始回答。",
     "loading_model_for": "正在等待模型：已加载 {seconds:.0f} 秒…",
     "demo_banner": "演示模型：随应用附带的微型模型——回答是预设的。它只认识几个问题（可以点示例试试），"
-                   "而且只能作为对话的第一个问题。用真正的 MiniCPM-2B 权重启动应用才能真正聊天。",
+                   "而且只能作为对话的第一个问题。用真正的 {model} 权重启动应用才能真正聊天。",
     "gpu_unusable": "这台机器有 NVIDIA 显卡，但 PyTorch 用不了它：模型正在 CPU 上运行（很慢）。",
     "auth_title": "MiniCPM-2B 聊天",
     "auth_password": "密码",
@@ -298,7 +298,7 @@ ZH: dict[str, str] = {
     "system_prompt_help": "每次请求时放在第一个问题之前的纯文本。MiniCPM-2B 没有 system 角色，会把它当作上下文来读。",
     "reset_settings": "恢复默认",
     "chat_title": "MiniCPM-2B 聊天",
-    "chat_placeholder": "向 MiniCPM-2B 提问…",
+    "chat_placeholder": "向 {model} 提问…",
     "chat_welcome": "用中文或英文随便问。回答边生成边显示；点“停止”会保留已生成的部分。侧边栏可以调整采样参数。",
     "examples": "试试这些问题",
     "example_1": "用一句话介绍一下你自己。",

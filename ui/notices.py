@@ -64,6 +64,6 @@ def loading_notice() -> None:
         st.info(t("loading_model"), icon=":material/hourglass_top:")
 
 
-def demo_banner() -> None:
+def demo_banner(model: str) -> None:
     with st.container(key="demo_banner"):
-        st.warning(t("demo_banner"), icon=":material/science:")
+        st.warning(t("demo_banner", model=model), icon=":material/science:")
