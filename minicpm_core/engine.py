@@ -627,7 +627,7 @@ def free_memory_bytes(device: torch.device) -> int:
 
 def kv_budget(lm: LoadedModel, step: int = 16) -> KvBudget:
     """The default max_length for `lm`: its whole context if that is no longer than the default
-    family's (MiniCPM-2B keeps 4096), else the longest whose KV cache fits KV_MEMORY_SHARE of the free
+    family's (MiniCPM-2B keeps all of its own), else the longest whose KV cache fits KV_MEMORY_SHARE of the free
     memory (a multiple of `step`), so a 131k context is never the silent default on a 24 GB card."""
     per_token = kv_bytes_per_token(lm.model.config, lm.model.dtype)
     free = free_memory_bytes(torch.device(lm.device))
