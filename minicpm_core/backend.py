@@ -77,3 +77,16 @@ class Backend(Protocol):
     @property
     def ignored_controls(self) -> tuple[str, ...]: ...  # GenerationParams fields the model never gets
     def info(self) -> dict[str, Any]: ...
+
+
+def answer_deltas(parts: Iterator[tuple[str, str]]) -> Iterator[str]:
+    """The answer deltas of a (reasoning, answer) stream, as a ReplyStream's iteration yields them.
+
+    Closing this iterator closes `parts` at once, not when it is collected: that is what cancels the
+    reply (the engine's generation, the remote server's HTTP stream)."""
+    try:
+        for _, content in parts:
+            if content:
+                yield content
+    finally:
+        parts.close()

@@ -51,6 +51,7 @@ from transformers import (
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
+from .backend import answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
@@ -124,13 +125,7 @@ class Generation:
         return self._engine._position(self)
 
     def __iter__(self) -> Iterator[str]:
-        parts = self._parts()
-        try:
-            for _, content in parts:
-                if content:
-                    yield content
-        finally:
-            parts.close()  # at once, not when collected: closing the iterator cancels the generation
+        return answer_deltas(self._parts())
 
     def parts(self) -> Iterator[tuple[str, str]]:
         """`(reasoning_delta, answer_delta)` pairs in order, at least one of them non-empty in each."""

@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 import openai
 
+from .backend import answer_deltas
 from .errors import (
     RETRY_AFTER_DEFAULT_S, ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull,
 )
@@ -148,13 +149,7 @@ class RemoteGeneration:
             self._finish("cancelled")
 
     def __iter__(self) -> Iterator[str]:
-        parts = self._parts()
-        try:
-            for _, content in parts:
-                if content:
-                    yield content
-        finally:
-            parts.close()  # at once: closing it closes the stream
+        return answer_deltas(self._parts())
 
     def parts(self) -> Iterator[tuple[str, str]]:
         """`(reasoning_delta, answer_delta)` pairs in order, at least one of them non-empty in each."""

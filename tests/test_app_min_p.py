@@ -6,27 +6,13 @@ keeps only the most likely token, so the reply is the greedy one, whatever the s
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from minicpm_core.store import ConversationStore, default_db_path
+from test_app import APP, TIMEOUT, app_env, ok  # noqa: F401 - app_env is a fixture
 from ui.i18n import EN
 
-APP = Path(__file__).resolve().parent.parent / "chat_app.py"
-TIMEOUT = 60  # seconds per script run; the first one imports torch and loads the model
 QUESTION = "hello"
-
-
-@pytest.fixture
-def app_env(use_local_model, tmp_path, demo_ckpt):
-    use_local_model(demo_ckpt, tmp_path / "data")
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def reply_to(at: AppTest, question: str) -> str:

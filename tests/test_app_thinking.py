@@ -8,16 +8,14 @@ Greedy decoding makes the demo's replies exact: its qa.jsonl holds each question
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from minicpm_core.store import ConversationStore, default_db_path
+from test_app import APP, TIMEOUT, ask, greedy, ok
 from testkit.minicpm5 import demo_qa
 
-APP = Path(__file__).resolve().parent.parent / "chat_app.py"
-TIMEOUT = 60  # seconds per script run; the first one imports torch and loads the model
 QA = {question: (reasoning, answer) for question, reasoning, answer in demo_qa()}
 
 
@@ -31,21 +29,6 @@ def thinking_demo(use_local_model, tmp_path, monkeypatch):
 def start() -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     return greedy(ok(at))
-
-
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def greedy(at: AppTest) -> AppTest:
-    at.sidebar.slider(key="temperature").set_value(0.0).run()
-    return ok(at)
-
-
-def ask(at: AppTest, question: str) -> AppTest:
-    at.chat_input(key="chat_input").set_value(question).run()
-    return ok(at)
 
 
 def stored(conv_id: str):
