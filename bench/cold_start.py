@@ -41,8 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_utils import (VIEWPORT, StreamlitServer, free_port, launch_chromium,  # noqa: E402
-                           open_app)
+from browser_utils import VIEWPORT, StreamlitServer, free_port, launch_chromium  # noqa: E402
 from testkit.checkpoint import DEMO_QA  # noqa: E402
 
 GOAL_S = 10.0
