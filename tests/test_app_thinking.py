@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from minicpm_core.store import ConversationStore, default_db_path
-from test_app import APP, TIMEOUT, ask, greedy, ok
+from test_app import APP, TIMEOUT, ask, greedy, ok, stored
 from testkit.minicpm5 import demo_qa
 
 QA = {question: (reasoning, answer) for question, reasoning, answer in demo_qa()}
@@ -29,14 +29,6 @@ def thinking_demo(use_local_model, tmp_path, monkeypatch):
 def start() -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     return greedy(ok(at))
-
-
-def stored(conv_id: str):
-    store = ConversationStore(default_db_path())
-    try:
-        return store.get(conv_id)
-    finally:
-        store.close()
 
 
 def reasoning_blocks(at: AppTest) -> list:
