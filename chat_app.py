@@ -6,7 +6,8 @@
     streamlit run chat_app.py -- --backend openai --base-url http://HOST:PORT/v1
 
 This file draws the frame every page shares, in order: page config, language switch, the optional
-password, the model (loaded once per process), the demo banner, the sidebar, notices; then it runs
+password, the model (loaded once per process; switched on the Model page), the switch or loading
+notice, the demo banner, the sidebar, notices; then it runs
 the page chosen in st.navigation. Pages (app_pages/*.py) are thin; their logic lives in ui/.
 """
 
@@ -21,7 +22,9 @@ import streamlit as st  # noqa: E402
 
 from minicpm_core.errors import MiniCPMError, ModelNotFound  # noqa: E402
 from ui import auth, notices, setup, sidebar  # noqa: E402
-from ui.backend import activate, get_backend, get_store, model_label, parse_app_options, script_argv  # noqa: E402
+from ui.backend import (  # noqa: E402
+    activate, get_backend, get_slot, get_store, model_label, parse_app_options, script_argv,
+)
 from ui.i18n import t  # noqa: E402
 
 SIDEBAR_PX = 340
@@ -66,8 +69,10 @@ def main() -> None:
     except MiniCPMError as exc:
         gate(setup.load_error_page, exc)
         return
-    activate(backend)
-    if not backend.ready:
+    slot = get_slot(options)
+    activate(backend, slot)
+    switching = notices.switch_notice(slot)
+    if not backend.ready and not switching:
         notices.loading_notice()
     if backend.demo:
         notices.demo_banner(model_label(backend))

@@ -1,10 +1,10 @@
 """Model: what is loaded (source, device, dtype, attention, size, load time, context), the queue,
-and the speed of the last replies."""
+the speed of the last replies, and every supported model, to download and switch to (ui/models.py)."""
 
 import streamlit as st
 
-from ui import model_info
-from ui.backend import active_backend
+from ui import model_info, models
+from ui.backend import active_backend, active_slot
 from ui.i18n import t
 
 st.set_page_config(layout="centered")
@@ -14,7 +14,7 @@ st.title(t("model_title"))
 st.button(t("refresh"), key="refresh_model", icon=":material/refresh:")
 
 st.subheader(t("model_loaded"))
-st.table(model_info.info_rows(backend.info()), hide_index=True)
+st.table(model_info.info_rows(backend.info()), hide_index=True)  # waits for a model still loading
 
 st.subheader(t("queue_state"))
 running, waiting = st.columns(2)
@@ -27,3 +27,5 @@ if rows:
     st.dataframe(rows, hide_index=True, key="recent_replies")
 else:
     st.caption(t("no_replies_yet"))
+
+models.model_list(active_slot(), backend)

@@ -69,6 +69,8 @@ class Backend(Protocol):
     @property
     def context_length(self) -> int | None: ...
     @property
+    def model_name(self) -> str: ...  # what captions, notices and clients call the model (paths.model_name)
+    @property
     def queue_depth(self) -> int: ...  # requests waiting for a slot
     @property
     def running(self) -> int: ...  # replies being generated now

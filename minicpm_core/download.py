@@ -9,6 +9,7 @@ so rerunning the command resumes. Every failure is one message that says what fa
 command that fixes it; never a traceback.
 
 This module does not load models: `check_model_dir` only looks at which files are present.
+`start_or_follow` runs a download in a background thread (the app's buttons), one per target folder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 from .errors import InvalidRequest, MiniCPMError, ModelNotFound
@@ -224,6 +226,52 @@ def download_model(model_id: str = DEFAULT_MODEL_ID, cache_dir: str | os.PathLik
         ) from exc
     check_model_dir(result)
     return result
+
+
+class BackgroundDownload(threading.Thread):
+    """One download per target folder per process, whoever started it; it carries on if that caller goes
+    away, and a later caller follows it (start_or_follow) instead of starting a second one."""
+
+    def __init__(self, model_id: str, cache_dir: str | os.PathLike | None):
+        super().__init__(name=f"download {model_id}", daemon=True)
+        self.model_id, self.cache_dir = model_id, cache_dir
+        self.target = default_model_dir(model_id, cache_dir)
+        self.path: Path | None = None
+        self.error: MiniCPMError | None = None
+
+    def run(self) -> None:
+        try:
+            self.path = download_model(self.model_id, self.cache_dir)
+        except MiniCPMError as exc:
+            self.error = exc
+
+    def bytes_on_disk(self) -> int:
+        try:
+            return sum(f.stat().st_size for f in self.target.rglob("*") if f.is_file())
+        except OSError:
+            return 0
+
+
+_downloads: dict[Path, BackgroundDownload] = {}
+_downloads_lock = threading.Lock()
+
+
+def start_or_follow(model_id: str, cache_dir: str | os.PathLike | None) -> BackgroundDownload:
+    """The download of `model_id` into `cache_dir` running now, or a new one started."""
+    target = default_model_dir(model_id, cache_dir)
+    with _downloads_lock:
+        job = _downloads.get(target)
+        if job is None or not job.is_alive():
+            job = _downloads[target] = BackgroundDownload(model_id, cache_dir)
+            job.start()
+    return job
+
+
+def running_download(model_id: str, cache_dir: str | os.PathLike | None) -> BackgroundDownload | None:
+    """The download of `model_id` into `cache_dir` if one is running now."""
+    with _downloads_lock:
+        job = _downloads.get(default_model_dir(model_id, cache_dir))
+    return job if job is not None and job.is_alive() else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -28,10 +28,15 @@ Invariants:
   never from torch's global RNG: a seeded reply is the same whatever else runs at the same time.
 - At most `max_queue` requests wait for a slot; one more raises QueueFull (HTTP 429) with a hint
   of when to retry, instead of queueing without bound.
+- `retire(successor, drain_s)` ends an engine for a model switch (slot.py): new requests are refused
+  with ModelSwitching, the replies under way get `drain_s` to finish, the rest are cancelled with
+  `stopped_for` naming the successor, and the weights' memory is freed even while pages still hold
+  the engine.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import math
@@ -51,10 +56,11 @@ from transformers import (
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
+from . import paths
 from .backend import answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
-from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, QueueFull
+from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, ModelSwitching, QueueFull
 from .loader import LoadedModel, load_model
 from .params import MODEL_CONTEXT, GenerationParams
 from .prefix_cache import PrefixCache
@@ -91,6 +97,7 @@ class Generation:
         self.text = ""  # the answer the consumer has been shown so far
         self.reasoning = ""  # the reasoning the consumer has been shown so far (thinking families)
         self.stats: ReplyStats | None = None
+        self.stopped_for: str | None = None  # the model a switch cancelled this reply for
         self._engine = engine
         self._cancel = threading.Event()
         self._cond = threading.Condition()
@@ -342,6 +349,7 @@ class Engine:
         self._running: list[Generation] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._successor: str | None = None  # set by retire(): requests are refused from then on
         self._workers = [threading.Thread(target=self._work_loop, name=f"minicpm-engine-{i}", daemon=True)
                          for i in range(max_concurrent)]
         for worker in self._workers:
@@ -360,6 +368,12 @@ class Engine:
     @property
     def context_length(self) -> int:
         return self.lm.context_length
+
+    @property
+    def model_name(self) -> str:
+        """What clients and reply captions call the model: the --model id, a local folder by its name only
+        (clients never learn paths), a demo by its family."""
+        return paths.model_name(self.lm.source, self.lm.family.name if self.lm.demo else None)
 
     def info(self) -> dict[str, Any]:
         """What the Model page shows about the loaded model."""
@@ -395,6 +409,8 @@ class Engine:
             max_new = min(max_new, params.max_new_tokens)
         generation = Generation(self, prompt, params, max_new)
         with self._cond:
+            if self._successor is not None:
+                raise self._switching()
             if self._closed:
                 raise GenerationFailed("The engine has been shut down.")
             if not self._queue_has_room():
@@ -431,6 +447,26 @@ class Engine:
         for worker in self._workers:
             worker.join(timeout=30)
 
+    def retire(self, successor: str, drain_s: float) -> None:
+        """Make way for the model `successor`: refuse new requests, give the replies queued or under way
+        `drain_s` seconds to finish, cancel the rest (their `stopped_for` names the successor), stop
+        the workers and free the weights' and the prefix cache's memory."""
+        with self._cond:
+            self._successor = successor
+            self._cond.wait_for(lambda: not self._waiting and not self._running, timeout=drain_s)
+            for generation in list(self._waiting) + self._running:
+                generation.stopped_for = successor
+        self.close()
+        self.free_memory()
+
+    def free_memory(self) -> None:
+        """Give back the weights' and the prefix cache's memory. The parameters move to the meta device, so
+        their storage goes even where a page's run still holds this engine; it cannot generate again."""
+        self.prefix_cache.clear()
+        self.model.to("meta")
+        gc.collect()
+        self._release_device_memory()
+
     # --- scheduling ---------------------------------------------------------------------------
 
     def _queue_has_room(self) -> bool:
@@ -440,6 +476,10 @@ class Engine:
         """
         idle = self.max_concurrent - len(self._running)
         return len(self._waiting) + 1 - idle <= self.max_queue
+
+    def _switching(self) -> ModelSwitching:
+        return ModelSwitching(f"The server is switching to {self._successor}. Ask again in a moment, once it has "
+                              "loaded.", code="model_switching", model=self._successor)
 
     def _queue_full(self) -> QueueFull:
         retry_after = self.retry_after()
@@ -467,6 +507,7 @@ class Engine:
         with self._cond:
             if generation in self._waiting:
                 self._waiting.remove(generation)
+                self._cond.notify_all()  # retire() waits for the queue to empty
             else:
                 return
         generation._finish("cancelled")
@@ -482,6 +523,7 @@ class Engine:
             outcome = self._run(generation)
             with self._cond:
                 self._running.remove(generation)
+                self._cond.notify_all()  # retire() waits for the running list to empty
             generation._finish(*outcome)  # after leaving `running`, so a finished reply is never counted
             self.recent.append(generation.stats)
 
@@ -575,8 +617,6 @@ class Engine:
 def load_engine(settings: ModelSettings) -> Engine:
     """Load the model the settings name (or the demo model) and start an engine on it."""
     if settings.demo:
-        from . import paths
-
         lm = load_model(paths.demo_model_dir(settings.demo_family), device=settings.device, dtype=settings.dtype,
                         demo=True)
     else:

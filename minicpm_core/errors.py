@@ -41,6 +41,10 @@ class GenerationFailed(MiniCPMError):
     """Generation broke inside the model (out of memory, CUDA error). HTTP 500; the engine stays usable."""
 
 
+class ModelSwitching(MiniCPMError):
+    """The server is switching to another model: this one takes no more requests. Ask again once it has loaded."""
+
+
 RETRY_AFTER_DEFAULT_S = 10  # the retry hint when nothing better is known (no reply timed yet)
 
 

@@ -1,4 +1,5 @@
-"""Where the project keeps things on disk: the user's data directory and the shipped demo model.
+"""Where the project keeps things on disk: the user's data directory and the shipped demo model;
+and what a model is called outside this machine (`model_name`).
 
 One definition each, so the conversation store, the app and the tools never disagree about a
 fallback. Nothing here creates a directory; the code that writes there does.
@@ -40,3 +41,12 @@ def demo_model_dir(family: str = DEFAULT_DEMO_FAMILY) -> Path:
 def demo_questions_file(family: str = DEFAULT_DEMO_FAMILY) -> Path:
     """The questions (and answers) `family`'s demo was trained on, one JSON object a line: {"q": ...}."""
     return DEMO_DIRS[family] / "qa.jsonl"
+
+
+def model_name(source: str | os.PathLike, demo_family: str | None = None) -> str:
+    """What clients, notices and reply captions call a model: its id as given (`OpenBMB/MiniCPM5-1B`), a
+    local folder by its name only (clients never learn paths), a demo (`demo_family`) as `<family>-demo`."""
+    if demo_family is not None:
+        return f"{demo_family}-demo"
+    path = Path(str(source)).expanduser()
+    return path.name if path.is_absolute() or path.exists() else str(source)

@@ -297,6 +297,14 @@ class RemoteBackend:
         return self._model
 
     @property
+    def model_name(self) -> str:
+        """The served model's name (asked of the server once); the name given while it cannot be reached."""
+        try:
+            return self.model
+        except MiniCPMError:
+            return self._model or self.base_url
+
+    @property
     def context_length(self) -> int:
         try:
             return int(self._model_card().get("max_model_len") or DEFAULT_CONTEXT)

@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo
 
 from .download import DEFAULT_CACHE_DIR, DEFAULT_MODEL_ID
 from .errors import InvalidRequest
-from .paths import DEFAULT_DEMO_FAMILY, DEMO_FAMILIES
+from .paths import DEFAULT_DEMO_FAMILY, DEMO_FAMILIES, model_name
 
 DEFAULT_MAX_QUEUE = 32  # requests that may wait for a free slot; one more is refused (HTTP 429)
 DEFAULT_HOST = "0.0.0.0"
@@ -79,6 +79,11 @@ class ModelSettings(SettingsGroup):
                                   env="MINICPM_MAX_CONCURRENT", ge=1)
     max_queue: int = setting(DEFAULT_MAX_QUEUE, "requests that may wait for a free slot; more are refused "
                              "(HTTP 429) with a hint of when to retry", env="MINICPM_MAX_QUEUE", ge=0)
+
+    @property
+    def name(self) -> str:
+        """What the model these settings load is called (paths.model_name)."""
+        return model_name(self.model, self.demo_family if self.demo else None)
 
     @model_validator(mode="before")
     @classmethod

@@ -49,6 +49,7 @@ AUTO_TITLE_CHARS = 40  # titles derived from the first question
 MAX_TITLE_CHARS = 200
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 MAX_MESSAGE_CHARS = 200_000
+MAX_MODEL_NAME = 300  # a model's name in meta: an id or a folder name, far below this
 MAX_META_COUNT = 10**9  # token counts in meta: far above any context, far below SQLite's integer limit
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -84,6 +85,8 @@ class MessageMeta(BaseModel):
     tokens_per_second: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
     finish_reason: Literal[FINISH_REASONS] | None = None  # type: ignore[valid-type]
     params: dict[str, Any] | None = None  # the GenerationParams that produced a reply
+    model: str | None = Field(default=None, strict=True, max_length=MAX_MODEL_NAME)  # which model wrote it
+    stopped_for: str | None = Field(default=None, strict=True, max_length=MAX_MODEL_NAME)  # a switch cut it: the new model
     # A thinking family's reply: what it thought before answering (never sent back to the model), how
     # many tokens and seconds that took, and whether max_length cut it before the answer began.
     reasoning: str | None = Field(default=None, strict=True)
@@ -427,8 +430,8 @@ class ConversationStore:
         )
 
     def export_markdown(self, conv_id: str) -> str:
-        """Title heading, then each message under its speaker in bold; content verbatim. A reply's
-        reasoning comes first, as a quote (each line prefixed with "> ")."""
+        """Title heading, then each message under its speaker in bold (a reply's with the model that wrote
+        it); content verbatim. A reply's reasoning comes first, as a quote (each line prefixed with "> ")."""
         conversation = self._get_or_raise(conv_id)
         speakers = {"user": "You", "assistant": "MiniCPM", "system": "System"}
         parts = [f"# {conversation.title or 'Untitled conversation'}", f"_Created {conversation.created_at}_"]
@@ -440,7 +443,10 @@ class ConversationStore:
             if reasoning.strip():
                 quoted = "\n".join("> " + line for line in reasoning.splitlines())
                 content = f"> _Reasoning:_\n>\n{quoted}\n\n{content}"
-            parts.append(f"**{speakers[message.role]}**\n\n{content}")
+            speaker = f"**{speakers[message.role]}**"
+            if message.role == "assistant" and message.meta.get("model"):
+                speaker += f" ({message.meta['model']})"
+            parts.append(f"{speaker}\n\n{content}")
         return "\n\n".join(parts) + "\n"
 
     def import_json(self, text: str | bytes, owner: str = "") -> Conversation:

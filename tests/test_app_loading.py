@@ -39,9 +39,9 @@ def held_load(monkeypatch, use_local_model, tmp_path, demo_ckpt):
 
     monkeypatch.setattr(ui_backend.PendingBackend, "wait", wait)
     options = ui_backend.parse_app_options([])
-    state["load"] = lambda: ui_backend._load_for(options)
+    state["load"] = lambda: ui_backend.get_slot(options).load
     yield state
-    ui_backend._load_for.clear(options)
+    ui_backend._slot_for.clear(options)
 
 
 def ok(at: AppTest) -> AppTest:
@@ -85,9 +85,9 @@ def test_a_failed_load_shows_the_setup_page_and_is_tried_again(held_load, monkey
         at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run())
         assert str(missing) in " ".join(e.value for e in at.error), "the missing model page names the folder"
         assert not at.chat_input
-        assert not ui_backend._load_for(options).done.is_set(), "the failure was not kept: a rerun loads anew"
+        assert not ui_backend.get_slot(options).load.done.is_set(), "the failure was not kept: a rerun loads anew"
         ok(at.run())
         assert str(missing) in " ".join(e.value for e in at.error), "every run shows it, not a chat page first"
         assert not at.chat_input and not loading_notice_shown(at)
     finally:
-        ui_backend._load_for.clear(options)
+        ui_backend._slot_for.clear(options)

@@ -177,6 +177,12 @@ def is_authenticated() -> bool:
     return True
 
 
+def logged_in() -> bool:
+    """Whether this session has passed the gate (no password, or it logged in), without drawing anything:
+    for actions that need it again after the gate (switching models)."""
+    return required_password() is None or bool(st.session_state.get(AUTHENTICATED))
+
+
 def _session_key() -> str:
     if LOGIN_SESSION not in st.session_state:
         st.session_state[LOGIN_SESSION] = secrets.token_hex(8)

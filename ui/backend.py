@@ -2,21 +2,26 @@
 
 The pages code against the `Backend` contract (minicpm_core.backend), which the Engine and the
 RemoteBackend implement themselves, so `streamlit run chat_app.py -- --backend openai --base-url URL`
-drives a remote server with the same pages. `get_backend` builds it once per process
-(`st.cache_resource`): every browser session shares one model and one queue. The conversation store is likewise one per process and data file.
+drives a remote server with the same pages. The model lives in a `ModelSlot` (minicpm_core.slot), one
+per process and start options (`st.cache_resource`): every browser session shares one model and one
+queue, and a switch on the Model page changes it for all of them. The conversation store is likewise
+one per process and data file.
 
 The local model loads in a background thread (torch and transformers alone take seconds to
-import), so the first page is drawn at once: until the load is done, `get_backend` returns a
-PendingBackend, whose calls that need the model wait for it, showing how long it has taken.
+import), so the first page is drawn at once: until the load is done (also while a switch loads the
+next model), `get_backend` returns a PendingBackend, whose calls that need the model wait for it,
+showing how long it has taken.
 
 Apart from that wait line, this module draws nothing; errors propagate as MiniCPMError.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import sys
-import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,8 @@ import streamlit as st
 from minicpm_core.backend import Backend
 from minicpm_core.errors import InvalidRequest
 from minicpm_core.settings import ALLOW_OPEN_ENV  # noqa: F401 - ui.auth and the tests read it here
-from minicpm_core.settings import AccessSettings, AppSettings, resolve
+from minicpm_core.settings import AccessSettings, AppSettings, ModelSettings, resolve
+from minicpm_core.slot import ModelSlot
 from minicpm_core.store import ConversationStore, default_db_path
 from ui.i18n import t
 
@@ -56,41 +62,9 @@ def script_argv(script: str) -> list[str]:
     return []
 
 
-class _Load(threading.Thread):
-    """Building the backend for one set of options, once per process, whichever session started it."""
-
-    def __init__(self, options: AppSettings):
-        super().__init__(name="load model", daemon=True)
-        self.options = options
-        self.started: float | None = None
-        self._start_lock = threading.Lock()
-        self.backend: Backend | None = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-    def begin(self) -> None:
-        """Start loading unless already started (by any session)."""
-        with self._start_lock:
-            if self.started is None:
-                self.started = time.monotonic()
-                self.start()
-
-    def run(self) -> None:
-        try:
-            self.backend = build_backend(self.options)
-        except BaseException as exc:  # noqa: BLE001 - handed to the sessions, raised there
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def result(self) -> Backend:
-        if self.error is not None:
-            raise self.error
-        return self.backend
-
-
-def build_backend(options: AppSettings) -> Backend:
-    """The Engine, or the RemoteBackend the options name: each is a Backend itself."""
+def build_backend(options: AppSettings, model: ModelSettings):
+    """The RemoteBackend the options name, else the Engine of `model` (the start options' model, or the
+    one a switch chose): each is a Backend itself."""
     from minicpm_core.remote import make_remote_backend
 
     remote = make_remote_backend(options.remote)
@@ -98,53 +72,63 @@ def build_backend(options: AppSettings) -> Backend:
         return remote
     from minicpm_core.engine import load_engine
 
-    return load_engine(options.model)
+    return load_engine(model)
 
 
 @st.cache_resource(show_spinner=False)
-def _load_for(options: AppSettings) -> _Load:
-    return _Load(options)
+def _slot_for(options: AppSettings) -> ModelSlot:
+    return ModelSlot(options.model, functools.partial(build_backend, options))
 
 
 _failed: set[AppSettings] = set()  # options whose last load failed
 
 
+def get_slot(options: AppSettings) -> ModelSlot:
+    """The process's model slot for these start options: what every session runs, and its switches."""
+    return _slot_for(options)
+
+
 def get_backend(options: AppSettings) -> Backend:
     """The process's backend for these options, or a PendingBackend while the local model loads.
 
-    A failed load (ModelNotFound, ...) is raised here and not kept, so fixing the cause and
+    A failed first load (ModelNotFound, ...) is raised here and not kept, so fixing the cause and
     rerunning tries again. That retry, and the remote backend (it needs no model), run within the
     run, as the setup page and its download button must be drawn by every run until the load works.
+    (A failed switch never gets here: the slot puts the previous model back.)
     """
-    load = _load_for(options)
-    if not load.done.is_set() and options.remote.backend != "openai" and options not in _failed:
-        return PendingBackend(load)
+    slot = _slot_for(options)
+    if not slot.load.done.is_set() and options.remote.backend != "openai" and options not in _failed:
+        return PendingBackend(slot)
     try:
-        backend = wait_for(load)
-    except BaseException:
+        backend = wait_for(slot)
+    except Exception:
         _failed.add(options)
-        _load_for.clear(options)
+        _slot_for.clear(options)
         raise
     _failed.discard(options)
     return backend
 
 
-def wait_for(load: _Load) -> Backend:
-    """The loaded backend (or the load's error), starting the load if no session has yet. Meanwhile
-    a line says how long it has taken; each update is also where Streamlit can stop this run for a
-    newer one (a click, a question) instead of holding it."""
-    load.begin()
-    if not load.done.is_set():
-        line = st.empty()
-        while not load.done.wait(WAIT_TICK_S):
-            line.caption(t("loading_model_for", seconds=time.monotonic() - load.started))
-        line.empty()
-    return load.result()
+def wait_for(slot: ModelSlot) -> Backend:
+    """The slot's model once loaded (or its load's error), starting the load if no session has yet.
+    Meanwhile a line says how long it has taken; each update is also where Streamlit can stop this run
+    for a newer one (a click, a question) instead of holding it."""
+    line = []
+
+    def tick(load) -> None:
+        if not line:
+            line.append(st.empty())
+        line[0].caption(t("loading_model_for", seconds=time.monotonic() - (load.started or time.monotonic())))
+
+    backend = slot.wait(tick=tick, tick_s=WAIT_TICK_S)
+    if line:
+        line[0].empty()
+    return backend
 
 
 def forget_backend() -> None:
     """Drop every loaded or failed backend, so the next run loads anew (e.g. after a download)."""
-    _load_for.clear()
+    _slot_for.clear()
 
 
 def model_label(backend) -> str:
@@ -160,19 +144,31 @@ def family_of(backend):
     lm = getattr(backend, "lm", None)
     if lm is not None:
         return lm.family
-    load = getattr(backend, "_load", None)
-    if load is not None and load.options.model.demo:
+    slot = getattr(backend, "slot", None)
+    if slot is not None and slot.settings.demo:
         from minicpm_core.families import by_name
 
-        return by_name(load.options.model.demo_family)
+        return by_name(slot.settings.demo_family)
     return None
+
+
+def identity(backend) -> int:
+    """A number for this backend object, never reused in the process (unlike id(), whose value a
+    switched-away model's successor may get): the key of what is asked once per model."""
+    if backend not in _IDENTITIES:
+        _IDENTITIES[backend] = next(_SERIALS)
+    return _IDENTITIES[backend]
+
+
+_IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SERIALS = itertools.count(1)
 
 
 def thinking_default(backend) -> bool | None:
     """What the checkpoint's chat template does when enable_thinking is not passed: True or False if
     its prompt for one question is the one it builds with that value, None if neither (the model
     decides, as in MiniCPM5's template). Asked once per backend."""
-    key = id(backend)
+    key = identity(backend)
     if key not in _THINKING_DEFAULT:
         question = [{"role": "user", "content": "?"}]
         ids = backend.prepare(question).ids
@@ -189,21 +185,23 @@ def kv_budget_of(backend):
     lm = getattr(backend, "lm", None)
     if lm is None:
         return None
-    if id(lm) not in _KV_BUDGETS:
+    key = identity(backend)
+    if key not in _KV_BUDGETS:
         from minicpm_core.engine import kv_budget
 
-        _KV_BUDGETS[id(lm)] = kv_budget(lm)
-    return _KV_BUDGETS[id(lm)]
+        _KV_BUDGETS[key] = kv_budget(lm)
+    return _KV_BUDGETS[key]
 
 
 _KV_BUDGETS: dict[int, Any] = {}
 
 
 class PendingBackend:
-    """The local backend before its model is loaded. Drawing a page never waits: `prepare` gives
-    None (no context meter yet) and the queue is empty. `submit` and `info` wait for the model.
+    """The local backend before its model is loaded (first, or after a switch). Drawing a page never
+    waits: `prepare` gives None (no context meter yet) and the queue is empty. `submit` and `info`
+    wait for the model.
 
-    The load begins at the first wait (at the latest at the end of the first run, see chat_app),
+    The first load begins at the first wait (at the latest at the end of the first run, see chat_app),
     not before: its imports hold the GIL for long stretches and would slow drawing the page."""
 
     ready = False
@@ -213,12 +211,16 @@ class PendingBackend:
     queue_depth = running = 0
     recent = ()
 
-    def __init__(self, load: _Load):
-        self._load = load
-        self.demo = load.options.model.demo
+    def __init__(self, slot: ModelSlot):
+        self.slot = slot
+        self.demo = slot.settings.demo
+
+    @property
+    def model_name(self) -> str:
+        return self.slot.settings.name
 
     def wait(self) -> Backend:
-        return wait_for(self._load)
+        return wait_for(self.slot)
 
     def submit(self, messages, params=None, *, cancelled=None, enable_thinking=None):
         return self.wait().submit(messages, params, cancelled=cancelled, enable_thinking=enable_thinking)
@@ -246,10 +248,19 @@ def get_store() -> ConversationStore:
 _ACTIVE = "_backend"
 
 
-def activate(backend: Backend) -> None:
-    """Called by the entrypoint each run, so pages get the backend without re-parsing options."""
+_ACTIVE_SLOT = "_slot"
+
+
+def activate(backend: Backend, slot: ModelSlot) -> None:
+    """Called by the entrypoint each run, so pages get the backend (and the slot it comes from, which
+    the Model page switches) without re-parsing options."""
     st.session_state[_ACTIVE] = backend
+    st.session_state[_ACTIVE_SLOT] = slot
 
 
 def active_backend() -> Backend:
     return st.session_state[_ACTIVE]
+
+
+def active_slot() -> ModelSlot:
+    return st.session_state[_ACTIVE_SLOT]

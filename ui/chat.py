@@ -33,6 +33,7 @@ from minicpm_core.store import Conversation, ConversationStore, Message, NotFoun
 
 from ui import markdown_safe, state
 from ui.i18n import current_language, t
+from ui.markdown_safe import plain_text
 from ui.notices import error_text
 
 SAVE_EVERY_S = 0.5  # how much of a streamed reply a crash or a killed session can lose at most
@@ -119,10 +120,12 @@ def last_question(conversation: Conversation | None) -> Message | None:
 
 
 def reply_meta(stats: Any, params: GenerationParams, finish_reason: str | None = None,
-               thinking: "Thinking | None" = None) -> dict[str, Any]:
-    """What the store keeps about a reply: the engine's numbers and the settings that produced it,
-    and a thinking reply's reasoning."""
+               thinking: "Thinking | None" = None, model: str | None = None) -> dict[str, Any]:
+    """What the store keeps about a reply: the model that wrote it, the engine's numbers and the settings
+    that produced it, and a thinking reply's reasoning."""
     meta: dict[str, Any] = {"params": params.model_dump(exclude_none=True)}
+    if model:
+        meta["model"] = model
     if thinking is not None and thinking.text:
         meta.update(reasoning=thinking.text, reasoning_seconds=round(thinking.seconds(), 2))
     if stats is not None:
@@ -138,14 +141,17 @@ def reply_meta(stats: Any, params: GenerationParams, finish_reason: str | None =
 
 
 def reply_caption(meta: dict[str, Any]) -> str:
-    """'42 tokens · 12.3 tokens/s · finished' under a reply; '' for a message without numbers."""
-    parts = []
+    """'OpenBMB/MiniCPM5-1B · 42 tokens · 12.3 tokens/s · finished' under a reply; '' for a message
+    without numbers. (Markdown: the model's name, which an import file may carry, is escaped.)"""
+    parts = [plain_text(meta["model"])] if meta.get("model") else []
     if meta.get("completion_tokens") is not None:
         parts.append(t("stat_tokens", n=meta["completion_tokens"]))
     if meta.get("tokens_per_second"):
         parts.append(t("stat_speed", speed=meta["tokens_per_second"]))
     reason = meta.get("finish_reason")
-    if reason in FINISH_REASONS:
+    if reason == "cancelled" and meta.get("stopped_for"):
+        parts.append(t("finish_switched", model=plain_text(meta["stopped_for"])))
+    elif reason in FINISH_REASONS:
         parts.append(t(f"finish_{reason}"))
     elif "params" in meta and reason is None:
         parts.append(t("finish_unfinished"))  # still streaming in another run, or the process died
@@ -308,8 +314,10 @@ class ReplyRecorder:
     """Iterates a generation for `st.write_stream` while saving the text to the store as it grows."""
 
     def __init__(self, store: ConversationStore, conv_id: str, message_id: str, generation,
-                 params: GenerationParams, on_queue: Callable[[int | None], None] | None = None):
+                 params: GenerationParams, on_queue: Callable[[int | None], None] | None = None,
+                 model: str | None = None):
         self.store = store
+        self.model = model  # the name of the model that writes the reply
         self.conv_id = conv_id
         self.message_id = message_id
         self.generation = generation
@@ -341,7 +349,8 @@ class ReplyRecorder:
                     self.text += delta
                     yield delta
                 if time.monotonic() - last_save >= SAVE_EVERY_S:
-                    self._save(reply_meta(None, self.params, thinking=self.thinking) if self.thinking.text else None)
+                    self._save(reply_meta(None, self.params, thinking=self.thinking, model=self.model)
+                               if self.thinking.text else None)
                     last_save = time.monotonic()
             outcome = None
         except MiniCPMError:
@@ -370,8 +379,10 @@ class ReplyRecorder:
             wait(STATS_WAIT_S)  # a cancelled request stops within one decoding step
             stats = self.generation.stats
         self.thinking.end()
-        self.meta = reply_meta(stats, self.params, outcome, self.thinking)
+        self.meta = reply_meta(stats, self.params, outcome, self.thinking, self.model)
         self.meta.setdefault("finish_reason", "stop")
+        if getattr(self.generation, "stopped_for", None):  # a model switch cancelled it
+            self.meta["stopped_for"] = self.generation.stopped_for
         self._save(self.meta)
 
 
@@ -432,8 +443,9 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
     streaming = st.session_state[state.STREAMING_REPLY] = StreamingReply(generation)
     recorder = None
     try:
-        message = store.append(conv_id, "assistant", "", reply_meta(None, params))
-        recorder = ReplyRecorder(store, conv_id, message.id, generation, params)
+        model = backend.model_name
+        message = store.append(conv_id, "assistant", "", reply_meta(None, params, model=model))
+        recorder = ReplyRecorder(store, conv_id, message.id, generation, params, model=model)
         with st.chat_message("assistant"):
             recorder.on_queue = queue_notice(st.empty())
             # A click reruns the script, which closes the stream below: the partial reply is saved

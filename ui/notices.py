@@ -4,10 +4,12 @@ core's message (which says what to do). Never a traceback.
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from minicpm_core.errors import (
-    ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull,
+    ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, ModelSwitching, QueueFull,
 )
 from minicpm_core.store import InvalidImport, NotFound
 
@@ -22,6 +24,7 @@ _HEADLINES = (
     (ModelNotFound, "err_model_not_found"),
     (GenerationFailed, "err_generation_failed"),
     (QueueFull, "err_busy"),
+    (ModelSwitching, "err_model_switching"),
     (NotFound, "err_not_found"),
     (MiniCPMError, "err_generic"),
 )
@@ -57,6 +60,38 @@ def gpu_problem_banner(problem: str) -> None:
     """An NVIDIA GPU that PyTorch cannot use: the model is on the CPU. The core says why and the fix."""
     with st.container(key="gpu_problem"):
         st.error(f"**{t('gpu_unusable')}**\n\n{as_markdown(problem)}", icon=":material/memory:")
+
+
+def switch_notice(slot) -> bool:
+    """While the server switches models: a banner on every run of every session. Once it has: the outcome,
+    once per session that was open before it ended. Returns whether the switching banner was shown."""
+    last = slot.last_switch
+    if last is None:
+        st.session_state[_SWITCH_TOLD] = 0  # open before any switch: told of the first one
+        return False
+    seen = st.session_state.get(_SWITCH_TOLD)
+    if seen is None:  # this session's first run: only a switch still under way concerns it
+        seen = last.number - 1 if not last.finished.is_set() else last.number
+    at = time.strftime("%H:%M", time.localtime(last.asked_at))
+    if not last.finished.is_set():
+        with st.container(key="switch_notice"):
+            st.info(t("switching_banner", source=last.source, target=last.target, time=at, drain=slot.drain_s),
+                    icon=":material/swap_horiz:")
+        st.session_state[_SWITCH_TOLD] = seen
+        return True
+    if seen < last.number:
+        with st.container(key="switch_notice"):
+            if last.state == "done":
+                st.success(t("switched_notice", source=last.source, target=last.target, time=at),
+                           icon=":material/swap_horiz:")
+            else:
+                st.error(f"**{t('switch_failed_notice', source=last.source, target=last.target)}**\n\n"
+                         f"{as_markdown(last.error or '')}", icon=":material/error:")
+    st.session_state[_SWITCH_TOLD] = last.number
+    return False
+
+
+_SWITCH_TOLD = "_switch_told"  # the number of the last switch whose outcome this session was shown
 
 
 def loading_notice() -> None:

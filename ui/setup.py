@@ -8,7 +8,6 @@ error: its message, never a traceback.
 from __future__ import annotations
 
 import shlex
-import threading
 from pathlib import Path
 
 import streamlit as st
@@ -49,48 +48,10 @@ def missing_model_page(options: AppSettings, error: MiniCPMError) -> None:
     st.code("streamlit run chat_app.py -- --demo", language="bash")
 
 
-class _Download(threading.Thread):
-    """One download per target folder per process, whichever session started it; it carries on
-    if that session goes away, and a later click follows it instead of starting a second one."""
-
-    def __init__(self, model_id: str, cache_dir: str):
-        super().__init__(name=f"download {model_id}", daemon=True)
-        self.model_id, self.cache_dir = model_id, cache_dir
-        self.target = download.default_model_dir(model_id, cache_dir)
-        self.path: Path | None = None
-        self.error: MiniCPMError | None = None
-
-    def run(self) -> None:
-        try:
-            self.path = download.download_model(self.model_id, self.cache_dir)
-        except MiniCPMError as exc:
-            self.error = exc
-
-    def bytes_on_disk(self) -> int:
-        try:
-            return sum(f.stat().st_size for f in self.target.rglob("*") if f.is_file())
-        except OSError:
-            return 0
-
-
-_downloads: dict[Path, _Download] = {}
-_downloads_lock = threading.Lock()
-
-
-def _start_or_follow(model_id: str, cache_dir: str) -> _Download:
-    target = download.default_model_dir(model_id, cache_dir)
-    with _downloads_lock:
-        job = _downloads.get(target)
-        if job is None or not job.is_alive():
-            job = _downloads[target] = _Download(model_id, str(cache_dir))
-            job.start()
-    return job
-
-
 def download_here(options: AppSettings) -> None:
     """Download in the background, reporting the size on disk in an st.status; then load and rerun."""
     model = options.model
-    job = _start_or_follow(model.model, str(model.cache_dir))
+    job = download.start_or_follow(model.model, str(model.cache_dir))
     with st.status(t("setup_downloading", model=model.model, target=job.target), expanded=True) as status:
         line = st.empty()
         while job.is_alive():

@@ -20,7 +20,7 @@ from .errors import install_error_handlers
 from .guard import RequestGuard, check_api_key
 from .protocol import ChatCompletionRequest, SeedRequest
 from .routes import api_router
-from .serving import ChatService, default_model_name
+from .serving import ChatService
 
 __all__ = ["check_api_key", "create_app"]
 
@@ -31,7 +31,7 @@ def create_app(engine, *, api_key: str | None = None, log_prompts: bool = False,
                model_name: str | None = None) -> FastAPI:
     """The API for one loaded engine. `api_key` set: every endpoint but /health and the docs needs it."""
     api_key = check_api_key(api_key)
-    service = ChatService(engine, model_name or default_model_name(engine), log_prompts)
+    service = ChatService(engine, model_name or engine.model_name, log_prompts)
     app = FastAPI(title="MiniCPM-2B Chat API",
                   description="The seed tutorial's `POST /`, plus OpenAI-compatible `/v1/chat/completions`.")
     app.state.service = service

@@ -22,7 +22,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -301,12 +300,3 @@ async def _on_disconnect(request: Request, action) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
     action()
-
-
-def default_model_name(engine) -> str:
-    """The --model value, but a local path only by its directory's name: clients never learn paths."""
-    lm = engine.lm
-    if getattr(lm, "demo", False):
-        return "minicpm-2b-demo"
-    source = Path(str(lm.source)).expanduser()
-    return source.name if source.is_absolute() or source.exists() else str(lm.source)

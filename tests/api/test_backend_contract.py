@@ -28,7 +28,7 @@ def protocol_members(protocol: type) -> set[str]:
 def test_the_protocols_declare_what_the_pages_and_the_api_use():
     assert protocol_members(Backend) >= {"ready", "demo", "gpu_problem", "submit", "prepare", "budget",
                                          "context_length", "queue_depth", "running", "recent",
-                                         "ignored_controls", "info"}
+                                         "ignored_controls", "info", "model_name"}
     assert protocol_members(ReplyStream) >= {"text", "stats", "cancel", "result", "wait", "done", "position"}
 
 
@@ -51,6 +51,7 @@ def test_the_engine_is_a_backend_and_answers_through_it(demo_engine):
     assert backend.recent[-1] is reply.stats
     info = backend.info()
     assert info["backend"] == "local" and info["context_length"] == backend.context_length
+    assert backend.model_name == demo_engine.lm.path.name  # a local folder: by its name only
 
 
 def test_the_remote_backend_is_a_backend_and_answers_as_the_engine_does(remote, demo_engine):
@@ -65,20 +66,24 @@ def test_the_remote_backend_is_a_backend_and_answers_as_the_engine_does(remote, 
     assert "".join(reply) == demo_engine.chat(ask("What is 2+3?"), GREEDY)[0]
     assert backend.recent[-1] is reply.stats
     assert backend.info()["reachable"] is True
+    assert backend.model_name == "minicpm-demo"  # what the server calls its model
 
 
 def test_the_app_defines_no_forwarder_around_a_backend():
     tree = ast.parse((ROOT / "ui" / "backend.py").read_text(encoding="utf-8"))
     classes = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
     assert not classes & {"LocalBackend", "RemoteAdapter", "Backend", "ReplyStream"}
-    assert classes <= {"PendingBackend", "_Load"}, "a new class in ui/backend.py: is it a forwarder?"
+    assert classes <= {"PendingBackend"}, "a new class in ui/backend.py: is it a forwarder?"
 
 
 def test_the_apps_stand_in_while_loading_is_a_backend_too():
     from ui import backend as ui_backend
 
+    from minicpm_core.slot import ModelSlot
+
     options = ui_backend.parse_app_options(["--demo"])
-    pending = ui_backend.PendingBackend(ui_backend._Load(options))  # a load that is never started
+    pending = ui_backend.PendingBackend(ModelSlot(options.model, build=None))  # a load that is never started
     assert isinstance(pending, Backend)
     assert not pending.ready and pending.demo and pending.prepare(ask("hi")) is None
+    assert pending.model_name == "minicpm-2b-demo"
     assert pending.queue_depth == pending.running == 0 and list(pending.recent) == []
