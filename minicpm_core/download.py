@@ -267,11 +267,10 @@ def start_or_follow(model_id: str, cache_dir: str | os.PathLike | None) -> Backg
     return job
 
 
-def running_download(model_id: str, cache_dir: str | os.PathLike | None) -> BackgroundDownload | None:
-    """The download of `model_id` into `cache_dir` if one is running now."""
+def latest_download(model_id: str, cache_dir: str | os.PathLike | None) -> BackgroundDownload | None:
+    """The last download of `model_id` into `cache_dir` this process started (running or ended), if any."""
     with _downloads_lock:
-        job = _downloads.get(default_model_dir(model_id, cache_dir))
-    return job if job is not None and job.is_alive() else None
+        return _downloads.get(default_model_dir(model_id, cache_dir))
 
 
 def _reason(exc: BaseException) -> str:

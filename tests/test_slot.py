@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minicpm_core.engine import load_engine
-from minicpm_core.errors import InvalidRequest, ModelNotFound, ModelSwitching
+from minicpm_core.errors import InvalidRequest, ModelSwitching
 from minicpm_core.settings import ModelSettings
 from minicpm_core.slot import ModelSlot
 from testkit.minicpm5 import write_checkpoint as write_minicpm5

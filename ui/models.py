@@ -40,24 +40,32 @@ def model_list(slot, backend) -> None:
         st.caption(t("models_login_to_switch"))
     loaded_path = getattr(getattr(backend, "lm", None), "path", None)
     every = catalog.choices(slot.settings)
-    followed: list[tuple[ModelChoice, object]] = []
+    progress: dict[str, object] = {}  # a progress bar's place, by the name of the model it downloads
     for family in FAMILIES:
         st.markdown(f"**{family.label}**")
         for choice in every:
             if choice.family is family and not choice.demo:
-                followed += model_row(choice, slot, loaded_path)
+                progress[choice.name] = model_row(choice, slot, loaded_path)
     st.markdown(f"**{t('models_demo_header')}**")
     for choice in every:
         if choice.demo:
             model_row(choice, slot, loaded_path)
-    follow_downloads(followed)
+    follow_downloads([choice for choice in every if choice.name in st.session_state.get(_ASKED, ())], progress)
 
 
-def model_row(choice: ModelChoice, slot, loaded_path) -> list[tuple[ModelChoice, object]]:
-    """One model: name, facts, state and its button. Returns [(choice, progress placeholder)] while it downloads."""
+_ASKED = "_downloads_asked"  # the models whose download this session started and has not yet been told about
+
+
+def running(choice: ModelChoice):
+    job = download.latest_download(choice.settings.model, choice.settings.cache_dir)
+    return job if job is not None and job.is_alive() else None
+
+
+def model_row(choice: ModelChoice, slot, loaded_path):
+    """One model: name, facts, state and its button; returns the place for its progress bar."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", choice.name).strip("_").lower()
     loaded = choice.is_loaded(slot.settings, loaded_path)
-    job = None if choice.demo else download.running_download(choice.settings.model, choice.settings.cache_dir)
+    job = None if choice.demo else running(choice)
     with st.container(border=True, key=f"model_{slug}"):
         name, status, action = st.columns([5, 2, 2], vertical_alignment="center")
         name.markdown(f"**{choice.name}**")
@@ -75,9 +83,7 @@ def model_row(choice: ModelChoice, slot, loaded_path) -> list[tuple[ModelChoice,
         with action:
             if not loaded and job is None:
                 row_button(choice, slot, slug)
-        if job is not None:
-            return [(choice, st.empty())]
-    return []
+        return st.empty()
 
 
 def facts(choice: ModelChoice) -> str:
@@ -98,6 +104,7 @@ def row_button(choice: ModelChoice, slot, slug: str) -> None:
                    disabled=not may_switch()):
         if may_switch():
             download.start_or_follow(choice.settings.model, choice.settings.cache_dir)
+            st.session_state[_ASKED] = {*st.session_state.get(_ASKED, ()), choice.name}
             st.rerun()
 
 
@@ -115,25 +122,23 @@ def switch_to(choice: ModelChoice, slot) -> None:
     st.rerun()
 
 
-def follow_downloads(followed: list[tuple[ModelChoice, object]]) -> None:
-    """Report each download's size on disk until they end; then say how each went and redraw."""
-    if not followed:
+def follow_downloads(asked: list[ModelChoice], progress: dict[str, object]) -> None:
+    """Report the size on disk of the downloads this session started until they end; then say how each
+    went (once) and redraw."""
+    jobs = [(choice, download.latest_download(choice.settings.model, choice.settings.cache_dir)) for choice in asked]
+    jobs = [(choice, job) for choice, job in jobs if job is not None]
+    if not jobs:
         return
-    jobs = [(choice, place, download.running_download(choice.settings.model, choice.settings.cache_dir))
-            for choice, place in followed]
-    while alive := [job for _, _, job in jobs if job is not None and job.is_alive()]:
-        for choice, place, job in jobs:
-            if job is not None:
-                done = job.bytes_on_disk()
-                place.progress(min(1.0, done / (choice.size_gb * GB)),
-                               text=t("model_downloading", model=choice.name, done=done / GB, size=choice.size_gb))
+    while alive := [job for _, job in jobs if job.is_alive()]:
+        for choice, job in jobs:
+            done = job.bytes_on_disk()
+            progress[choice.name].progress(min(1.0, done / (choice.size_gb * GB)), text=t(
+                "model_downloading", model=choice.name, done=done / GB, size=choice.size_gb))
         alive[0].join(PROGRESS_EVERY_S)  # each redraw above is also where a newer run can take over
-    for choice, _, job in jobs:
-        if job is None:
-            continue
+    for choice, job in jobs:
         if job.error is not None:
             state.flash("error", error_text(job.error))
         else:
             state.flash("success", t("model_downloaded_now", model=choice.name))
+    st.session_state[_ASKED] = set(st.session_state.get(_ASKED, ())) - {choice.name for choice, _ in jobs}
     st.rerun()
-
