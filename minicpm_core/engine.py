@@ -61,7 +61,7 @@ from .backend import answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, ModelSwitching, QueueFull
-from .loader import LoadedModel, load_model
+from .loader import LoadedModel, load_model, return_free_heap
 from .params import MODEL_CONTEXT, GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
@@ -466,6 +466,7 @@ class Engine:
         self.model.to("meta")
         gc.collect()
         self._release_device_memory()
+        return_free_heap()
 
     # --- scheduling ---------------------------------------------------------------------------
 

@@ -372,6 +372,15 @@ def release_pages(tensor: torch.Tensor) -> None:
         _libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
 
 
+def return_free_heap() -> None:
+    """Give the C heap's free memory back to the system (glibc's malloc_trim). Freed tensors smaller than
+    malloc's adaptive mmap threshold stay in the heap otherwise, so the process would look as big as
+    before, though the next load reuses that memory."""
+    trim = getattr(_libc, "malloc_trim", None) if _libc is not None else None
+    if trim is not None:
+        trim(0)
+
+
 def _load_remote_code_model(path: Path, device: torch.device, dtype: torch.dtype):
     """Only on the user's explicit request: run the modeling code shipped with the checkpoint."""
     from transformers import AutoModelForCausalLM
