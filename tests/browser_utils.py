@@ -27,6 +27,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 800}
+STEP_MS = 90_000  # a browser test's wait per step: generous, the machine is small and shared
+SHOTS = ROOT / "artifacts" / "screenshots"  # the tests' screenshots (docs/screenshots/ holds copies)
 SERVER_START_S = 120  # streamlit imports, binds; the model itself loads on the first page view
 # Variables of the developer's shell that would change what the app under test does.
 APP_ENV_DROPPED = ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_BACKEND", "MINICPM_BASE_URL", "MINICPM_API_KEY",
@@ -51,6 +53,13 @@ REPLY_RECORDER_JS = """() => {
   };
   new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
+
+
+def needs_chromium():
+    """The mark that skips a test module where Debian's Chromium is missing."""
+    import pytest
+
+    return pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
 
 
 def free_port() -> int:

@@ -23,17 +23,14 @@ import pytest
 from testkit.checkpoint import DEMO_QA
 from minicpm_core.params import MODEL_CONTEXT
 
-from browser_utils import (REPLY_RECORDER_JS, ROOT, VIEWPORT, StreamlitServer, app_env, open_app,
-                           running_chromium, wait_idle)
+from browser_utils import (REPLY_RECORDER_JS, SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env,
+                           needs_chromium, open_app, running_chromium, wait_idle)
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+pytestmark = needs_chromium()
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-STEP_MS = 90_000  # per step: generous, the machine is small and shared; the first view loads the model
-SHOTS = ROOT / "artifacts" / "screenshots"
 ANSWERS = dict(DEMO_QA)
 # The longest answer that is plain text (no Markdown), so the bubble's text equals it exactly and
 # streaming it takes the most steps.

@@ -6,21 +6,19 @@ docs/screenshots/models.png's source (written to artifacts/screenshots/).
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from testkit.minicpm5 import demo_qa
 
-from browser_utils import CHROMIUM, ROOT, VIEWPORT, StreamlitServer, app_env, open_app, running_chromium, wait_idle
+from browser_utils import (SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app,
+                           running_chromium, wait_idle)
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+pytestmark = needs_chromium()
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-STEP_MS = 90_000  # per step: generous, the machine is small and shared; a switch loads a model
-SHOTS = ROOT / "artifacts" / "screenshots"
 QUESTION = "hello"
 REASONING, ANSWER = {q: (r, a) for q, r, a in demo_qa()}[QUESTION]
 

@@ -9,22 +9,19 @@ anything not addressed to the app itself is recorded and refused.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from minicpm_core.store import ConversationStore
 
-from browser_utils import VIEWPORT, StreamlitServer, app_env, open_app, running_chromium
+from browser_utils import STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app, running_chromium
 from hostile_inputs import HOST, MARKDOWN_PAYLOADS
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+pytestmark = needs_chromium()
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-STEP_MS = 90_000
 TITLE = f"Title ![t](http://{HOST}/title.png) <img src=http://{HOST}/t2.png> **bold** :red[x] $x$"
 PAYLOADS = MARKDOWN_PAYLOADS  # each one tries to load something from HOST or to set window.__pwned
 
