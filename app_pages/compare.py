@@ -1,4 +1,5 @@
-"""Compare: one prompt, two parameter sets (A = the sidebar, B = the sliders here), side by side."""
+"""Compare: one prompt, two parameter sets (A = the sidebar, B = the sliders here), side by side;
+on a model that thinks, both as the sidebar's think switch says."""
 
 import streamlit as st
 

@@ -138,3 +138,16 @@ def test_compare_with_the_think_switch_off_answers_without_reasoning(thinking_de
         assert not column.status
         assert column.markdown[-1].value == answer
         assert_no_tags(column)
+
+
+def test_compare_says_when_max_length_cut_a_side_inside_its_reasoning(thinking_demo):
+    reasoning, answer = QA[QUESTION]
+    at = greedy(start())
+    at.switch_page("app_pages/compare.py").run()
+    ok(at).slider(key="b_max_length").set_value(32).run()  # the prompt takes 16 tokens, the reasoning 26
+    at = compare(at, QUESTION)
+    left, right = columns(at)
+    assert not left.warning and left.markdown[-1].value == answer
+    [block] = right.status
+    assert reasoning.startswith(block.markdown[0].value) and block.markdown[0].value != reasoning
+    assert "max_length" in right.warning[0].value

@@ -69,6 +69,7 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
                 meta = chat.reply_meta(generation.stats, params[side], thinking=thinking)
                 if block.status is not None:  # its final label: time and token count, as the chat's
                     block.status.update(label=chat.reasoning_label(meta), state="complete", expanded=False)
+                cut_in_thinking_note(meta)
                 results[side] = {"text": generation.text, "meta": meta}
                 st.caption(chat.reply_caption(meta))
     finally:
@@ -104,6 +105,12 @@ def follow_with_reasoning(generation, on_queue: Callable[[int | None], None], th
             generation.cancel()
 
 
+def cut_in_thinking_note(meta: dict[str, Any]) -> None:
+    """The chat's warning for a reply that max_length cut inside its reasoning."""
+    if meta.get("ended_in_reasoning"):
+        st.warning(t("cut_in_thinking"), icon=":material/content_cut:")
+
+
 def header(side: str, params: GenerationParams) -> None:
     st.subheader(t(f"compare_side_{side}"))
     st.caption(params_summary(params))
@@ -119,6 +126,7 @@ def show_results(results: dict[str, Any], columns: dict[str, Any]) -> None:
             if meta.get("reasoning"):
                 with st.status(chat.reasoning_label(meta), state="complete", expanded=False):
                     st.markdown(markdown_safe.safe_markdown(meta["reasoning"]))
+                cut_in_thinking_note(meta)
             with st.container(key=f"compare_reply_{side}"):
                 st.markdown(markdown_safe.safe_markdown(results[side]["text"]) or " ")
             st.caption(chat.reply_caption(results[side]["meta"]))
