@@ -15,7 +15,7 @@ Each field's `json_schema_extra` says how the front ends carry it, so none of th
 
 The schema's own bound on a token count is the longest context of any family (`MAX_CONTEXT`), so one
 schema serves every model; the loaded family's context is checked where it is known:
-`parse(..., context=N)` or `fit(N)`, with the same message as the schema's ("between 1 and 4096").
+`parse(..., context=N)` or `fit(N)`, with the same message as the schema's, naming the family's bound.
 The presets come from the loaded family (`ModelFamily.presets`); `PRESETS` are the default family's.
 """
 
