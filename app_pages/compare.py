@@ -1,13 +1,17 @@
-"""Compare: one prompt, two parameter sets (A = the sidebar, B = the sliders here), side by side."""
+"""Compare: one prompt, two parameter sets (A = the sidebar, B = the sliders here), side by side;
+on a model that thinks, both as the sidebar's think switch says."""
 
 import streamlit as st
 
 from ui import compare, sidebar, state
-from ui.backend import active_backend
+from ui.backend import active_backend, family_of, thinking_default
 from ui.i18n import t
 
 st.set_page_config(layout="wide")  # two replies side by side need the room
 backend = active_backend()
+family = family_of(backend)
+thinks = bool(family and family.thinking and backend.ready)  # both sides follow the sidebar's switch
+enable_thinking = state.enable_thinking(thinking_default(backend)) if thinks else None
 st.title(t("compare_title"))
 st.caption(t("compare_intro"))
 
@@ -28,7 +32,7 @@ params = {"a": state.params_from(shared), "b": state.params_from(state.settings(
 left, right = st.columns(2)
 columns = {"a": left, "b": right}
 if run and prompt.strip():
-    results = compare.run_both(backend, prompt, params, shared["system_prompt"], columns)
+    results = compare.run_both(backend, prompt, params, shared["system_prompt"], columns, enable_thinking)
     if results is not None:
         st.session_state[compare.RESULTS] = results
 elif compare.RESULTS in st.session_state:

@@ -20,7 +20,8 @@ What the members promise:
   (`list(backend.recent)`) before iterating.
 - `info()` never raises; it is what the Model page shows (a flat dict, backend-specific keys).
 
-This module only declares; it imports neither torch nor Streamlit nor FastAPI.
+Beside the declarations, two helpers every front end shares (`answer_deltas`, `template_thinking_default`);
+it imports neither torch nor Streamlit nor FastAPI.
 """
 
 from __future__ import annotations
@@ -92,3 +93,16 @@ def answer_deltas(parts: Iterator[tuple[str, str]]) -> Iterator[str]:
                 yield content
     finally:
         parts.close()
+
+
+def template_thinking_default(backend: Backend) -> bool | None:
+    """What the chat template does when enable_thinking is not passed: True or False if its prompt
+    for one question is the one it builds with that value, None if neither (the model decides, as in
+    MiniCPM5's template) or where no prompt can be built (a remote server). Encodes three prompts:
+    callers keep the answer per model."""
+    question = [{"role": "user", "content": "?"}]
+    unset = backend.prepare(question)
+    if unset is None:
+        return None
+    found = [value for value in (True, False) if backend.prepare(question, enable_thinking=value).ids == unset.ids]
+    return found[0] if found else None

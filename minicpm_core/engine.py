@@ -401,8 +401,11 @@ class Engine:
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
                cancelled=None, enable_thinking: bool | None = None) -> Generation:
-        if not isinstance(params, GenerationParams):
-            params = GenerationParams.parse(params)
+        context = self.lm.family.context_length  # what a request may ask for; budget() caps at the model's
+        if isinstance(params, GenerationParams):
+            params = params.fit(context)
+        else:
+            params = GenerationParams.parse(params, context=context)
         prompt = self.prepare(messages, params, cancelled, enable_thinking=enable_thinking)
         max_new = self.budget(params) - len(prompt.ids)
         if params.max_new_tokens:

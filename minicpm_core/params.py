@@ -10,7 +10,13 @@ Each field's `json_schema_extra` says how the front ends carry it, so none of th
   that differs), "extra" for an extra body field under our own name (vLLM's way);
 - `honoured_by`: for an extra, the other servers (by their /v1/models `owned_by`) known to honour it;
 - `send_default`: False when the default means "off", which every server assumes unsent;
-- `control`: where the sidebar shows it ("slider", "advanced" for the expander, or none), with `step`.
+- `control`: where the sidebar shows it ("slider", "advanced" for the expander, or none), with `step`;
+- `up_to_context`: True for a token count, which the loaded model's context bounds.
+
+The schema's own bound on a token count is the longest context of any family (`MAX_CONTEXT`), so one
+schema serves every model; the loaded family's context is checked where it is known:
+`parse(..., context=N)` or `fit(N)`, with the same message as the schema's, naming the family's bound.
+The presets come from the loaded family (`ModelFamily.presets`); `PRESETS` are the default family's.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidRequest
-from .families import DEFAULT_FAMILY
+from .families import DEFAULT_FAMILY, FAMILIES
 
 MODEL_CONTEXT = DEFAULT_FAMILY.context_length  # the default family's (MiniCPM-2B's) context
+MAX_CONTEXT = max(family.context_length for family in FAMILIES)  # the schema's bound on a token count
 MIN_MAX_LENGTH = 16
 OPENAI_NAMES = {"max_new_tokens": "max_tokens"}  # the one rename map: our field name -> OpenAI's
 SERVERS_WITH_SAMPLING_EXTRAS = ("vllm", "sglang")  # owned_by of servers whose requests take top_k & co.
@@ -67,15 +74,16 @@ class GenerationParams(BaseModel):
                            "step": 0.01},
     )
     max_length: int = Field(
-        MODEL_CONTEXT, ge=MIN_MAX_LENGTH, le=MODEL_CONTEXT,
+        MODEL_CONTEXT, ge=MIN_MAX_LENGTH, le=MAX_CONTEXT,
         description="Token budget for prompt plus reply, as in the model's chat(). Old turns are dropped "
         "when the conversation no longer fits.",
-        json_schema_extra={"wire": "extra", "send_default": False, "control": "slider", "step": MIN_MAX_LENGTH},
+        json_schema_extra={"wire": "extra", "send_default": False, "control": "slider", "step": MIN_MAX_LENGTH,
+                           "up_to_context": True},
     )
     max_new_tokens: int | None = Field(
-        None, ge=1, le=MODEL_CONTEXT,
+        None, ge=1, le=MAX_CONTEXT,
         description="Optional cap on the reply's length in tokens.",
-        json_schema_extra={"wire": "standard"},
+        json_schema_extra={"wire": "standard", "up_to_context": True},
     )
     seed: int | None = Field(
         None, ge=0, le=2**32 - 1,
@@ -89,25 +97,46 @@ class GenerationParams(BaseModel):
 
     @classmethod
     def parse(cls, values: dict[str, Any] | None = None, *, shown_as: Mapping[str, str] | None = None,
-              defaults: Mapping[str, Any] | None = None, **overrides: Any) -> "GenerationParams":
+              defaults: Mapping[str, Any] | None = None, context: int | None = None,
+              **overrides: Any) -> "GenerationParams":
         """Validate user input; raise InvalidRequest naming the field and its allowed range.
 
         `shown_as` renames fields in that message to the name the caller sent (OpenAI's `max_tokens`).
-        `defaults` (a family's recommended values) stand in for fields the input leaves unset (None)."""
+        `defaults` (a family's recommended values) stand in for fields the input leaves unset (None).
+        `context` (the loaded family's) bounds the token counts; None: only the schema's MAX_CONTEXT."""
         data = {**(values or {}), **overrides}
         data = {**(defaults or {}), **{k: v for k, v in data.items() if v is not None}}
         try:
-            return cls.model_validate(data)
+            params = cls.model_validate(data)
         except ValidationError as exc:
-            raise invalid_request_from(exc, shown_as or {}) from None
+            raise invalid_request_from(exc, shown_as or {}, context) from None
+        return params if context is None else params.fit(context, shown_as)
+
+    def fit(self, context: int, shown_as: Mapping[str, str] | None = None) -> "GenerationParams":
+        """These parameters, if every token count fits a model whose context is `context`; else
+        InvalidRequest, worded as the schema's own range errors."""
+        for name in self.context_fields():
+            value = getattr(self, name)
+            if value is not None and value > context:
+                shown = (shown_as or {}).get(name, name)
+                raise InvalidRequest(f"{describe_range(name, shown, context)}; got {value!r}.", param=shown)
+        return self
 
     @classmethod
-    def field_range(cls, name: str) -> tuple[float | None, float | None]:
-        """(lowest, highest) allowed for a field, for sliders and messages."""
+    def context_fields(cls) -> tuple[str, ...]:
+        """The token counts, which a model's context bounds."""
+        return cls.fields_where("up_to_context", True)
+
+    @classmethod
+    def field_range(cls, name: str, context: int | None = None) -> tuple[float | None, float | None]:
+        """(lowest, highest) allowed for a field, for sliders and messages; a token count's highest is
+        at most `context` (a model's) where one is given."""
         low = high = None
         for rule in cls.model_fields[name].metadata:
             low = getattr(rule, "ge", getattr(rule, "gt", low))
             high = getattr(rule, "le", getattr(rule, "lt", high))
+        if context is not None and cls.carried(name, "up_to_context"):
+            high = min(high, context)
         return low, high
 
     @classmethod
@@ -126,17 +155,13 @@ class GenerationParams(BaseModel):
         return tuple(name for name in cls.model_fields if cls.carried(name, key) in values)
 
 
-PRESETS: dict[str, dict[str, float]] = {
-    "precise": {"temperature": 0.1, "top_p": 0.5, "repetition_penalty": 1.02},
-    "balanced": {"temperature": 0.5, "top_p": 0.8, "repetition_penalty": 1.02},
-    "creative": {"temperature": 0.9, "top_p": 0.95, "repetition_penalty": 1.05},
-}
+PRESETS: dict[str, dict[str, float]] = DEFAULT_FAMILY.presets()  # MiniCPM-2B's: precise, balanced, creative
 
 
-
-def matching_preset(values: dict[str, float]) -> str | None:
-    """The preset whose every value equals the one in `values` (to float precision), else None."""
-    for name, preset in PRESETS.items():
+def matching_preset(values: dict[str, float], presets: Mapping[str, Mapping[str, float]] | None = None) -> str | None:
+    """The preset (of `presets`, else PRESETS) whose every value equals the one in `values` (to float
+    precision), else None."""
+    for name, preset in (PRESETS if presets is None else presets).items():
         if all(math.isclose(values.get(field, math.nan), value) for field, value in preset.items()):
             return name
     return None
@@ -146,14 +171,15 @@ def openai_name(name: str) -> str:
     return OPENAI_NAMES.get(name, name)
 
 
-def describe_range(name: str, shown: str | None = None) -> str:
-    low, high = GenerationParams.field_range(name)
+def describe_range(name: str, shown: str | None = None, context: int | None = None) -> str:
+    low, high = GenerationParams.field_range(name, context)
     return f"{shown or name} must be between {low} and {high}"
 
 
-def invalid_request_from(exc: ValidationError, shown_as: Mapping[str, str] | None = None) -> InvalidRequest:
+def invalid_request_from(exc: ValidationError, shown_as: Mapping[str, str] | None = None,
+                         context: int | None = None) -> InvalidRequest:
     """Turn pydantic's first error into one sentence that names the field (as `shown_as` the caller
-    called it) and what it accepts."""
+    called it) and what it accepts (a token count: up to `context`, the model's, where given)."""
     shown_as = shown_as or {}
     err = exc.errors()[0]
     field = err["loc"][0] if err["loc"] else None
@@ -162,5 +188,5 @@ def invalid_request_from(exc: ValidationError, shown_as: Mapping[str, str] | Non
         allowed = ", ".join(GenerationParams.model_fields)
         return InvalidRequest(f"Unknown parameter '{name}'. Allowed: {allowed}.", param=name)
     if field in GenerationParams.model_fields and err["type"].startswith(("greater", "less")):
-        return InvalidRequest(f"{describe_range(field, name)}; got {err.get('input')!r}.", param=name)
+        return InvalidRequest(f"{describe_range(field, name, context)}; got {err.get('input')!r}.", param=name)
     return InvalidRequest(f"Invalid value for '{name}': {err['msg']} (got {err.get('input')!r}).", param=name)

@@ -28,7 +28,7 @@ from typing import Any
 
 import streamlit as st
 
-from minicpm_core.backend import Backend
+from minicpm_core.backend import Backend, template_thinking_default
 from minicpm_core.errors import InvalidRequest
 from minicpm_core.settings import ALLOW_OPEN_ENV  # noqa: F401 - ui.auth and the tests read it here
 from minicpm_core.settings import AccessSettings, AppSettings, ModelSettings, resolve
@@ -170,10 +170,7 @@ def thinking_default(backend) -> bool | None:
     decides, as in MiniCPM5's template). Asked once per backend."""
     key = identity(backend)
     if key not in _THINKING_DEFAULT:
-        question = [{"role": "user", "content": "?"}]
-        ids = backend.prepare(question).ids
-        found = [value for value in (True, False) if backend.prepare(question, enable_thinking=value).ids == ids]
-        _THINKING_DEFAULT[key] = found[0] if found else None
+        _THINKING_DEFAULT[key] = template_thinking_default(backend)
     return _THINKING_DEFAULT[key]
 
 

@@ -1,13 +1,16 @@
 """Compare: one question answered under two parameter sets, side by side.
 
 A is the sidebar's settings; B has its own sliders (keys `b_<field>`), kept like the sidebar's.
-Seed and system prompt are shared. Both requests are submitted at once (the engine's queue serves
-them in turn) and both are cancelled if the run is interrupted, so nothing generates for nobody.
-Results live in session state, not in the conversation store.
+Seed, system prompt and, on a family that thinks, the sidebar's think switch are shared. Both
+requests are submitted at once (the engine's queue serves them in turn) and both are cancelled if the
+run is interrupted, so nothing generates for nobody. A thinking reply's reasoning streams into a
+block above its answer that collapses once the answer begins, as in the chat. Results live in
+session state, not in the conversation store.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import streamlit as st
@@ -31,14 +34,16 @@ def params_summary(params: GenerationParams) -> str:
 
 
 def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_prompt: str,
-             columns: dict[str, Any]) -> dict[str, Any] | None:
-    """Stream A into its column, then B into its; return both texts and stats (None on a refused request)."""
+             columns: dict[str, Any], enable_thinking: bool | None = None) -> dict[str, Any] | None:
+    """Stream A into its column, then B into its; return both texts and stats (None on a refused request).
+    `enable_thinking` (both sides) only where asked for: a backend without thinking need not take it."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
     messages.append({"role": "user", "content": prompt})
+    extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
     generations: dict[str, Any] = {}
     try:
         for side in SIDES:
-            generations[side] = backend.submit(messages, params[side])
+            generations[side] = backend.submit(messages, params[side], **extra)
     except MiniCPMError as exc:
         for generation in generations.values():
             generation.cancel()
@@ -50,7 +55,8 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
             with columns[side]:
                 header(side, params[side])
                 generation = generations[side]
-                stream = chat.follow(generation, chat.queue_notice(st.empty()))
+                thinking, block = chat.Thinking(), chat.ThinkingBlock(st.empty())  # block above the answer
+                stream = follow_with_reasoning(generation, chat.queue_notice(st.empty()), thinking, block)
                 try:
                     with st.container(key=f"compare_reply_{side}"):
                         markdown_safe.write_stream(stream)
@@ -60,7 +66,10 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
                     stream.close()
                 if getattr(generation, "stats", None) is None and hasattr(generation, "wait"):
                     generation.wait(chat.STATS_WAIT_S)
-                meta = chat.reply_meta(generation.stats, params[side])
+                meta = chat.reply_meta(generation.stats, params[side], thinking=thinking)
+                if block.status is not None:  # its final label: time and token count, as the chat's
+                    block.status.update(label=chat.reasoning_label(meta), state="complete", expanded=False)
+                cut_in_thinking_note(meta)
                 results[side] = {"text": generation.text, "meta": meta}
                 st.caption(chat.reply_caption(meta))
     finally:
@@ -68,6 +77,38 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
             if not getattr(generation, "done", False):
                 generation.cancel()  # interrupted while A streamed: B must not generate for nobody
     return results
+
+
+def follow_with_reasoning(generation, on_queue: Callable[[int | None], None], thinking: "chat.Thinking",
+                          block: "chat.ThinkingBlock") -> Iterator[str]:
+    """The answer's deltas, queue position reported first; the reasoning goes into `thinking` and
+    is drawn in `block`, which collapses at the answer's first delta. Leaving early cancels."""
+    parts = chat.reasoning_and_answers(generation)
+    finished = False
+    try:
+        chat.wait_in_queue(generation, on_queue)
+        for reasoning, answer in parts:
+            if reasoning:
+                thinking.add(reasoning)
+                block.show(thinking)
+            if answer:
+                thinking.end()
+                block.collapse(thinking)
+                yield answer
+        finished = True
+    finally:
+        thinking.end()
+        if not finished:
+            close = getattr(parts, "close", None)
+            if close is not None:
+                close()
+            generation.cancel()
+
+
+def cut_in_thinking_note(meta: dict[str, Any]) -> None:
+    """The chat's warning for a reply that max_length cut inside its reasoning."""
+    if meta.get("ended_in_reasoning"):
+        st.warning(t("cut_in_thinking"), icon=":material/content_cut:")
 
 
 def header(side: str, params: GenerationParams) -> None:
@@ -80,7 +121,12 @@ def show_results(results: dict[str, Any], columns: dict[str, Any]) -> None:
         if side not in results:
             continue
         with columns[side]:
-            header(side, GenerationParams.parse(results[side]["meta"]["params"]))
+            meta = results[side]["meta"]
+            header(side, GenerationParams.parse(meta["params"]))
+            if meta.get("reasoning"):
+                with st.status(chat.reasoning_label(meta), state="complete", expanded=False):
+                    st.markdown(markdown_safe.safe_markdown(meta["reasoning"]))
+                cut_in_thinking_note(meta)
             with st.container(key=f"compare_reply_{side}"):
                 st.markdown(markdown_safe.safe_markdown(results[side]["text"]) or " ")
             st.caption(chat.reply_caption(results[side]["meta"]))

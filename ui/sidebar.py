@@ -150,7 +150,7 @@ def thinking_switch() -> None:
     if family is None or not family.thinking or not backend.ready:
         return
     default = thinking_default(backend)
-    state.seed_widget(state.THINKING_KEY, default is not False)
+    state.seed_widget(state.THINKING_KEY, switch_default(backend))
     value = st.toggle(t("think"), key=state.THINKING_KEY, help=t("think_help"), on_change=state.keep,
                       args=(state.THINKING_CHOSEN, True))
     state.keep(state.THINKING_KEY, value)
@@ -158,20 +158,57 @@ def thinking_switch() -> None:
         st.caption(t("think_model_decides"))
 
 
+def switch_default(backend) -> bool:
+    """Where the think switch starts: on, unless the template's default is not to think."""
+    return thinking_default(backend) is not False
+
+
+def thinking_now(backend, family) -> bool | None:
+    """The think switch's value as this run draws it (a flip is in the widget's state already);
+    None where there is no switch."""
+    if not family.thinking or not backend.ready:
+        return None
+    if state.THINKING_KEY in st.session_state:
+        return bool(st.session_state[state.THINKING_KEY])
+    return state.get(state.THINKING_KEY, switch_default(backend))
+
+
+def loaded_model_id(backend, family) -> str | None:
+    """The published id of the loaded checkpoint (known by what --model was), else None."""
+    lm = getattr(backend, "lm", None)
+    model = family.known_model(lm.source) if lm is not None else None
+    return model.id if model is not None else None
+
+
+def model_presets() -> dict[str, dict[str, float]]:
+    """The presets of the loaded checkpoint in the think switch's mode ("balanced" is its recommended
+    values); the default family's while no model is known (a remote server)."""
+    backend = active_backend()
+    family = family_of(backend)
+    if family is None:
+        return PRESETS
+    presets = family.presets(loaded_model_id(backend, family), thinking_now(backend, family))
+    return {name: {f: v for f, v in values.items() if f in state.SLIDER_PARAMS} for name, values in presets.items()}
+
+
 def take_model_defaults() -> None:
-    """The loaded family's recommended sampling values and its context become the sliders' defaults
-    and max_length's range; a long context's default max_length is what its KV cache fits in memory."""
+    """The loaded checkpoint's recommended sampling values (for the think switch's mode: MiniCPM5-1B's
+    temperature follows it) and its context become the sliders' defaults and max_length's range; a
+    long context's default max_length is what its KV cache fits in memory."""
     backend = active_backend()
     family = family_of(backend)
     if family is None:
         return
-    values = {name: value for name, value in family.defaults.items() if name in state.SLIDER_PARAMS}
+    thinking = thinking_now(backend, family)
+    recommended = family.defaults_for(loaded_model_id(backend, family), thinking)
+    values = {name: value for name, value in recommended.items() if name in state.SLIDER_PARAMS}
     high = {"max_length": family.context_length}
     budget = kv_budget_of(backend)
     if budget is not None:
         values["max_length"] = budget.max_length
         high["max_length"] = budget.context_length
-    state.use_model_defaults(f"{family.name}@{id(getattr(backend, 'lm', backend))}", values, high)
+    model = f"{family.name}@{id(getattr(backend, 'lm', backend))}/thinking={thinking}"
+    state.use_model_defaults(model, values, high)
 
 
 def max_length_note() -> None:
@@ -220,16 +257,18 @@ def preset_picker(prefix: str = "") -> None:
     # Drawn above the sliders: on the run a slider moved, only its widget state has the new value yet.
     values.update({name: st.session_state[prefix + name] for name in state.SLIDER_PARAMS
                    if prefix + name in st.session_state})
-    active = matching_preset(values)
+    presets = model_presets()
+    active = matching_preset(values, presets)
     with st.container(horizontal=True, gap="xsmall", key=prefix + "presets"):
-        for name in PRESETS:
+        for name, preset in presets.items():
             st.button(t(f"preset_{name}"), key=f"{prefix}preset_{name}", help=t(f"preset_{name}_help"),
                       icon=":material/check:" if name == active else None,
-                      on_click=apply_preset, args=(name, prefix))
+                      on_click=apply_preset, args=(preset, prefix))
 
 
-def apply_preset(name: str, prefix: str = "") -> None:
-    for field, value in PRESETS[name].items():
+def apply_preset(preset: dict[str, float], prefix: str = "") -> None:
+    """A preset button's callback: the preset's values (model_presets, as drawn) into the sliders."""
+    for field, value in preset.items():
         state.put(prefix + field, value)
 
 

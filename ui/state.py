@@ -17,7 +17,7 @@ from typing import Any
 
 import streamlit as st
 
-from minicpm_core.params import GenerationParams
+from minicpm_core.params import MODEL_CONTEXT, GenerationParams
 
 KEEP = "_keep"  # {widget key: value} that survives page switches
 FLASH = "_flash"  # notices to show once on the next run: [(kind, text)]
@@ -44,16 +44,17 @@ class SliderSpec:
 
 
 def slider_spec(name: str) -> SliderSpec:
-    """Range and default from the schema; an exclusive bound (top_p > 0) becomes one step inside."""
+    """Range and default from the schema; an exclusive bound (top_p > 0) becomes one step inside.
+    A token count goes up to the loaded model's context, the default family's while none is known."""
     field = GenerationParams.model_fields[name]
     step = GenerationParams.carried(name, "step")
-    low, high = GenerationParams.field_range(name)
+    model = model_defaults()
+    low, high = GenerationParams.field_range(name, None if model else MODEL_CONTEXT)
     if any(getattr(rule, "gt", None) is not None for rule in field.metadata):
         low = low + step
     if any(getattr(rule, "lt", None) is not None for rule in field.metadata):
         high = high - step
     cast = int if isinstance(step, int) else float
-    model = model_defaults()
     high = min(high, model.get("high", {}).get(name, high))  # e.g. max_length up to the model's context
     default = min(high, model.get("values", {}).get(name, field.default))
     return SliderSpec(name, cast(low), cast(high), step, cast(default))

@@ -10,8 +10,9 @@ Neither request lists the generation parameters: both take one optional field pe
 field (`with_sampling_fields`), OpenAI's request under OpenAI's names (`params.OPENAI_NAMES`).
 
 Parameter resolution happens once, in `ChatCompletionRequest.to_params()` / `SeedRequest.to_params()`:
-a value the request sets wins, anything unset takes the loaded family's recommended value
-(`ModelFamily.defaults`, passed in by the routes), else the `GenerationParams` default. For MiniCPM-2B
+a value the request sets wins, anything unset takes the loaded checkpoint's recommended value for
+the request's mode (`ModelFamily.defaults_for`, passed in by the chat service), else the
+`GenerationParams` default; token counts are checked against the loaded family's context. For MiniCPM-2B
 both are the seed's (temperature 0.5, top_p 0.8, repetition_penalty 1.02), NOT OpenAI's temperature
 1.0: that model answers worse that hot; MiniCPM5's are temperature 1.0, top_p 0.95, repetition_penalty
 1.0. Ranges live in `GenerationParams` only.
@@ -210,9 +211,10 @@ class SeedRequest(with_sampling_fields(_SeedFields, openai_names=False)):
             raise InvalidRequest("prompt is empty: send the question as a non-empty string.", "prompt")
         return history_messages(self.history) + [{"role": "user", "content": self.prompt}]
 
-    def to_params(self, defaults: Mapping[str, Any] | None = None) -> GenerationParams:
-        """Request value → `defaults` (the loaded family's) → GenerationParams' own default."""
-        return GenerationParams.parse(sampling_values(self, openai_names=False), defaults=defaults)
+    def to_params(self, defaults: Mapping[str, Any] | None = None, context: int | None = None) -> GenerationParams:
+        """Request value → `defaults` (the loaded model's) → GenerationParams' own default; token
+        counts up to `context` (the loaded family's)."""
+        return GenerationParams.parse(sampling_values(self, openai_names=False), defaults=defaults, context=context)
 
 
 class SeedResponse(BaseModel):
@@ -338,9 +340,9 @@ class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_n
                                  "chat_template_kwargs.enable_thinking")
         return value
 
-    def to_params(self, defaults: Mapping[str, Any] | None = None) -> GenerationParams:
-        """Request value → `defaults` (the loaded family's) → GenerationParams' own default; OpenAI names
-        mapped to ours."""
+    def to_params(self, defaults: Mapping[str, Any] | None = None, context: int | None = None) -> GenerationParams:
+        """Request value → `defaults` (the loaded model's) → GenerationParams' own default; OpenAI names
+        mapped to ours; token counts up to `context` (the loaded family's)."""
         self._check_supported()
         if self.n not in (None, 1):
             raise InvalidRequest(f"n must be 1: this server returns one choice per request; got {self.n}.", "n")
@@ -353,7 +355,7 @@ class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_n
             if values["max_new_tokens"] is None:
                 values["max_new_tokens"], max_new_name = self.max_completion_tokens, "max_completion_tokens"
         shown_as = {**OPENAI_NAMES, "max_new_tokens": max_new_name}
-        return GenerationParams.parse(values, shown_as=shown_as, defaults=defaults)
+        return GenerationParams.parse(values, shown_as=shown_as, defaults=defaults, context=context)
 
     def stop_strings(self) -> tuple[str, ...]:
         stop = self.stop

@@ -50,7 +50,7 @@ def api_router(service: ChatService) -> APIRouter:
                  responses={400: {"model": ErrorResponse}})
     async def seed_chat(body: SeedRequest, request: Request) -> SeedResponse:
         """The seed tutorial's endpoint: `{"prompt": ...}` in, `{"response", "status", "time"}` out."""
-        messages, params = body.to_messages(), body.to_params(service.defaults)
+        messages, params = body.to_messages(), service.params(body, body.enable_thinking)
         reply = await service.submit(request, messages, params, enable_thinking=body.enable_thinking)
         try:
             text = await service.complete(request, reply)
@@ -63,7 +63,7 @@ def api_router(service: ChatService) -> APIRouter:
     @router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_unset=True,
                  responses={400: {"model": ErrorResponse}})
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        messages, params, stops = body.to_messages(), body.to_params(service.defaults), body.stop_strings()
+        messages, params, stops = body.to_messages(), service.params(body, body.enable_thinking()), body.stop_strings()
         reply = await service.submit(request, messages, params, stops, body.enable_thinking())
         request_id = completion_id()
         if body.stream:

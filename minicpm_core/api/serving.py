@@ -21,14 +21,16 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import anyio
 import anyio.to_thread
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from ..backend import template_thinking_default
 from ..errors import MiniCPMError
+from ..params import GenerationParams
 from ..prompt import find_stop, unsafe_tail
 from .errors import api_error_from, error_body
 from .protocol import ChoiceDelta, Usage, delta_chunk, now, sse_event, usage_chunk, usage_of
@@ -205,11 +207,35 @@ class ChatService:
     def __init__(self, engine, model_name: str, log_prompts: bool):
         self.engine, self.model_name, self.log_prompts = engine, model_name, log_prompts
         self._waiters = anyio.CapacityLimiter(MAX_WAITING_REPLIES)
+        self._thinking_default: tuple[object, bool | None] = (None, None)  # (model, its template's default)
 
     @property
-    def defaults(self):
-        """The loaded family's recommended sampling values, for the fields a request leaves unset."""
-        return self.engine.lm.family.defaults
+    def defaults(self) -> Mapping[str, float]:
+        """The loaded model's recommended sampling values for a request that leaves thinking unset."""
+        return self.defaults_for(None)
+
+    def defaults_for(self, enable_thinking: bool | None) -> Mapping[str, float]:
+        """The recommended sampling values of the loaded checkpoint (known by what --model was) in the
+        mode a request asks: `enable_thinking`, or the template's own default where that is None.
+        They stand in for the fields the request leaves unset (MiniCPM5-1B: temperature 0.9 thinking,
+        0.7 not)."""
+        lm = self.engine.lm
+        if enable_thinking is None and lm.family.thinking:
+            enable_thinking = self._template_thinking_default()
+        model = lm.family.known_model(lm.source)
+        return lm.family.defaults_for(model.id if model else None, enable_thinking)
+
+    def params(self, body, enable_thinking: bool | None) -> GenerationParams:
+        """A request's (protocol's SeedRequest or ChatCompletionRequest) GenerationParams: unset fields
+        from `defaults_for`, token counts checked against the loaded family's context."""
+        return body.to_params(self.defaults_for(enable_thinking), context=self.engine.lm.family.context_length)
+
+    def _template_thinking_default(self) -> bool | None:
+        """backend.template_thinking_default of the loaded model, encoded once per model."""
+        lm = self.engine.lm
+        if self._thinking_default[0] is not lm:
+            self._thinking_default = (lm, template_thinking_default(self.engine))
+        return self._thinking_default[1]
 
     async def submit(self, request: Request, messages: list[dict], params, stops: tuple[str, ...] = (),
                      enable_thinking: bool | None = None) -> Reply:

@@ -53,9 +53,14 @@ class ModelFamily:
     known_models: tuple[KnownModel, ...] = ()  # the first one is the family's default model
     tokenizer_files: tuple[str, ...] = ("tokenizer.json",)  # any one of them makes the tokenizer complete
     thinking: bool = False             # the template takes enable_thinking
+    # The presets other than "balanced" (which is the recommended values), as changes to those values
+    # by field name: {"precise": {...}, "creative": {...}}; see `presets`.
+    preset_changes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", _frozen(self.defaults))
+        object.__setattr__(self, "preset_changes",
+                           MappingProxyType({name: _frozen(c) for name, c in self.preset_changes.items()}))
 
     @property
     def model_class(self) -> type:
@@ -65,6 +70,33 @@ class ModelFamily:
     @property
     def default_model(self) -> KnownModel:
         return self.known_models[0]
+
+    def known_model(self, source: str | Path | None) -> KnownModel | None:
+        """The published checkpoint `source` (what --model was) is, if it is one: its id, in any case,
+        or a local directory named as the id's last part (how a download lays it out); else None."""
+        if not source:
+            return None
+        text = str(source).strip().rstrip("/\\")
+        name = Path(text).name.lower()
+        for model in self.known_models:
+            if text.lower() == model.id.lower() or name == model.id.rsplit("/", 1)[-1].lower():
+                return model
+        return None
+
+    def defaults_for(self, model_id: str | None, thinking: bool | None = None) -> Mapping[str, float]:
+        """Recommended sampling for one checkpoint (by its id) in one mode; a family whose checkpoints
+        all share one recommendation answers `defaults` whatever the arguments."""
+        return self.defaults
+
+    def presets(self, model_id: str | None = None, thinking: bool | None = None) -> dict[str, dict[str, float]]:
+        """The sidebar's presets for one checkpoint and mode, in their order: "balanced" is the
+        recommended values (`defaults_for`), the others are those values with `preset_changes`."""
+        base = dict(self.defaults_for(model_id, thinking))
+        changes = {name: dict(c) for name, c in self.preset_changes.items()}
+        named = {**changes, "balanced": {}}
+        order = [name for name in ("precise", "balanced", "creative") if name in named]
+        order += [name for name in named if name not in order]
+        return {name: {**base, **named[name]} for name in order}
 
     def recognises(self, config: dict[str, Any], model_dir: Path) -> bool:
         """Whether the checkpoint in `model_dir` (its parsed config.json: `config`) is of this family."""

@@ -39,6 +39,9 @@ CHAT_TEMPLATE = (
 USER_TAG, ASSISTANT_TAG = "<用户>", "<AI>"
 # The seed tutorial's server: temperature 0.5, top_p 0.8, repetition_penalty 1.02.
 SEED_DEFAULTS = {"temperature": 0.5, "top_p": 0.8, "repetition_penalty": 1.02}
+# The presets beside the seed's values ("balanced"), as this project has always had them.
+PRESET_CHANGES = {"precise": {"temperature": 0.1, "top_p": 0.5},
+                  "creative": {"temperature": 0.9, "top_p": 0.95, "repetition_penalty": 1.05}}
 
 
 class MiniCPM2BFamily(ModelFamily):
@@ -92,6 +95,7 @@ MINICPM_2B = MiniCPM2BFamily(
     stop_markers=(USER_TAG, ASSISTANT_TAG),
     fallback_chat_template=CHAT_TEMPLATE,
     defaults=SEED_DEFAULTS,
+    preset_changes=PRESET_CHANGES,
     tokenizer_files=("tokenizer.model", "tokenizer.json"),  # sentencepiece upstream; tokenizer.json beside it
     known_models=(  # the first is the seed tutorial's choice, and the default
         KnownModel("OpenBMB/MiniCPM-2B-sft-fp32", 10.9, "float32", "the seed tutorial's model"),

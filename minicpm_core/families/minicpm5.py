@@ -42,6 +42,9 @@ RECOMMENDED_BY_MODEL: Mapping[str, Mapping[bool, Mapping[str, float]]] = Mapping
     "OpenBMB/MiniCPM5-1B-SFT": _ONE_B,
 })
 
+# Our presets beside the recommended values ("balanced"): cooler and narrower, or hotter. Not OpenBMB's.
+PRESET_CHANGES = {"precise": {"temperature": 0.5, "top_p": 0.8}, "creative": {"temperature": 1.2}}
+
 # Sizes are bf16 weight bytes: 2 bytes per parameter. 1B: 1,080,632,832 parameters (model card);
 # 2B: 2,516,756,480, computed from its published shape with untied embeddings, which matches the
 # 5,033,512,960 weight bytes a third party reports (approx.; OpenBMB gives "about 2.5B").
@@ -109,9 +112,10 @@ class MiniCPM5Family(ModelFamily):
 
         return LlamaConfig.from_dict(dict(config, architectures=[self.model_class_name]))
 
-    def defaults_for(self, model_id: str | None, thinking: bool) -> Mapping[str, float]:
-        """Recommended sampling for one checkpoint (by its id) in one mode; the family's otherwise."""
-        return RECOMMENDED_BY_MODEL.get(model_id or "", {}).get(thinking, self.defaults)
+    def defaults_for(self, model_id: str | None, thinking: bool | None = None) -> Mapping[str, float]:
+        """Recommended sampling for one checkpoint (by its id) in one mode; the family's otherwise.
+        `thinking` None (the template leaves it to the model, which then thinks) counts as thinking."""
+        return RECOMMENDED_BY_MODEL.get(model_id or "", {}).get(thinking is not False, self.defaults)
 
 
 MINICPM5 = MiniCPM5Family(
@@ -122,6 +126,7 @@ MINICPM5 = MiniCPM5Family(
     stop_tokens=(IM_END,),
     fallback_chat_template=None,
     defaults=DEFAULTS,
+    preset_changes=PRESET_CHANGES,
     known_models=KNOWN_MODELS,
     thinking=True,
 )
