@@ -18,7 +18,7 @@ from minicpm_core.params import MODEL_CONTEXT, PRESETS, matching_preset
 from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 
 from ui import state
-from ui.backend import active_backend, family_of, kv_budget_of, thinking_default
+from ui.backend import active_backend, family_of, identity, kv_budget_of, thinking_default
 from ui.i18n import LANGUAGE_KEY, LANGUAGES, has, t
 from ui.markdown_safe import plain_text
 from ui.notices import error_text
@@ -207,7 +207,7 @@ def take_model_defaults() -> None:
     if budget is not None:
         values["max_length"] = budget.max_length
         high["max_length"] = budget.context_length
-    model = f"{family.name}@{id(getattr(backend, 'lm', backend))}/thinking={thinking}"
+    model = f"{family.name}@{identity(backend)}/thinking={thinking}"
     state.use_model_defaults(model, values, high)
 
 
