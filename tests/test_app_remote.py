@@ -43,6 +43,9 @@ def test_chat_through_an_openai_compatible_server(server, monkeypatch, tmp_path)
     reply = store.get(at.query_params["c"]).messages[-1]
     store.close()
     assert reply.content == answer and reply.meta["finish_reason"] == "stop" and reply.meta["completion_tokens"] > 0
+    assert reply.meta["model"] == "minicpm-demo"  # what the server calls its model
     at.switch_page("app_pages/model.py").run()
     table = at.table[0].value.to_string()
     assert not at.exception and server.url in table and "minicpm-demo" in table
+    assert not [b for b in at.button if (b.key or "").startswith(("use_", "download_"))], "the server chooses"
+    assert any(c.value.startswith("This app uses the model server at") for c in at.caption)

@@ -17,6 +17,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from minicpm_core import download
+from minicpm_core.engine import kv_budget
 from minicpm_core.families import FAMILIES
 from minicpm_core.store import ConversationStore, default_db_path
 from test_app import APP, TIMEOUT, ask, greedy, ok, stored
@@ -102,6 +103,8 @@ def test_use_this_model_switches_the_server_and_the_next_reply_comes_from_it(two
     at = ok(at.switch_page("app_pages/chat.py").run())
     assert at.session_state["_backend"].lm.family.name == "minicpm5"
     assert at.sidebar.toggle(key="enable_thinking"), "the new family's own controls"
+    max_length = at.sidebar.slider(key="max_length")  # a default left alone follows the new model's
+    assert max_length.max == 131072 and max_length.value == kv_budget(at.session_state["_backend"].lm).max_length
 
     reasoning, answer = M5_QA["hello"]
     at.sidebar.button(key="new_conversation").click().run()

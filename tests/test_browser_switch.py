@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from minicpm_core.store import DB_FILENAME, ConversationStore
 from testkit.minicpm5 import demo_qa
 
 from browser_utils import (SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app,
@@ -28,8 +29,18 @@ def demo_app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser_switch")
     env = dict(app_env(tmp / "unused", tmp / "data"), MINICPM_DEMO="1", MINICPM_CACHE_DIR=str(tmp / "models"))
     with running_chromium(STEP_MS) as chromium, StreamlitServer(env, tmp / "streamlit.log") as server:
-        yield chromium, server
+        yield chromium, server, tmp / "data"
         assert "Traceback" not in server.log(), server.log()
+
+
+def last_reply_meta(data_dir) -> dict:
+    """The newest conversation's last message's meta, as the store kept it (for a failure's message)."""
+    store = ConversationStore(data_dir / DB_FILENAME)
+    try:
+        newest = store.list()[0]
+        return store.get(newest.id).messages[-1].meta
+    finally:
+        store.close()
 
 
 def greedy(page) -> None:
@@ -41,7 +52,7 @@ def greedy(page) -> None:
 
 
 def test_use_this_model_switches_and_the_next_reply_comes_from_the_new_model(demo_app):
-    chromium, server = demo_app
+    chromium, server, data_dir = demo_app
     context = chromium.new_context(viewport=VIEWPORT, locale="en-US")
     try:
         page = context.new_page()
@@ -69,6 +80,10 @@ def test_use_this_model_switches_and_the_next_reply_comes_from_the_new_model(dem
         caption = reply.get_by_test_id("stCaptionContainer")
         expect(caption).to_contain_text("finished")
         expect(caption).to_contain_text("minicpm5-demo")
+        meta = last_reply_meta(data_dir)
+        switch = page.locator(".st-key-enable_thinking input")
+        assert meta.get("reasoning") == REASONING and meta["params"]["temperature"] == 0.0, (
+            meta, switch.is_checked(), page.get_by_test_id("stSidebarContent").inner_text())
         expect(reply.locator("[data-testid=stExpander] summary")).to_contain_text("Thought for")
         expect(reply).to_contain_text(ANSWER)
         assert not page.get_by_test_id("stException").count()

@@ -235,6 +235,7 @@ def param_sliders(prefix: str = "") -> None:
 def param_slider(name: str, prefix: str = "") -> None:
     spec = state.slider_spec(name)
     key = prefix + name
+    state.follow_range(key, spec.low, spec.high)
     state.seed_widget(key, spec.default)
     value = st.slider(t(f"param_{name}"), min_value=spec.low, max_value=spec.high, step=spec.step,
                       key=key, help=t(f"help_{name}"))

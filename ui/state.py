@@ -126,6 +126,19 @@ def seed_widget(key: str, default: Any) -> None:
         st.session_state[key] = keep[key]
 
 
+def follow_range(key: str, low: Any, high: Any) -> None:
+    """Before drawing slider `key`: Streamlit makes a slider whose range changed (a model with a longer
+    context was switched to) a new widget that starts at its low end; put the kept value back instead,
+    within the new range."""
+    ranges = st.session_state.setdefault(SLIDER_RANGES, {})
+    if ranges.get(key, (low, high)) != (low, high) and key in kept():
+        put(key, min(max(kept()[key], low), high))
+    ranges[key] = (low, high)
+
+
+SLIDER_RANGES = "_slider_ranges"  # each slider's (low, high) when last drawn
+
+
 def keep(key: str, value: Any) -> Any:
     """After drawing a widget: remember what it returned."""
     kept()[key] = value

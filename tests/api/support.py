@@ -48,3 +48,18 @@ class LiveServer(uvicorn.Server):
     def stop(self) -> None:
         self.should_exit = True
         self._thread.join(30)
+
+
+def served(path, name: str):
+    """(engine, entered TestClient) of the checkpoint at `path` on the CPU in fp32, served as `name`; the
+    caller exits the client and closes the engine."""
+    from fastapi.testclient import TestClient
+
+    from minicpm_core.api import create_app
+    from minicpm_core.engine import Engine
+    from minicpm_core.loader import load_model
+
+    engine = Engine(load_model(path, device="cpu", dtype="float32"))
+    client = TestClient(create_app(engine, model_name=name))
+    client.__enter__()
+    return engine, client

@@ -12,25 +12,14 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from fastapi.testclient import TestClient
 
-from minicpm_core.api import create_app
-from minicpm_core.engine import Engine
 from minicpm_core.families import FAMILIES
-from minicpm_core.loader import load_model
 from testkit.minicpm5 import DEMO_MODEL_DIR
 
-from .support import ask
+from .support import ask, served
 
 LONGEST = max(family.context_length for family in FAMILIES)  # MiniCPM5's 131,072
 QUESTION = "hello"  # one the demo knows: greedy, it answers and stops
-
-
-def _served(path, name):
-    engine = Engine(load_model(path, device="cpu", dtype="float32"))
-    client = TestClient(create_app(engine, model_name=name))
-    client.__enter__()
-    return engine, client
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +27,7 @@ def one_b(tmp_path_factory):
     """(engine, client) of the thinking demo in a directory named as OpenBMB/MiniCPM5-1B's last part."""
     path = tmp_path_factory.mktemp("download") / "MiniCPM5-1B"
     shutil.copytree(DEMO_MODEL_DIR, path)
-    engine, client = _served(path, "MiniCPM5-1B")
+    engine, client = served(path, "MiniCPM5-1B")
     yield engine, client
     client.__exit__(None, None, None)
     engine.close()
@@ -46,7 +35,7 @@ def one_b(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def m5_demo():
-    engine, client = _served(DEMO_MODEL_DIR, "m5-demo")
+    engine, client = served(DEMO_MODEL_DIR, "m5-demo")
     yield engine, client
     client.__exit__(None, None, None)
     engine.close()

@@ -26,7 +26,7 @@ from minicpm_core.reasoning import opens_reasoning, split_reasoning, tag_prefix_
 from minicpm_core.remote import RemoteBackend
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, write_checkpoint
 
-from .support import LiveServer, ask
+from .support import LiveServer, ask, served
 
 MODES = (True, False, None)
 MODE_IDS = ("thinking-on", "thinking-off", "thinking-not-given")
@@ -48,16 +48,9 @@ def m5_ckpt(tmp_path_factory):
     return write_checkpoint(tmp_path_factory.mktemp("m5_api_tiny"))
 
 
-def _client(path, name):
-    engine = Engine(load_model(path, device="cpu", dtype="float32"))
-    client = TestClient(create_app(engine, model_name=name))
-    client.__enter__()
-    return engine, client
-
-
 @pytest.fixture(scope="module")
-def m5_client(m5_ckpt):
-    engine, client = _client(m5_ckpt, "m5-tiny")
+def m5served(m5_ckpt):
+    engine, client = served(m5_ckpt, "m5-tiny")
     yield client
     client.__exit__(None, None, None)
     engine.close()
@@ -71,7 +64,7 @@ def think_engine():
 
 
 @pytest.fixture(scope="module")
-def think_client(think_engine):
+def thinkserved(think_engine):
     with TestClient(create_app(think_engine, model_name="m5-demo")) as client:
         yield client
 
