@@ -49,7 +49,7 @@ def m5_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def m5served(m5_ckpt):
+def m5_client(m5_ckpt):
     engine, client = served(m5_ckpt, "m5-tiny")
     yield client
     client.__exit__(None, None, None)
@@ -64,7 +64,7 @@ def think_engine():
 
 
 @pytest.fixture(scope="module")
-def thinkserved(think_engine):
+def think_client(think_engine):
     with TestClient(create_app(think_engine, model_name="m5-demo")) as client:
         yield client
 
