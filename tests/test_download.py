@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -178,3 +179,43 @@ def test_cli_network_failure_exits_nonzero_with_one_message(tmp_path):
 def test_cli_bad_model_id_exits_2(capsys):
     assert download.main(["not-a-model-id"]) == 2
     assert "Owner/Name" in capsys.readouterr().err
+
+
+# --- downloads in the background (the app's buttons) ------------------------------------------------
+
+def test_a_background_download_is_followed_not_repeated_and_reports_its_progress(monkeypatch, tmp_path):
+    from minicpm_core.download import latest_download, start_or_follow
+
+    halfway, finish, calls = threading.Event(), threading.Event(), []
+
+    def snapshot_download(model_id, *, cache_dir, revision, local_dir):  # half the files, then the rest
+        calls.append(model_id)
+        Path(local_dir).mkdir(parents=True)
+        (Path(local_dir) / "part").write_bytes(b"x" * 1000)
+        halfway.set()
+        finish.wait(30)
+        write_checkpoint(local_dir)
+        return local_dir
+
+    fake_modelscope(monkeypatch, snapshot_download)
+    model = "OpenBMB/MiniCPM-2B-sft-bf16"
+    job = start_or_follow(model, tmp_path)
+    assert halfway.wait(30) and job.bytes_on_disk() == 1000, "what is on disk so far"
+    assert start_or_follow(model, tmp_path) is job, "a second click follows the first download"
+    finish.set()
+    job.join(60)
+    assert latest_download(model, tmp_path) is job and job.error is None and job.path == job.target
+    assert job.bytes_on_disk() > 1000 and calls == [model]
+    assert latest_download("OpenBMB/MiniCPM5-1B", tmp_path) is None
+
+
+def test_a_failed_background_download_keeps_its_error_for_the_page(monkeypatch, tmp_path):
+    from minicpm_core.download import start_or_follow
+
+    def snapshot_download(model_id, *, cache_dir, revision, local_dir):
+        raise ConnectionError("Name or service not known")
+
+    fake_modelscope(monkeypatch, snapshot_download)
+    job = start_or_follow("OpenBMB/MiniCPM5-1B", tmp_path)
+    job.join(60)
+    assert isinstance(job.error, ModelNotFound) and "Name or service not known" in str(job.error)
