@@ -177,3 +177,22 @@ def test_the_download_button_fetches_a_model_with_progress_and_then_offers_it(tw
     at.button(key="download_openbmb_minicpm_1b_sft_bf16").click().run()
     assert any("is downloaded: you can use it now" in s.value for s in ok(at).success)
     assert at.button(key="use_openbmb_minicpm_1b_sft_bf16")
+
+
+def test_a_download_another_session_started_shows_as_under_way(two_models, monkeypatch, demo_ckpt):
+    model = "OpenBMB/MiniCPM-2B-dpo-bf16"
+    release = threading.Event()
+
+    def slow_download(model_id, cache_dir):
+        release.wait(60)
+        return download.default_model_dir(model_id, cache_dir)
+
+    monkeypatch.setattr(download, "download_model", slow_download)
+    job = download.start_or_follow(model, two_models.settings.cache_dir)  # as another session's click would
+    try:
+        at = model_page(start())
+        assert f"download_{key_of(model)}" not in [b.key for b in at.button], "no second download offered"
+        assert "Downloading…" in badges(at)
+    finally:
+        release.set()
+        job.join(60)

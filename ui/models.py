@@ -80,6 +80,8 @@ def model_row(choice: ModelChoice, slot, loaded_path):
                 downloaded = choice.downloaded()
                 st.badge(t("model_state_downloaded") if downloaded else t("model_state_missing"),
                          color="blue" if downloaded else "gray")
+            else:  # another session's download: its progress is shown to that session
+                st.badge(t("model_state_downloading"), icon=":material/download:", color="orange")
         with action:
             if not loaded and job is None:
                 row_button(choice, slot, slug)
