@@ -228,6 +228,9 @@ def download_model(model_id: str = DEFAULT_MODEL_ID, cache_dir: str | os.PathLik
     return result
 
 
+PROGRESS_EVERY_S = 1.0  # how often a page following a BackgroundDownload reports its size on disk
+
+
 class BackgroundDownload(threading.Thread):
     """One download per target folder per process, whoever started it; it carries on if that caller goes
     away, and a later caller follows it (start_or_follow) instead of starting a second one."""

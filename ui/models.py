@@ -20,7 +20,6 @@ from ui import auth, state
 from ui.i18n import t
 from ui.notices import error_text, show_error
 
-PROGRESS_EVERY_S = 1.0  # how often a download's size on disk is reported
 GB = 1e9  # KnownModel.size_gb is in decimal gigabytes, as ModelScope shows sizes
 
 
@@ -66,6 +65,7 @@ def model_row(choice: ModelChoice, slot, loaded_path):
     slug = re.sub(r"[^A-Za-z0-9]+", "_", choice.name).strip("_").lower()
     loaded = choice.is_loaded(slot.settings, loaded_path)
     job = None if choice.demo else running(choice)
+    downloaded = choice.downloaded()  # reads the folder's files: once per row and run
     with st.container(border=True, key=f"model_{slug}"):
         name, status, action = st.columns([5, 2, 2], vertical_alignment="center")
         name.markdown(f"**{choice.name}**")
@@ -77,14 +77,13 @@ def model_row(choice: ModelChoice, slot, loaded_path):
             elif choice.demo:
                 st.badge(t("model_state_builtin"), color="violet")
             elif job is None:
-                downloaded = choice.downloaded()
                 st.badge(t("model_state_downloaded") if downloaded else t("model_state_missing"),
                          color="blue" if downloaded else "gray")
             else:  # another session's download: its progress is shown to that session
                 st.badge(t("model_state_downloading"), icon=":material/download:", color="orange")
         with action:
             if not loaded and job is None:
-                row_button(choice, slot, slug)
+                row_button(choice, slot, slug, downloaded)
         return st.empty()
 
 
@@ -98,8 +97,8 @@ def facts(choice: ModelChoice) -> str:
     return " · ".join(extras)
 
 
-def row_button(choice: ModelChoice, slot, slug: str) -> None:
-    if choice.downloaded():
+def row_button(choice: ModelChoice, slot, slug: str, downloaded: bool) -> None:
+    if downloaded:
         if st.button(t("model_use"), key=f"use_{slug}", type="primary", disabled=slot.switching or not may_switch()):
             switch_to(choice, slot)
     elif st.button(t("model_download"), key=f"download_{slug}", icon=":material/download:",
@@ -136,7 +135,7 @@ def follow_downloads(asked: list[ModelChoice], progress: dict[str, object]) -> N
             done = job.bytes_on_disk()
             progress[choice.name].progress(min(1.0, done / (choice.size_gb * GB)), text=t(
                 "model_downloading", model=choice.name, done=done / GB, size=choice.size_gb))
-        alive[0].join(PROGRESS_EVERY_S)  # each redraw above is also where a newer run can take over
+        alive[0].join(download.PROGRESS_EVERY_S)  # each redraw above is also where a newer run can take over
     for choice, job in jobs:
         if job.error is not None:
             state.flash("error", error_text(job.error))

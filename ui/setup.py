@@ -20,7 +20,6 @@ from ui.backend import forget_backend
 from ui.i18n import t
 from ui.notices import show_error
 
-PROGRESS_EVERY_S = 1.0  # how often the download's size on disk is reported
 
 
 def looks_like_model_id(model: str) -> bool:
@@ -56,7 +55,7 @@ def download_here(options: AppSettings) -> None:
         line = st.empty()
         while job.is_alive():
             line.caption(t("setup_progress", size=job.bytes_on_disk() / 2**30, target=job.target))
-            job.join(PROGRESS_EVERY_S)
+            job.join(download.PROGRESS_EVERY_S)
         if job.error is not None:
             status.update(label=t("setup_download_failed"), state="error")
             show_error(job.error)
