@@ -63,13 +63,11 @@ if conversation is not None and question_msg is not None:
     with st.container(horizontal=True, key="turn_actions"):
         st.button(t("regenerate"), key="regenerate", icon=":material/refresh:", type="tertiary",
                   on_click=chat.run_action, args=(chat.regenerate, store, conv_id))
-        if st.session_state.get("_edit_for") != question_msg.id or "edit_text" not in st.session_state:
-            st.session_state["edit_text"] = question_msg.content
-            st.session_state["_edit_for"] = question_msg.id
+        edit_key = f"edit_text_{question_msg.id}"  # one box per question, starting at its text
         with st.popover(t("edit_question"), icon=":material/edit:", type="tertiary", key="edit_question"):
-            st.text_area(t("edit_question"), key="edit_text", label_visibility="collapsed")
+            st.text_area(t("edit_question"), value=question_msg.content, key=edit_key, label_visibility="collapsed")
             st.button(t("edit_send"), key="edit_send", type="primary",
-                      on_click=chat.run_action, args=(chat.edit_question, store, conv_id, "edit_text"))
+                      on_click=chat.run_action, args=(chat.edit_question, store, conv_id, edit_key))
         st.button(t("clear_conversation"), key="clear_conversation", icon=":material/delete_sweep:",
                   type="tertiary", on_click=chat.run_action, args=(chat.clear, store, conv_id))
 

@@ -22,8 +22,8 @@ with st.expander(t("compare_b_settings"), expanded=True, key="compare_b_settings
                   on_click=sidebar.reset_settings, args=(state.B_PREFIX,))
     sidebar.param_sliders(prefix=state.B_PREFIX)
 
-state.seed_widget("compare_prompt", "")
-prompt = state.keep("compare_prompt", st.text_area(t("compare_prompt"), key="compare_prompt", height=100))
+prompt = state.keep("compare_prompt", st.text_area(t("compare_prompt"), value=state.initial("compare_prompt", ""),
+                                                   key="compare_prompt", height=100))
 run = st.button(t("compare_run"), key="compare_run", type="primary", icon=":material/compare_arrows:",
                 disabled=not prompt.strip())
 

@@ -209,8 +209,9 @@ def test_regenerate_replaces_the_last_reply(app_env, demo_qa):
 
 def test_editing_the_last_question_replaces_it_and_answers_again(app_env, demo_qa):
     at = ask(greedy(start()), demo_qa["en"][0])
-    assert at.text_area(key="edit_text").value == demo_qa["en"][0]
-    at.text_area(key="edit_text").input(demo_qa["zh"][0])
+    edit_box = at.text_area(key=f"edit_text_{stored(at.query_params['c']).messages[0].id}")
+    assert edit_box.value == demo_qa["en"][0]
+    edit_box.input(demo_qa["zh"][0])
     at.button(key="edit_send").click().run()
     assert bubbles(ok(at)) == [("user", demo_qa["zh"][0]), ("assistant", demo_qa["zh"][1])]
     assert len(stored(at.query_params["c"]).messages) == 2
@@ -310,7 +311,7 @@ def test_conversations_can_be_switched_renamed_and_deleted(app_env, demo_qa):
     second = at.query_params["c"]
     at.sidebar.button(key=f"conv_{first}").click().run()
     assert ok(at).query_params["c"] == first and bubbles(at)[0] == ("user", demo_qa["en"][0])
-    at.sidebar.text_input(key="rename_title").input("Greetings")
+    at.sidebar.text_input(key=f"rename_title_{first}").input("Greetings")
     at.sidebar.button(key="rename_save").click().run()
     assert ok(at).sidebar.button(key=f"conv_{first}").label == "Greetings"
     at.sidebar.button(key="delete_conversation").click().run()

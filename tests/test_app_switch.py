@@ -21,6 +21,7 @@ from minicpm_core.engine import kv_budget
 from minicpm_core.families import FAMILIES
 from minicpm_core.store import ConversationStore, default_db_path
 from test_app import APP, TIMEOUT, ask, greedy, ok, stored
+from test_app_widget_defaults import SETTINGS_KEYS, assert_drawn_with_their_values
 from testkit import checkpoint
 from testkit.minicpm5 import DEMO_MODEL_DIR as M5_DEMO, demo_qa
 from ui import backend as ui_backend
@@ -131,6 +132,22 @@ def test_use_this_model_switches_the_server_and_the_next_reply_comes_from_it(two
         store.close()
     assert f"**MiniCPM** ({TWO_B})" in exports[0] and f"**MiniCPM** ({FIVE})" in exports[1]
 
+
+def test_after_a_switch_each_widget_is_sent_with_its_kept_value_in_the_new_range(two_models):
+    """max_length's range changes (4,096 to 131,072), so Streamlit makes it a new widget: it starts at
+    the value the user chose; the think switch appears at the new model's default (see
+    test_app_widget_defaults for why a widget's sent default must be its value)."""
+    at = start()
+    assert_drawn_with_their_values(at, [key for key in SETTINGS_KEYS if key != "enable_thinking"])
+    at.sidebar.slider(key="max_length").set_value(3000).run()
+    at = model_page(at)
+    at.button(key=f"use_{key_of(FIVE)}").click().run()
+    assert two_models.last_switch.finished.wait(120) and two_models.last_switch.state == "done"
+    at = ok(at.switch_page("app_pages/chat.py").run())
+    assert_drawn_with_their_values(at)
+    max_length = at.sidebar.slider(key="max_length")
+    assert (max_length.value, max_length.max) == (3000, 131072)
+    assert at.sidebar.toggle(key="enable_thinking").value is True
 
 def test_a_reply_the_switch_cancels_says_so_in_its_caption(models_in_cache, tiny_ckpt):
     slot = models_in_cache(tiny_ckpt)  # random weights: greedy replies run to max_length, long enough to cut

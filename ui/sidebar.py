@@ -30,10 +30,10 @@ CONVERSATION_LIST_HEIGHT = 280  # px; longer lists scroll
 def language_switch() -> None:
     """Auto (the browser's language), 中文 or English. Drawn first: every later label depends on it.
     A choice other than Auto is kept in the URL, so a reload keeps it."""
-    state.seed_widget_from_url(LANGUAGE_KEY, state.LANGUAGE_PARAM, LANGUAGES, "auto")
+    chosen = state.initial_from_url(LANGUAGE_KEY, state.LANGUAGE_PARAM, LANGUAGES, "auto")
     names = {"auto": t("language_auto"), "zh": "中文", "en": "English"}
     with st.sidebar:
-        choice = st.segmented_control(t("language"), LANGUAGES, format_func=names.__getitem__,
+        choice = st.segmented_control(t("language"), LANGUAGES, format_func=names.__getitem__, default=chosen,
                                       key=LANGUAGE_KEY, required=True)
     state.keep_in_url(LANGUAGE_KEY, state.LANGUAGE_PARAM, choice or "auto", "auto")
 
@@ -69,12 +69,10 @@ def conversations(store: ConversationStore) -> None:
 
 
 def manage_current(store: ConversationStore, conversation) -> None:
-    if "rename_title" not in st.session_state or st.session_state.get("_rename_for") != conversation.id:
-        st.session_state["rename_title"] = conversation.title
-        st.session_state["_rename_for"] = conversation.id
     left, right = st.columns(2)
     with left.popover(t("rename"), icon=":material/edit:", key="rename_popover", width="stretch"):
-        st.text_input(t("title"), key="rename_title", max_chars=200)
+        # one widget per conversation, starting at its title (state.py: why not seeded through session_state)
+        st.text_input(t("title"), value=conversation.title, key=rename_key(conversation.id), max_chars=200)
         st.button(t("save"), key="rename_save", type="primary",
                   on_click=_rename, args=(store, conversation.id))
     with right.popover(t("delete"), icon=":material/delete:", key="delete_popover", width="stretch"):
@@ -90,8 +88,12 @@ def manage_current(store: ConversationStore, conversation) -> None:
                        icon=":material/download:", width="stretch")
 
 
+def rename_key(conv_id: str) -> str:
+    return f"rename_title_{conv_id}"
+
+
 def _rename(store: ConversationStore, conv_id: str) -> None:
-    if not store.rename(conv_id, st.session_state.get("rename_title", "")):
+    if not store.rename(conv_id, st.session_state.get(rename_key(conv_id), "")):
         state.flash("error", t("conversation_gone"))
 
 
@@ -130,11 +132,11 @@ def settings() -> None:
     max_length_note()
     thinking_switch()
     ignored_controls_note()
-    state.seed_widget("seed", None)
-    state.keep("seed", st.number_input(t("param_seed"), min_value=0, max_value=2**32 - 1, step=1, value=None,
-                                       key="seed", placeholder=t("seed_placeholder"), help=t("help_seed")))
-    state.seed_widget("system_prompt", "")
-    state.keep("system_prompt", st.text_area(t("system_prompt"), key="system_prompt", height=80,
+    state.keep("seed", st.number_input(t("param_seed"), min_value=0, max_value=2**32 - 1, step=1,
+                                       value=state.initial("seed", None), key="seed",
+                                       placeholder=t("seed_placeholder"), help=t("help_seed")))
+    state.keep("system_prompt", st.text_area(t("system_prompt"), value=state.initial("system_prompt", ""),
+                                             key="system_prompt", height=80,
                                              placeholder=t("system_prompt_placeholder"),
                                              help=t("system_prompt_help")))
     st.button(t("reset_settings"), key="reset_settings", icon=":material/restart_alt:", width="stretch",
@@ -150,8 +152,8 @@ def thinking_switch() -> None:
     if family is None or not family.thinking or not backend.ready:
         return
     default = thinking_default(backend)
-    state.seed_widget(state.THINKING_KEY, switch_default(backend))
-    value = st.toggle(t("think"), key=state.THINKING_KEY, help=t("think_help"), on_change=state.keep,
+    value = st.toggle(t("think"), value=state.initial(state.THINKING_KEY, switch_default(backend)),
+                      key=state.THINKING_KEY, help=t("think_help"), on_change=state.keep,
                       args=(state.THINKING_CHOSEN, True))
     state.keep(state.THINKING_KEY, value)
     if default is None and not state.get(state.THINKING_CHOSEN):
@@ -235,10 +237,9 @@ def param_sliders(prefix: str = "") -> None:
 def param_slider(name: str, prefix: str = "") -> None:
     spec = state.slider_spec(name)
     key = prefix + name
-    state.follow_range(key, spec.low, spec.high)
-    state.seed_widget(key, spec.default)
     value = st.slider(t(f"param_{name}"), min_value=spec.low, max_value=spec.high, step=spec.step,
-                      key=key, help=t(f"help_{name}"))
+                      value=state.initial(key, spec.default, spec.low, spec.high), key=key,
+                      help=t(f"help_{name}"))
     state.keep(key, value)
 
 
@@ -274,10 +275,12 @@ def apply_preset(preset: dict[str, float], prefix: str = "") -> None:
 
 
 def reset_settings(prefix: str = "") -> None:
-    if not prefix:  # the thinking switch goes back to the checkpoint's default (re-seeded when drawn)
-        for key in (state.THINKING_KEY, state.THINKING_CHOSEN):
-            state.kept().pop(key, None)
-        st.session_state.pop(state.THINKING_KEY, None)
+    if not prefix:  # the think switch goes back to the checkpoint's default, and the template decides again
+        state.kept().pop(state.THINKING_CHOSEN, None)
+        if state.THINKING_KEY in st.session_state:  # drawn: set it (dropping it would leave the browser's value)
+            state.put(state.THINKING_KEY, switch_default(active_backend()))
+        else:
+            state.kept().pop(state.THINKING_KEY, None)
     for name, value in state.default_settings().items():
         if prefix and name not in state.SLIDER_PARAMS:
             continue  # B has only sliders; seed and system prompt are shared

@@ -2,9 +2,13 @@
 
 Streamlit deletes a widget's state on any run that does not draw it (a page switch, a run stopped
 early), so every value the user chose is copied into our own dict under `KEEP`, and each widget is
-re-seeded from that dict before it is drawn. The conversation on screen lives in the URL (`?c=<id>`),
-and so does a chosen interface language (`?lang=`), so a reload or a new tab shows them again;
-`st.session_state` alone would lose them.
+drawn with that value as its own default (`value=`, see `initial`). Not by writing st.session_state
+before drawing it: a widget seeded that way goes to the browser with its real default, and a browser
+that mounts it from a message it had not finished applying (a page link clicked during that run) shows
+that default and reports it back as the user's change; the think switch turned itself off that way.
+
+The conversation on screen lives in the URL (`?c=<id>`), and so does a chosen interface language
+(`?lang=`), so a reload or a new tab shows them again; `st.session_state` alone would lose them.
 
 Generation settings are read from `GenerationParams` (which fields get a slider, and where; ranges,
 steps, defaults, help text), never restated here.
@@ -118,25 +122,14 @@ def kept() -> dict[str, Any]:
     return st.session_state.setdefault(KEEP, {})
 
 
-def seed_widget(key: str, default: Any) -> None:
-    """Before drawing widget `key`: give it the kept value (or `default`) if Streamlit dropped it."""
-    keep = kept()
-    keep.setdefault(key, default)
-    if key not in st.session_state:
-        st.session_state[key] = keep[key]
-
-
-def follow_range(key: str, low: Any, high: Any) -> None:
-    """Before drawing slider `key`: Streamlit makes a slider whose range changed (a model with a longer
-    context was switched to) a new widget that starts at its low end; put the kept value back instead,
-    within the new range."""
-    ranges = st.session_state.setdefault(SLIDER_RANGES, {})
-    if ranges.get(key, (low, high)) != (low, high) and key in kept():
-        put(key, min(max(kept()[key], low), high))
-    ranges[key] = (low, high)
-
-
-SLIDER_RANGES = "_slider_ranges"  # each slider's (low, high) when last drawn
+def initial(key: str, default: Any, low: Any = None, high: Any = None) -> Any:
+    """The `value=` (or `default=`) to draw widget `key` with: its value now (the browser's, or what it
+    showed last), else `default`. A slider's is brought within its range: Streamlit makes a slider whose
+    range changed (a model with another context was switched to) a new widget, which starts at this."""
+    value = st.session_state[key] if key in st.session_state else kept().setdefault(key, default)
+    if low is not None and high is not None:
+        value = min(max(value, low), high)
+    return value
 
 
 def keep(key: str, value: Any) -> Any:
@@ -155,13 +148,13 @@ def get(key: str, default: Any = None) -> Any:
     return kept().get(key, default)
 
 
-def seed_widget_from_url(key: str, param: str, choices: tuple[str, ...], default: str) -> None:
-    """`seed_widget` for a choice that also lives in the URL (`?param=`): a new session (a reload,
-    a new tab) starts from the URL's value if it is one of `choices`."""
+def initial_from_url(key: str, param: str, choices: tuple[str, ...], default: str) -> str:
+    """`initial` for a choice that also lives in the URL (`?param=`): a new session (a reload, a new
+    tab) starts from the URL's value if it is one of `choices`."""
     from_url = st.query_params.get(param)
     if key not in kept() and from_url in choices:
         kept()[key] = from_url
-    seed_widget(key, default)
+    return initial(key, default)
 
 
 def keep_in_url(key: str, param: str, value: str, default: str) -> str:
