@@ -149,6 +149,7 @@ def test_after_a_switch_each_widget_is_sent_with_its_kept_value_in_the_new_range
     assert (max_length.value, max_length.max) == (3000, 131072)
     assert at.sidebar.toggle(key="enable_thinking").value is True
 
+
 def test_a_reply_the_switch_cancels_says_so_in_its_caption(models_in_cache, tiny_ckpt):
     slot = models_in_cache(tiny_ckpt)  # random weights: greedy replies run to max_length, long enough to cut
     slot.drain_s = 0.0

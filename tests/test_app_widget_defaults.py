@@ -10,20 +10,13 @@ a preset, a page switch and back, and a reset (a model switch: test_app_switch).
 
 from __future__ import annotations
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from test_app import APP, TIMEOUT, ok
+from test_app_family_params import thinking_demo  # noqa: F401 (a fixture)
 from ui import state
 
 SETTINGS_KEYS = (*state.SLIDER_PARAMS, "seed", "system_prompt", state.THINKING_KEY)
-
-
-@pytest.fixture
-def thinking_demo(use_local_model, tmp_path, monkeypatch):
-    use_local_model(tmp_path / "unused", tmp_path / "data")
-    monkeypatch.setenv("MINICPM_DEMO_FAMILY", "minicpm5")  # implies --demo
-    return tmp_path
 
 
 def drawn_default(widget):

@@ -170,9 +170,7 @@ def thinking_now(backend, family) -> bool | None:
     None where there is no switch."""
     if not family.thinking or not backend.ready:
         return None
-    if state.THINKING_KEY in st.session_state:
-        return bool(st.session_state[state.THINKING_KEY])
-    return state.get(state.THINKING_KEY, switch_default(backend))
+    return bool(state.initial(state.THINKING_KEY, switch_default(backend)))
 
 
 def loaded_model_id(backend, family) -> str | None:
