@@ -88,7 +88,8 @@ def test_the_reasoning_streams_open_collapses_at_the_answer_and_stays_after_relo
         reply.locator("[data-testid=stExpander] summary").click()  # opened by hand for the picture
         expect(block).to_have_attribute("open", "")
         expect(block.get_by_test_id("stExpanderDetails")).to_contain_text(REASONING)
-        page.screenshot(path=str(SHOTS / "thinking.png"))
+        page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')")
+        page.screenshot(path=str(SHOTS / "thinking.png"))  # the block fully open, not mid-animation
 
         page.reload()
         wait_idle(page, STEP_MS)
