@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from browser_utils import (CHROMIUM, REPLY_RECORDER_JS, VIEWPORT, free_port, launch_chromium,  # noqa: E402
-                           open_app, wait_idle)
+                           longest_plain_demo_qa, open_app, wait_idle)
 from testkit.checkpoint import DEMO_QA  # noqa: E402
 
 README = ROOT / "README.md"
@@ -45,8 +45,7 @@ START_S = 180  # a cold start on a loaded 2-core machine; the goal (BENCHMARKS.m
 STEP_MS = 90_000
 README_PORT_HOST = "127.0.0.1"
 APP_COMMAND = "streamlit run chat_app.py -- --demo"
-# The longest plain-text answer (no Markdown), so the bubble's text equals it.
-STORY_Q, STORY_A = max(((q, a) for q, a in DEMO_QA if not re.search(r"[`$*_#\n]", a)), key=lambda qa: len(qa[1]))
+STORY_Q, STORY_A = longest_plain_demo_qa()
 API_Q = "What is the capital of France?"
 GREEDY = {"temperature": 0, "repetition_penalty": 1.0}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,16 @@ SERVER_START_S = 120  # streamlit imports, binds; the model itself loads on the 
 # Variables of the developer's shell that would change what the app under test does.
 APP_ENV_DROPPED = ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_BACKEND", "MINICPM_BASE_URL", "MINICPM_API_KEY",
                    "MINICPM_REMOTE_MODEL", "MINICPM_MAX_CONCURRENT")
+
+
+
+def longest_plain_demo_qa() -> tuple[str, str]:
+    """The demo question whose answer is the longest plain text (no Markdown), so a bubble's text
+    equals it exactly."""
+    from testkit.checkpoint import DEMO_QA
+
+    return max(((q, a) for q, a in DEMO_QA if not re.search(r"[`$*_#\n]", a)), key=lambda qa: len(qa[1]))
+
 
 APP_READY = "[data-testid=stApp][data-test-connection-state=CONNECTED]"
 SCRIPT_IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"

@@ -24,7 +24,7 @@ from testkit.checkpoint import DEMO_QA
 from minicpm_core.params import MODEL_CONTEXT
 
 from browser_utils import (REPLY_RECORDER_JS, SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env,
-                           needs_chromium, open_app, running_chromium, wait_idle)
+                           longest_plain_demo_qa, needs_chromium, open_app, running_chromium, wait_idle)
 
 pytestmark = needs_chromium()
 
@@ -32,8 +32,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 ANSWERS = dict(DEMO_QA)
-# The longest answer that is plain text (no Markdown), so the bubble's text equals it exactly.
-STORY_Q, STORY_A = max(((q, a) for q, a in DEMO_QA if not re.search(r"[`$*_#\n]", a)), key=lambda qa: len(qa[1]))
+STORY_Q, STORY_A = longest_plain_demo_qa()
 SUM_Q = "What is 2+3?"
 LONG_REPLY_SEED = 0
 CAPITAL_Q = "What is the capital of France?"
