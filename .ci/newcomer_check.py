@@ -229,8 +229,9 @@ def check_app_in_chromium(url: str) -> None:
         raise Failed(f"the app shows {exceptions} exception(s)")
     if shown != STORY_A:
         raise Failed(f"the app answered {STORY_Q!r} with {shown!r}, expected {STORY_A!r}")
-    # How many partial states show depends on the machine's speed (Streamlit composes redraws queued
-    # within one flush interval); the suite's stop tests watch a long reply stream in.
+    # How many partial states of this short reply show depends on the machine's load (Streamlit composes
+    # redraws queued between two flushes, the browser draws what arrived by its next paint); the suite's
+    # stop tests watch a reply that runs on for seconds stream in.
     if not all(STORY_A.startswith(text) for text in states):
         raise Failed(f"the reply did not grow into the answer: the bubble showed {states!r}")
     print(f"ok  app in Chromium: {STORY_Q!r} answered with the demo answer ({len(states)} states shown)")

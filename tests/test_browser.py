@@ -189,9 +189,10 @@ def go_to(page, nav_label: str, title: str) -> None:
 # --- chat ---------------------------------------------------------------------------------------------
 
 def test_greedy_reply_is_the_canned_answer_and_only_ever_grows(page, demo_app, demo_ckpt):
-    # Whether partial states show here depends on speed: Streamlit composes redraws of one element
-    # queued within a flush interval, and a fast machine writes this short reply within one. The stop
-    # tests below watch a reply seconds long stream in.
+    # How many partial states of this short reply show depends on the machine's load, not on the app:
+    # Streamlit composes the redraws of one element queued between two flushes of its queue, and the
+    # browser draws only what arrived by its next paint (CI once saw two). The stop tests below watch a
+    # reply that runs on for seconds stream in.
     open_app(page, demo_app.url, STEP_MS)
     shot(page, "01_chat_empty")
     greedy(page)
