@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from browser_utils import (CHROMIUM, REPLY_RECORDER_JS, VIEWPORT, free_port, launch_chromium,  # noqa: E402
-                           longest_plain_demo_qa, open_app, wait_idle)
+                           longest_plain_demo_qa, open_app, set_greedy, wait_idle)
 from testkit.checkpoint import DEMO_QA  # noqa: E402
 
 README = ROOT / "README.md"
@@ -195,14 +195,6 @@ def check_readme_examples(readme_port: int, port: int, env: dict[str, str], work
     print(f"ok  README openai block (venv python): streamed {out.strip()[:40]!r}...")
 
 
-def set_greedy(page) -> None:
-    """Temperature 0 with the sidebar slider, as a user would: focus its thumb, press Home."""
-    page.locator(".st-key-temperature input[type=range]").focus()
-    page.keyboard.press("Home")
-    page.locator(".st-key-temperature [data-testid=stSliderThumbValue]").filter(has_text="0.00").wait_for()
-    wait_idle(page, STEP_MS)
-
-
 def check_app_in_chromium(url: str) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -212,7 +204,7 @@ def check_app_in_chromium(url: str) -> None:
             page = browser.new_context(viewport=VIEWPORT, locale="en-US").new_page()
             page.set_default_timeout(STEP_MS)
             open_app(page, url, STEP_MS * 2)  # the first view loads the model: cold
-            set_greedy(page)
+            set_greedy(page, STEP_MS)
             page.evaluate(REPLY_RECORDER_JS)
             box = page.get_by_test_id("stChatInputTextArea")
             box.fill(STORY_Q)

@@ -57,7 +57,7 @@ from minicpm_core.engine import Engine  # noqa: E402
 from minicpm_core.loader import load_model  # noqa: E402
 from minicpm_core.params import MIN_MAX_LENGTH  # noqa: E402
 from tests.browser_utils import (CHROMIUM, VIEWPORT, StreamlitServer, app_env,  # noqa: E402
-                                 launch_chromium, open_app, wait_idle)
+                                 launch_chromium, open_app, set_slider, wait_idle)
 
 QUESTION = "请详细介绍一下北京的历史和文化。Tell me about Beijing."
 STEP_MS = 300_000
@@ -117,14 +117,6 @@ def engine_run(engine: Engine, params: dict) -> dict:
             "tok_s": stats.tokens_per_second}
 
 
-def set_slider(page, key: str, steps_right: int, shown: str) -> None:
-    page.locator(f".st-key-{key} input[type=range]").focus()
-    page.keyboard.press("Home")
-    for _ in range(steps_right):
-        page.keyboard.press("ArrowRight")
-    page.locator(f".st-key-{key} [data-testid=stSliderThumbValue]").filter(has_text=re.compile(f"^{shown}$")) \
-        .wait_for(timeout=STEP_MS)
-    wait_idle(page, STEP_MS)
 
 
 def cpu_seconds(server: StreamlitServer) -> dict[str, float]:
@@ -147,9 +139,10 @@ def browser_run(browser, server: StreamlitServer, max_length: int) -> dict:
     try:
         page = context.new_page()
         open_app(page, url, STEP_MS)
-        set_slider(page, "temperature", 0, "0.00")
-        set_slider(page, "repetition_penalty", 0, "1.00")
-        set_slider(page, "max_length", (max_length - MIN_MAX_LENGTH) // MAX_LENGTH_STEP, str(max_length))
+        set_slider(page, "temperature", "0.00", STEP_MS)
+        set_slider(page, "repetition_penalty", "1.00", STEP_MS)
+        set_slider(page, "max_length", str(max_length), STEP_MS,
+                   steps_right=(max_length - MIN_MAX_LENGTH) // MAX_LENGTH_STEP)
         page.evaluate(UNIT_RECORDER_JS)
         box = page.get_by_test_id("stChatInputTextArea")
         box.fill(QUESTION)

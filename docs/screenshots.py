@@ -19,18 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser_utils import (STEP_MS, VIEWPORT, StreamlitServer, longest_plain_demo_qa, open_app,  # noqa: E402
-                           running_chromium, wait_idle)
+                           running_chromium, set_greedy, set_slider, wait_idle)
 
 OUT = ROOT / "docs" / "screenshots"
 COMPARE_Q = "What is the capital of France?"
-
-
-def set_to_minimum(page, key: str) -> None:
-    """A sidebar or page slider to its low end, as a user would: focus its thumb, press Home."""
-    page.locator(f".st-key-{key} input[type=range]").focus()
-    page.keyboard.press("Home")
-    page.locator(f".st-key-{key} [data-testid=stSliderThumbValue]").filter(has_text="0.00").wait_for()
-    wait_idle(page, STEP_MS)
 
 
 def go_to(page, nav_label: str) -> None:
@@ -54,7 +46,7 @@ def chat(page) -> None:
 
 def compare(page) -> None:
     go_to(page, "Compare")
-    set_to_minimum(page, "b_temperature")
+    set_slider(page, "b_temperature", "0.00", STEP_MS)
     prompt = page.locator(".st-key-compare_prompt textarea")
     prompt.fill(COMPARE_Q)
     prompt.press("Control+Enter")  # commits the text area's value
@@ -85,7 +77,7 @@ def main() -> int:
                 page = chromium.new_context(viewport=VIEWPORT, locale="en-US").new_page()
                 page.set_default_timeout(STEP_MS)
                 open_app(page, server.url, STEP_MS * 2)
-                set_to_minimum(page, "temperature")
+                set_greedy(page, STEP_MS)
                 chat(page)
                 compare(page)
                 model(page)

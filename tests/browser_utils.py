@@ -184,6 +184,23 @@ def open_app(page, url: str, timeout_ms: float) -> None:
     wait_idle(page, timeout_ms)
 
 
+def set_slider(page, key: str, shown: str, timeout_ms: float, steps_right: int = 0) -> None:
+    """Move slider `key` as a user would: focus its thumb, press Home (its low end), then ArrowRight
+    `steps_right` times; wait until it shows `shown` and the run that started has ended."""
+    page.locator(f".st-key-{key} input[type=range]").focus()
+    page.keyboard.press("Home")
+    for _ in range(steps_right):
+        page.keyboard.press("ArrowRight")
+    page.locator(f".st-key-{key} [data-testid=stSliderThumbValue]").filter(
+        has_text=re.compile(f"^{re.escape(shown)}$")).wait_for(timeout=timeout_ms)
+    wait_idle(page, timeout_ms)
+
+
+def set_greedy(page, timeout_ms: float) -> None:
+    """Temperature 0 with the sidebar slider: a demo's reply is then exactly its qa.jsonl entry."""
+    set_slider(page, "temperature", "0.00", timeout_ms)
+
+
 def wait_idle(page, timeout_ms: float) -> None:
     """Connected, and no script run in progress. A run that is about to start is not seen: wait for
     its visible outcome first, then for this."""

@@ -24,7 +24,8 @@ from testkit.checkpoint import DEMO_QA
 from minicpm_core.params import MODEL_CONTEXT
 
 from browser_utils import (REPLY_RECORDER_JS, SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env,
-                           longest_plain_demo_qa, needs_chromium, open_app, running_chromium, wait_idle)
+                           longest_plain_demo_qa, needs_chromium, open_app, running_chromium, set_greedy,
+                           set_slider, wait_idle)
 
 pytestmark = needs_chromium()
 
@@ -124,15 +125,8 @@ def slider_value(page, key: str):
     return page.locator(f".st-key-{key} [data-testid=stSliderThumbValue]")
 
 
-def set_slider_to_minimum(page, key: str, shown: str) -> None:
-    slider(page, key).focus()
-    page.keyboard.press("Home")
-    expect(slider_value(page, key)).to_have_text(shown)
-    wait_idle(page, STEP_MS)
-
-
 def greedy(page) -> None:
-    set_slider_to_minimum(page, "temperature", "0.00")
+    set_greedy(page, STEP_MS)
 
 
 def set_seed(page, seed: int) -> None:
@@ -405,7 +399,7 @@ def test_compare_answers_one_question_under_both_settings(page, demo_app):
     open_app(page, demo_app.url, STEP_MS)
     greedy(page)  # A: the sidebar
     go_to(page, "Compare", "Compare settings")
-    set_slider_to_minimum(page, "b_temperature", "0.00")
+    set_slider(page, "b_temperature", "0.00", STEP_MS)
     prompt = page.locator(".st-key-compare_prompt textarea")
     prompt.fill(CAPITAL_Q)
     prompt.press("Control+Enter")  # commits the text area's value

@@ -13,7 +13,7 @@ from minicpm_core.store import DB_FILENAME, ConversationStore
 from testkit.minicpm5 import demo_qa
 
 from browser_utils import (SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app,
-                           running_chromium, wait_idle)
+                           running_chromium, set_greedy, wait_idle)
 
 pytestmark = needs_chromium()
 
@@ -43,14 +43,6 @@ def last_reply_meta(data_dir) -> dict:
         store.close()
 
 
-def greedy(page) -> None:
-    temperature = page.locator(".st-key-temperature input[type=range]")
-    temperature.focus()
-    page.keyboard.press("Home")  # greedy: the demo's reply is then exactly its qa.jsonl entry
-    expect(page.locator(".st-key-temperature [data-testid=stSliderThumbValue]")).to_have_text("0.00")
-    wait_idle(page, STEP_MS)
-
-
 def test_use_this_model_switches_and_the_next_reply_comes_from_the_new_model(demo_app):
     chromium, server, data_dir = demo_app
     context = chromium.new_context(viewport=VIEWPORT, locale="en-US")
@@ -73,7 +65,7 @@ def test_use_this_model_switches_and_the_next_reply_comes_from_the_new_model(dem
 
         page.get_by_test_id("stSidebarNav").get_by_role("link", name="Chat").click()
         wait_idle(page, STEP_MS)
-        greedy(page)
+        set_greedy(page, STEP_MS)
         page.get_by_test_id("stChatInputTextArea").fill(QUESTION)
         page.get_by_test_id("stChatInputTextArea").press("Enter")
         reply = page.get_by_test_id("stChatMessage").nth(1)

@@ -13,7 +13,7 @@ import pytest
 from testkit.minicpm5 import demo_qa
 
 from browser_utils import (SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app,
-                           running_chromium, wait_idle)
+                           running_chromium, set_greedy, wait_idle)
 
 pytestmark = needs_chromium()
 
@@ -62,11 +62,7 @@ def test_the_reasoning_streams_open_collapses_at_the_answer_and_stays_after_relo
     try:
         page = context.new_page()
         open_app(page, server.url, STEP_MS * 2)
-        temperature = page.locator(".st-key-temperature input[type=range]")
-        temperature.focus()
-        page.keyboard.press("Home")  # greedy: the demo's reply is then exactly its qa.jsonl entry
-        expect(page.locator(".st-key-temperature [data-testid=stSliderThumbValue]")).to_have_text("0.00")
-        wait_idle(page, STEP_MS)
+        set_greedy(page, STEP_MS)
         page.evaluate(BLOCK_RECORDER_JS)
         page.get_by_test_id("stChatInputTextArea").fill(QUESTION)
         page.get_by_test_id("stChatInputTextArea").press("Enter")
