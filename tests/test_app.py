@@ -9,6 +9,7 @@ makes the demo model's canned answers exact.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from minicpm_core import download, loader, paths
 from minicpm_core.store import ConversationStore, default_db_path
 from testkit import checkpoint
+from ui.markdown_safe import plain_text
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
 TIMEOUT = 60  # seconds per script run; the first one imports torch and loads the model
@@ -344,7 +346,7 @@ def test_importing_an_export_opens_it(app_env):
 
 # --- compare --------------------------------------------------------------------------------------
 
-def test_compare_answers_one_prompt_under_two_settings(app_env, demo_qa):
+def test_compare_answers_one_prompt_under_two_settings(app_env, demo_qa, demo_ckpt):
     question, answer = demo_qa["en"]
     at = greedy(start())
     at.switch_page("app_pages/compare.py").run()
@@ -357,7 +359,9 @@ def test_compare_answers_one_prompt_under_two_settings(app_env, demo_qa):
     assert any(m.value == answer for m in left.markdown)
     assert any(m.value == answer for m in right.markdown)
     assert "max_length 1024" in right.caption[0].value and "max_length 4096" in left.caption[0].value
-    assert "tokens" in left.caption[-1].value and "tokens" in right.caption[-1].value
+    for side in (left, right):  # the model that answered first, as under a chat reply
+        assert side.caption[-1].value.startswith(f"{plain_text(demo_ckpt.name)} · "), side.caption[-1].value
+        assert re.search(r"· \d+ tokens · ", side.caption[-1].value)
     assert engine(at).running == 0 and engine(at).queue_depth == 0
 
 

@@ -66,7 +66,8 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
                     stream.close()
                 if getattr(generation, "stats", None) is None and hasattr(generation, "wait"):
                     generation.wait(chat.STATS_WAIT_S)
-                meta = chat.reply_meta(generation.stats, params[side], thinking=thinking)
+                meta = chat.reply_meta(generation.stats, params[side], thinking=thinking,
+                                       model=backend.model_name)  # a later switch leaves it true
                 if block.status is not None:  # its final label: time and token count, as the chat's
                     block.status.update(label=chat.reasoning_label(meta), state="complete", expanded=False)
                 cut_in_thinking_note(meta)
