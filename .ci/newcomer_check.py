@@ -6,8 +6,8 @@ own commands, on free ports of 127.0.0.1, cold (an empty MINICPM_DATA_DIR):
 - `streamlit run chat_app.py -- --demo` (server flags added before `--`);
 - the README's `python -m minicpm_core.api --demo --port 6006` line, its port swapped for a free one.
 Then, from this (the developer's) Python, with Playwright and Debian's Chromium:
-- the app: a demo question, asked with temperature 0 set on the sidebar slider, grows into
-  its known answer (minicpm_core's DEMO_QA), its text only ever growing;
+- the app: a demo question, asked with temperature 0 set on the sidebar slider, is answered with
+  its known answer (minicpm_core's DEMO_QA), the bubble's text only ever growing;
 - the API: `POST /` and `/v1/chat/completions` at temperature 0 give the known answer;
 - the README's curl block and its Python `openai` block, cut from README.md, run as written against
   the API (only 127.0.0.1:PORT changes; the Python one with the venv's python, so requirements.txt

@@ -117,8 +117,6 @@ def engine_run(engine: Engine, params: dict) -> dict:
             "tok_s": stats.tokens_per_second}
 
 
-
-
 def cpu_seconds(server: StreamlitServer) -> dict[str, float]:
     """CPU time used so far by the app server and by Chromium (this process's descendants)."""
     used = {"app": 0.0, "chromium": 0.0}

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from browser_utils import (STEP_MS, VIEWPORT, StreamlitServer, longest_plain_demo_qa, open_app,  # noqa: E402
-                           running_chromium, set_greedy, set_slider, wait_idle)
+                           running_chromium, set_greedy, set_slider, wait_animations_done,
+                           wait_idle)
 
 OUT = ROOT / "docs" / "screenshots"
 COMPARE_Q = "What is the capital of France?"
@@ -58,7 +59,7 @@ def compare(page) -> None:
     settings_b = page.get_by_test_id("stMainBlockContainer").get_by_test_id("stExpander").filter(
         has_text="Settings B")
     settings_b.locator("summary").first.click()  # B's sliders folded: the replies in view
-    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')")
+    wait_animations_done(page)
     page.screenshot(path=str(OUT / "compare.png"))
 
 

@@ -36,7 +36,6 @@ APP_ENV_DROPPED = ("MINICPM_PASSWORD", "MINICPM_DEMO", "MINICPM_BACKEND", "MINIC
                    "MINICPM_REMOTE_MODEL", "MINICPM_MAX_CONCURRENT")
 
 
-
 def longest_plain_demo_qa() -> tuple[str, str]:
     """The demo question whose answer is the longest plain text (no Markdown), so a bubble's text
     equals it exactly."""
@@ -184,21 +183,34 @@ def open_app(page, url: str, timeout_ms: float) -> None:
     wait_idle(page, timeout_ms)
 
 
+def slider(page, key: str):
+    """Slider `key`'s keyboard-focusable thumb (react-aria keeps a hidden range input in it)."""
+    return page.locator(f".st-key-{key} input[type=range]")
+
+
+def slider_value(page, key: str):
+    return page.locator(f".st-key-{key} [data-testid=stSliderThumbValue]")
+
+
 def set_slider(page, key: str, shown: str, timeout_ms: float, steps_right: int = 0) -> None:
     """Move slider `key` as a user would: focus its thumb, press Home (its low end), then ArrowRight
     `steps_right` times; wait until it shows `shown` and the run that started has ended."""
-    page.locator(f".st-key-{key} input[type=range]").focus()
+    slider(page, key).focus()
     page.keyboard.press("Home")
     for _ in range(steps_right):
         page.keyboard.press("ArrowRight")
-    page.locator(f".st-key-{key} [data-testid=stSliderThumbValue]").filter(
-        has_text=re.compile(f"^{re.escape(shown)}$")).wait_for(timeout=timeout_ms)
+    slider_value(page, key).filter(has_text=re.compile(f"^{re.escape(shown)}$")).wait_for(timeout=timeout_ms)
     wait_idle(page, timeout_ms)
 
 
 def set_greedy(page, timeout_ms: float) -> None:
     """Temperature 0 with the sidebar slider: a demo's reply is then exactly its qa.jsonl entry."""
     set_slider(page, "temperature", "0.00", timeout_ms)
+
+
+def wait_animations_done(page) -> None:
+    """No CSS or web animation running (an expander just opened or closed): what a screenshot waits for."""
+    page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')")
 
 
 def wait_idle(page, timeout_ms: float) -> None:

@@ -25,7 +25,7 @@ from minicpm_core.params import MODEL_CONTEXT
 
 from browser_utils import (REPLY_RECORDER_JS, SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env,
                            longest_plain_demo_qa, needs_chromium, open_app, running_chromium, set_greedy,
-                           set_slider, wait_idle)
+                           set_slider, slider, slider_value, wait_idle)
 
 pytestmark = needs_chromium()
 
@@ -114,15 +114,6 @@ def shot(page, name: str, element=None) -> None:
     page.wait_for_function(SETTLED_JS)
     SHOTS.mkdir(parents=True, exist_ok=True)
     (element or page).screenshot(path=str(SHOTS / f"{name}.png"))
-
-
-def slider(page, key: str):
-    """The slider's keyboard-focusable thumb (react-aria keeps a hidden range input in it)."""
-    return page.locator(f".st-key-{key} input[type=range]")
-
-
-def slider_value(page, key: str):
-    return page.locator(f".st-key-{key} [data-testid=stSliderThumbValue]")
 
 
 def greedy(page) -> None:

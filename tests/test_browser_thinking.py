@@ -13,7 +13,7 @@ import pytest
 from testkit.minicpm5 import demo_qa
 
 from browser_utils import (SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app,
-                           running_chromium, set_greedy, wait_idle)
+                           running_chromium, set_greedy, wait_animations_done, wait_idle)
 
 pytestmark = needs_chromium()
 
@@ -84,7 +84,7 @@ def test_the_reasoning_streams_open_collapses_at_the_answer_and_stays_after_relo
         reply.locator("[data-testid=stExpander] summary").click()  # opened by hand for the picture
         expect(block).to_have_attribute("open", "")
         expect(block.get_by_test_id("stExpanderDetails")).to_contain_text(REASONING)
-        page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')")
+        wait_animations_done(page)
         page.screenshot(path=str(SHOTS / "thinking.png"))  # the block fully open, not mid-animation
 
         page.reload()
