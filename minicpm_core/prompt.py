@@ -99,9 +99,10 @@ def render(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = 
 
 def encode(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY,
            enable_thinking: bool | None = None) -> list[int]:
-    """Token ids exactly as the model's chat() feeds them: the rendered text, BOS added once."""
+    """Token ids exactly as the model's own chat code feeds them: the rendered text with one BOS, the
+    template's or the tokenizer's, as the family says (`ModelFamily.encode_rendered`)."""
     text = render(messages, tokenizer, family, enable_thinking)
-    return list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    return family.encode_rendered(text, tokenizer)
 
 
 def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
@@ -168,7 +169,8 @@ class _Cut:
         """Fewest tokens `encode(kept(dropped))` can have, from its length alone (0: no bound known)."""
         if self.chars_per_token is None:
             return 0
-        return 1 + -(-len(self.render(self.kept(dropped))) // self.chars_per_token)  # BOS + ceil
+        bos = 0 if self.family.template_writes_bos else 1  # a BOS the tokenizer adds is not in the text
+        return bos + -(-len(self.render(self.kept(dropped))) // self.chars_per_token)  # ceil
 
     def count(self, messages: list[dict[str, str]]) -> int:
         """Tokens of one piece of the prompt tokenized alone (an estimate of its share of the whole)."""

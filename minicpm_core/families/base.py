@@ -53,6 +53,12 @@ class ModelFamily:
     known_models: tuple[KnownModel, ...] = ()  # the first one is the family's default model
     tokenizer_files: tuple[str, ...] = ("tokenizer.json",)  # any one of them makes the tokenizer complete
     thinking: bool = False             # the template takes enable_thinking
+    # How a rendered template becomes ids. False: the tokenizer adds its special tokens (BOS), as
+    # MiniCPM-2B's chat() does over a template without one. True: the template writes them itself
+    # (`{{- bos_token }}`), so the text is encoded as it is, as apply_chat_template(tokenize=True),
+    # vLLM and llama.cpp do: one BOS, never two.
+    template_writes_bos: bool = False
+    tool_format: str | None = None     # name of the tool-call format (minicpm_core.tools); None: no tools
     # The presets other than "balanced" (which is the recommended values), as changes to those values
     # by field name: {"precise": {...}, "creative": {...}}; see `presets`.
     preset_changes: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -97,6 +103,19 @@ class ModelFamily:
         order = [name for name in ("precise", "balanced", "creative") if name in named]
         order += [name for name in named if name not in order]
         return {name: {**base, **named[name]} for name in order}
+
+    def encode_rendered(self, text: str, tokenizer) -> list[int]:
+        """The ids of a rendered chat template, with exactly one BOS (see `template_writes_bos`)."""
+        return list(tokenizer(text, add_special_tokens=not self.template_writes_bos)["input_ids"])
+
+    def kv_bytes_per_token(self, config: Mapping[str, Any], dtype_bytes: int) -> int:
+        """Bytes one token's keys and values take in the cache: 2 (K and V) x layers x KV heads x
+        head_dim x `dtype_bytes`, from a config.json-shaped mapping. `head_dim` when given (MiniCPM5's is
+        not hidden_size / heads), and the KV heads of grouped-query attention, not the query heads."""
+        heads = config["num_attention_heads"]
+        kv_heads = config.get("num_key_value_heads") or heads
+        head_dim = config.get("head_dim") or config["hidden_size"] // heads
+        return 2 * config["num_hidden_layers"] * kv_heads * head_dim * dtype_bytes
 
     def recognises(self, config: dict[str, Any], model_dir: Path) -> bool:
         """Whether the checkpoint in `model_dir` (its parsed config.json: `config`) is of this family."""

@@ -36,6 +36,7 @@ CHAT_TEMPLATE = (
     "{{'<用户>' + message['content'].strip() + '<AI>'}}{% else %}{{message['content'].strip()}}"
     "{% endif %}{% endfor %}"
 )
+MODEL_TYPES = ("minicpm", None)  # the first fp32 upload has no model_type
 USER_TAG, ASSISTANT_TAG = "<用户>", "<AI>"
 # The seed tutorial's server: temperature 0.5, top_p 0.8, repetition_penalty 1.02.
 SEED_DEFAULTS = {"temperature": 0.5, "top_p": 0.8, "repetition_penalty": 1.02}
@@ -48,6 +49,9 @@ class MiniCPM2BFamily(ModelFamily):
     """MiniCPM-2B's config mapped onto Granite; see the module docstring."""
 
     def mismatch(self, config: dict[str, Any], model_dir: Path) -> str | None:
+        model_type = config.get("model_type")
+        if model_type not in MODEL_TYPES:  # MiniCPM3's config carries the muP scalars too: not this model
+            return f"its model_type is {model_type!r}, not MiniCPM-2B's ({MODEL_TYPES[0]!r}, or none in old uploads)"
         missing = [k for k in REQUIRED_KEYS if k not in config]
         if missing:
             return f"it lacks {', '.join(missing)}"

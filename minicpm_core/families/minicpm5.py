@@ -8,6 +8,9 @@ The chat format is ChatML, with a `<think>…</think>` block switched by `enable
 checkpoint's own template. The template ships in the checkpoint (`chat_template.jinja`, or
 `chat_template` in tokenizer_config.json) and is always used: there is no fallback, a checkpoint
 without one is refused (`require_chat_template`). A turn ends on the special token `<|im_end|>`.
+The template writes the BOS itself, so its text is encoded without adding special tokens (one BOS,
+as transformers' `apply_chat_template(tokenize=True)`, vLLM and llama.cpp send). Tool calls follow
+the `minicpm5` format of `minicpm_core.tools`.
 
 The family is recognised from the files: a Llama config.json AND a ChatML chat template, never from
 the directory's name. It deliberately says nothing about splitting the reasoning from the answer;
@@ -129,4 +132,6 @@ MINICPM5 = MiniCPM5Family(
     preset_changes=PRESET_CHANGES,
     known_models=KNOWN_MODELS,
     thinking=True,
+    template_writes_bos=True,  # the template opens with `{{- bos_token }}`; the tokenizer would add a second
+    tool_format="minicpm5",
 )
