@@ -7,8 +7,9 @@ Streamlit app drives whichever it has through these members alone, and so does t
 What the members promise:
 - `submit` validates and encodes at once, so bad input raises there (InvalidRequest, ContextOverflow,
   QueueFull), before anything is queued; `cancelled()`, when given, is polled while encoding.
-- `enable_thinking` (submit, prepare) is the chat template's thinking switch on a family that thinks
-  (MiniCPM5); None leaves the template's own default, and a family without thinking ignores it.
+- `options` (submit, prepare; a `prompt.ChatOptions`) is what the request asks of the chat template
+  besides the messages: the thinking switch on a family that thinks (MiniCPM5; None leaves the
+  template's own default, a family without thinking ignores it) and the tools. None: no options.
 - A reply of a thinking model is split once, by its producer: iterating a `ReplyStream` gives the
   answer's deltas only, `parts()` `(reasoning_delta, answer_delta)` pairs in order (use one or the
   other, once); `text` is the answer, `reasoning` the reasoning, never with the `<think>` tags. A
@@ -30,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .params import GenerationParams
+from .prompt import ChatOptions
 from .stats import ReplyStats
 
 
@@ -63,9 +65,9 @@ class Backend(Protocol):
     gpu_problem: str | None  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
-               cancelled: Callable[[], bool] | None = None, enable_thinking: bool | None = None) -> ReplyStream: ...
+               cancelled: Callable[[], bool] | None = None, options: ChatOptions | None = None) -> ReplyStream: ...
     def prepare(self, messages: list[dict], params: GenerationParams | None = None, cancelled=None, *,
-                enable_thinking: bool | None = None) -> Any | None: ...
+                options: ChatOptions | None = None) -> Any | None: ...
     def budget(self, params: GenerationParams) -> int: ...  # prompt + reply tokens these params allow
     @property
     def context_length(self) -> int | None: ...
@@ -104,5 +106,6 @@ def template_thinking_default(backend: Backend) -> bool | None:
     unset = backend.prepare(question)
     if unset is None:
         return None
-    found = [value for value in (True, False) if backend.prepare(question, enable_thinking=value).ids == unset.ids]
+    found = [value for value in (True, False)
+             if backend.prepare(question, options=ChatOptions(enable_thinking=value)).ids == unset.ids]
     return found[0] if found else None

@@ -20,7 +20,8 @@ Invariants:
   completes a marker (`StopMarkerWatch`, a set lookup per token, not a decode), or at one of the
   family's stop tokens (`LoadedModel.eos_token_ids`, ended by `generate` itself). Special tokens never
   reach the text, except think tags, which the reasoning splitter needs.
-- On a family that thinks (MiniCPM5) `submit(..., enable_thinking=...)` sets the template's switch and
+- On a family that thinks (MiniCPM5) `submit(..., options=ChatOptions(enable_thinking=...))` sets the
+  template's switch and
   the reply is split once, in the Generation, by a `ReasoningSplitter`: iterating gives only the
   answer's deltas, `parts()` (reasoning, answer) pairs; `.text` is the answer, `.reasoning` the
   reasoning; the tags never appear in either. On MiniCPM-2B the reasoning is always "".
@@ -64,7 +65,7 @@ from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, Mod
 from .loader import LoadedModel, load_model, return_free_heap
 from .params import MODEL_CONTEXT, GenerationParams
 from .prefix_cache import PrefixCache
-from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
+from .prompt import MIN_REPLY_ROOM, NO_OPTIONS, ChatOptions, Prompt, build_prompt, find_stop, unsafe_tail
 from .settings import DEFAULT_MAX_QUEUE, ModelSettings
 from .stats import RECENT_STATS, ReplyStats
 
@@ -389,24 +390,24 @@ class Engine:
         return min(params.max_length, self.context_length)
 
     def prepare(self, messages: list[dict], params: GenerationParams | None = None, cancelled=None, *,
-                enable_thinking: bool | None = None) -> Prompt:
+                options: ChatOptions | None = None) -> Prompt:
         """Validate and encode without generating: prompt ids and how many old turns were dropped.
 
         `cancelled()` (optional) is polled while encoding: True stops the work (the caller left).
-        `enable_thinking` goes to the chat template of a family that thinks; None: its own default."""
+        `options` go to the chat template (prompt.ChatOptions); None: none."""
         params = params or GenerationParams()
         room = params.max_new_tokens or MIN_REPLY_ROOM
         return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
-                            enable_thinking)
+                            options or NO_OPTIONS)
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
-               cancelled=None, enable_thinking: bool | None = None) -> Generation:
+               cancelled=None, options: ChatOptions | None = None) -> Generation:
         context = self.lm.family.context_length  # what a request may ask for; budget() caps at the model's
         if isinstance(params, GenerationParams):
             params = params.fit(context)
         else:
             params = GenerationParams.parse(params, context=context)
-        prompt = self.prepare(messages, params, cancelled, enable_thinking=enable_thinking)
+        prompt = self.prepare(messages, params, cancelled, options=options)
         max_new = self.budget(params) - len(prompt.ids)
         if params.max_new_tokens:
             max_new = min(max_new, params.max_new_tokens)

@@ -18,11 +18,54 @@ from typing import Any
 
 from .errors import ContextOverflow, InvalidRequest, ModelNotFound
 from .families import DEFAULT_FAMILY, ModelFamily
+from .tools import call_for_template, check_tools, chosen_tools
 
 ROLES = ("system", "user", "assistant")
+TOOL_ROLE = "tool"  # a tool's result; only in a conversation with tools, on a family with a tool format
 MAX_MESSAGES = 1000  # messages in one request, and in one stored conversation (store.py)
 MIN_REPLY_ROOM = 128  # tokens kept free for the reply when the caller sets no max_new_tokens
 _CHECK_CHUNK = 1 << 20  # characters encoded at a time when looking for lone surrogates
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """What a request asks of the chat template besides the messages: one value, carried unchanged from
+    the page or the API to `render`, so nothing in between needs to know its fields.
+
+    `enable_thinking`: the switch of a family that thinks; None leaves it to the template. `tools` and
+    `tool_choice`: OpenAI's, checked on construction (minicpm_core.tools); `offered_tools` is what the
+    template shows the model.
+    """
+
+    enable_thinking: bool | None = None
+    tools: tuple[Any, ...] | None = None
+    tool_choice: Any = None
+
+    def __post_init__(self) -> None:
+        if self.tools is not None:
+            object.__setattr__(self, "tools", tuple(check_tools(list(self.tools))))
+        chosen_tools(list(self.tools) if self.tools else None, self.tool_choice)  # refuse a bad choice now
+
+    @property
+    def offered_tools(self) -> list[dict[str, Any]] | None:
+        return chosen_tools(list(self.tools) if self.tools else None, self.tool_choice)
+
+    @property
+    def uses_tools(self) -> bool:
+        """Whether the request brings tools at all (a family without a tool format refuses it)."""
+        return bool(self.tools) or self.tool_choice not in (None, "none", "auto")
+
+    def template_kwargs(self, family: ModelFamily) -> dict[str, Any]:
+        """The template's variables for these options on `family`: only those the request set."""
+        kwargs: dict[str, Any] = {}
+        if self.enable_thinking is not None and family.thinking:
+            kwargs["enable_thinking"] = bool(self.enable_thinking)
+        if self.offered_tools:
+            kwargs["tools"] = self.offered_tools
+        return kwargs
+
+
+NO_OPTIONS = ChatOptions()
 
 
 @dataclass(frozen=True)
@@ -53,38 +96,61 @@ def _surrogate_at(text: str) -> int | None:
     return None
 
 
-def validate_messages(messages: Any) -> list[dict[str, str]]:
-    """Check the OpenAI-shaped message list; return clean {"role", "content"} dicts."""
+def validate_messages(messages: Any, tools: bool = False) -> list[dict[str, Any]]:
+    """Check the OpenAI-shaped message list; return clean {"role", "content"} dicts.
+
+    With `tools` (the request offers some), an assistant message may carry `tool_calls` (its content
+    may then be empty), `tool` messages carry results, and the conversation may end on one. An
+    assistant's `reasoning_content`, when sent, is kept for the template (MiniCPM5-2B's renders it).
+    """
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages must be a non-empty list of {\"role\", \"content\"} objects.", "messages")
     if len(messages) > MAX_MESSAGES:
         raise InvalidRequest(f"messages has {len(messages)} entries; at most {MAX_MESSAGES} are accepted.", "messages")
+    roles = ROLES + ((TOOL_ROLE,) if tools else ())
     clean = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise InvalidRequest(f"messages[{i}] must be an object with role and content.", f"messages[{i}]")
         role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise InvalidRequest(f"messages[{i}].role is {role!r}; it must be one of {', '.join(ROLES)}.",
+        if role not in roles:
+            hint = " (tool results need the tools in the request)" if role == TOOL_ROLE else ""
+            raise InvalidRequest(f"messages[{i}].role is {role!r}; it must be one of {', '.join(roles)}{hint}.",
                                  f"messages[{i}].role")
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if calls and not tools:
+            raise InvalidRequest(f"messages[{i}].tool_calls needs the tools in the request.", f"messages[{i}].tool_calls")
+        if content is None and calls:
+            content = ""
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{i}].content must be a string.", f"messages[{i}].content")
         check_text(content, f"messages[{i}].content")
-        clean.append({"role": role, "content": content})
-    if clean[-1]["role"] != "user":
-        raise InvalidRequest("The last message must be the user's question (role 'user').", "messages")
-    if not clean[-1]["content"].strip():
+        item: dict[str, Any] = {"role": role, "content": content}
+        if calls:
+            if not isinstance(calls, list):
+                raise InvalidRequest(f"messages[{i}].tool_calls must be a list.", f"messages[{i}].tool_calls")
+            item["tool_calls"] = [call_for_template(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(calls)]
+        reasoning = message.get("reasoning_content") if role == "assistant" else None
+        if isinstance(reasoning, str) and reasoning:
+            item["reasoning_content"] = check_text(reasoning, f"messages[{i}].reasoning_content")
+        clean.append(item)
+    last = clean[-1]["role"]
+    if last != "user" and not (tools and last == TOOL_ROLE):
+        raise InvalidRequest("The last message must be the user's question (role 'user')"
+                             + (" or a tool's result (role 'tool')." if tools else "."), "messages")
+    if last == "user" and not clean[-1]["content"].strip():
         raise InvalidRequest("The question is empty: type something to ask.", "messages")
     return clean
 
 
-def render(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY,
-           enable_thinking: bool | None = None) -> str:
+def render(messages: Sequence[dict[str, Any]], tokenizer, family: ModelFamily = DEFAULT_FAMILY,
+           options: ChatOptions = NO_OPTIONS) -> str:
     """The conversation as text, by the checkpoint's own chat template, else the family's.
 
     The text ends with the template's generation prompt (ChatML's `<|im_start|>assistant\n`; MiniCPM-2B's
-    template has none and ignores the flag). `enable_thinking` reaches the template only on a family
-    that thinks and only when given: None leaves the choice to the template's own default.
+    template has none and ignores the flag). The `options` reach the template as its variables
+    (`ChatOptions.template_kwargs`): enable_thinking only on a family that thinks and only when
+    given (None leaves the choice to the template's own default), the tools when offered.
     """
     template = None  # None: apply_chat_template uses the tokenizer's own
     if not getattr(tokenizer, "chat_template", None):
@@ -92,22 +158,24 @@ def render(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = 
         if template is None:
             raise ModelNotFound(f"The checkpoint ships no chat template, and {family.label} has no standard "
                                 "one: its tokenizer_config.json lacks `chat_template` (download it again).")
-    kwargs = {} if enable_thinking is None or not family.thinking else {"enable_thinking": bool(enable_thinking)}
+    if options.uses_tools and family.tool_format is None:
+        raise InvalidRequest(f"{family.label} was not trained for tool calls: send the request without tools.",
+                             "tools", code="tools_not_supported")
     return tokenizer.apply_chat_template(list(messages), tokenize=False, chat_template=template,
-                                         add_generation_prompt=True, **kwargs)
+                                         add_generation_prompt=True, **options.template_kwargs(family))
 
 
-def encode(messages: Sequence[dict[str, str]], tokenizer, family: ModelFamily = DEFAULT_FAMILY,
-           enable_thinking: bool | None = None) -> list[int]:
+def encode(messages: Sequence[dict[str, Any]], tokenizer, family: ModelFamily = DEFAULT_FAMILY,
+           options: ChatOptions = NO_OPTIONS) -> list[int]:
     """Token ids exactly as the model's own chat code feeds them: the rendered text with one BOS, the
     template's or the tokenizer's, as the family says (`ModelFamily.encode_rendered`)."""
-    text = render(messages, tokenizer, family, enable_thinking)
+    text = render(messages, tokenizer, family, options)
     return family.encode_rendered(text, tokenizer)
 
 
 def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
                  reply_room: int = MIN_REPLY_ROOM, cancelled: Callable[[], bool] | None = None,
-                 family: ModelFamily = DEFAULT_FAMILY, enable_thinking: bool | None = None) -> Prompt:
+                 family: ModelFamily = DEFAULT_FAMILY, options: ChatOptions = NO_OPTIONS) -> Prompt:
     """Encode the conversation, dropping the oldest whole turns until `reply_room` tokens are free.
 
     A turn is a user message and the replies after it. System messages are always kept (in front),
@@ -115,18 +183,20 @@ def build_prompt(messages: Sequence[dict[str, str]], tokenizer, budget: int,
     ContextOverflow. `cancelled` is polled between tokenizer calls: once it returns True the work
     stops with InvalidRequest (code "cancelled"), as nobody waits for the answer. `family` is the
     loaded model's (`LoadedModel.family`): its template is used when the tokenizer has none.
-    `enable_thinking` goes to the template of a family that thinks (see `render`).
+    `options` go to the template (see `render`).
 
     The work is bounded by the budget, not by the history: each turn is tokenized once, newest
     first, until the budget is spent (`_Cut.estimate`); text that cannot fit by its length alone
     is never tokenized (`_Cut.lower_bound`). The ids are always `encode()` of the kept messages,
     as the model's chat() builds them; `_Cut.settle` checks the estimated cut with that encoding.
     """
-    messages = validate_messages(list(messages))
+    messages = validate_messages(list(messages), tools=options.uses_tools)
+    if options.uses_tools and family.tool_format is None:
+        render(messages[-1:], tokenizer, family, options)  # refused there, with the reason
     system = [m for m in messages if m["role"] == "system"]
     turns = split_turns([m for m in messages if m["role"] != "system"])
     reply_room = min(reply_room, budget // 2)
-    cut = _Cut(tokenizer, system, turns, budget - reply_room, cancelled, family, enable_thinking)
+    cut = _Cut(tokenizer, system, turns, budget - reply_room, cancelled, family, options)
     newest = len(turns) - 1
     at_least = cut.lower_bound(newest)
     if at_least >= budget:  # refused by its length, before a 7 MB question reaches the tokenizer
@@ -153,9 +223,9 @@ class _Cut:
     """Where to cut a conversation: `kept(d)` is the system messages plus the turns from `d` on."""
 
     def __init__(self, tokenizer, system, turns, limit: int, cancelled: Callable[[], bool] | None,
-                 family: ModelFamily = DEFAULT_FAMILY, enable_thinking: bool | None = None):
+                 family: ModelFamily = DEFAULT_FAMILY, options: ChatOptions = NO_OPTIONS):
         self.tokenizer, self.system, self.turns, self.limit = tokenizer, system, turns, limit
-        self.family, self.enable_thinking = family, enable_thinking
+        self.family, self.options = family, options
         self.cancelled = cancelled or (lambda: False)
         self.chars_per_token = max_chars_per_token(tokenizer)
 
@@ -163,7 +233,7 @@ class _Cut:
         return self.system + [m for turn in self.turns[dropped:] for m in turn]
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        return render(messages, self.tokenizer, self.family, self.enable_thinking)
+        return render(messages, self.tokenizer, self.family, self.options)
 
     def lower_bound(self, dropped: int) -> int:
         """Fewest tokens `encode(kept(dropped))` can have, from its length alone (0: no bound known)."""
@@ -180,7 +250,7 @@ class _Cut:
 
     def exact(self, dropped: int) -> list[int]:
         self.check()
-        return encode(self.kept(dropped), self.tokenizer, self.family, self.enable_thinking)
+        return encode(self.kept(dropped), self.tokenizer, self.family, self.options)
 
     def fits(self, dropped: int) -> list[int] | None:
         """The exact ids of kept(dropped) if they leave the reply its room, else None."""

@@ -55,7 +55,7 @@ from .errors import (
 )
 from .families import DEFAULT_FAMILY
 from .params import SERVERS_WITH_SAMPLING_EXTRAS, GenerationParams, openai_name
-from .prompt import validate_messages
+from .prompt import ChatOptions, validate_messages
 from .settings import RemoteSettings
 from .stats import FINISH_REASONS, RECENT_STATS, ReplyStats
 
@@ -249,11 +249,12 @@ class RemoteBackend:
     # --- backend.Backend -------------------------------------------------------------------------
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
-               cancelled=None, enable_thinking: bool | None = None) -> RemoteGeneration:
+               cancelled=None, options: ChatOptions | None = None) -> RemoteGeneration:
         """Validate here, then open the stream; the server's own refusals raise here too. (`cancelled`
-        is accepted as the Engine's is, but there is no encoding here for it to stop.) `enable_thinking`
-        reaches servers that take chat_template_kwargs (module docstring)."""
+        is accepted as the Engine's is, but there is no encoding here for it to stop.) The options'
+        enable_thinking reaches servers that take chat_template_kwargs (module docstring)."""
         messages = validate_messages(messages)
+        enable_thinking = _thinking_only(options)
         if not isinstance(params, GenerationParams):
             params = GenerationParams.parse(params)
         submitted = time.perf_counter()
@@ -280,9 +281,10 @@ class RemoteBackend:
         return generation.result(), generation.stats
 
     def prepare(self, messages: list[dict], params: GenerationParams | dict | None = None, cancelled=None, *,
-                enable_thinking: bool | None = None) -> None:
+                options: ChatOptions | None = None) -> None:
         """Validate without generating. Token counts need the server's tokenizer: None."""
         validate_messages(messages)
+        _thinking_only(options)
         if not isinstance(params, GenerationParams):
             GenerationParams.parse(params)
         return None
@@ -497,3 +499,10 @@ def make_remote_backend(settings: RemoteSettings) -> RemoteBackend | None:
     if not settings.base_url:
         raise InvalidRequest("--backend openai needs --base-url (e.g. http://127.0.0.1:6006/v1).", "base_url")
     return RemoteBackend(settings.base_url, api_key=settings.api_key, model=settings.remote_model)
+
+
+def _thinking_only(options: ChatOptions | None) -> bool | None:
+    """The thinking switch of `options`; tools are refused: the app offers none to a remote server."""
+    if options is not None and options.uses_tools:
+        raise InvalidRequest("Tool calls are not relayed to a remote model server.", "tools")
+    return None if options is None else options.enable_thinking

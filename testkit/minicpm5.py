@@ -51,8 +51,10 @@ from testkit.checkpoint import (
     DEMO_DATA, demo_lr_factor, min_margin, random_tensor, tensor_shapes, write_json, write_safetensors,
 )
 from minicpm_core.reasoning import THINK_CLOSE, THINK_OPEN
+from minicpm_core.tools import format_call
 
 DEMO_DIR = DEMO_DATA / "minicpm5"
+DEMO_TOOL_FILE = DEMO_DIR / "tool_demo.json"  # the one tool the demo calls, and the agent loop it is trained on
 DEMO_QA_FILE = DEMO_DIR / "qa.jsonl"  # the demo's questions, read by the app too (examples in the empty chat)
 DEMO_MODEL_DIR = DEMO_DIR / "model"  # the shipped demo checkpoint, written by write_demo_checkpoint()
 DEMO_REGENERATE_COMMAND = "python -m testkit.minicpm5 minicpm_core/demo_data/minicpm5/model --demo"
@@ -61,10 +63,29 @@ BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 TOKENIZER_VOCAB = 1200  # BPE pieces before the added tokens; the corpus has ~450 distinct characters
 
-CHAT_TEMPLATE = """\
+TOOLS_OPEN, TOOLS_CLOSE = "<tools>", "</tools>"
+RESPONSE_OPEN, RESPONSE_CLOSE = "<tool_response>", "</tool_response>"
+TOOL_TAGS = (TOOLS_OPEN, TOOLS_CLOSE, RESPONSE_OPEN, RESPONSE_CLOSE)  # special tokens, as upstream
+RESERVED = "<reserved_7>"  # fills id 7, so that <think> and </think> are 8 and 9 as upstream
+# ids 0-9 in order: upstream's layout where it is known (bos 0, pad 1, <think> 8, </think> 9)
+LOW_IDS = (BOS, EOS, UNK, *TOOL_TAGS, RESERVED, THINK_OPEN, THINK_CLOSE)
+
+# The template, in two variants that differ only in which earlier reasoning they render:
+# 2B: an earlier assistant turn's `reasoning_content` whenever the client sends it (else the empty
+# block); 1B: only for assistant turns after the last user question (Qwen3's rule).
+_TEMPLATE = """\
 {{- bos_token }}
-{%- if messages and messages[0].role == 'system' %}
-    {{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}
+{%- macro value(v) %}{% if v is string %}{% if '<' in v or '&' in v or '\\n' in v %}<![CDATA[{{ v }}]]>\
+{% else %}{{ v }}{% endif %}{% else %}{{ v | tojson }}{% endif %}{% endmacro %}
+{%- set system = messages[0].content if messages and messages[0].role == 'system' else none %}
+{%- if tools %}
+    {{- '<|im_start|>system\\n' }}
+    {%- if system %}{{- system + '\\n\\n' }}{%- endif %}
+    {{- '# Tools\\n\\nYou may call these functions:\\n<tools>' }}
+    {%- for tool in tools %}{{- '\\n' + (tool.function if tool.function is defined else tool) | tojson }}{%- endfor %}
+    {{- '\\n</tools>\\n\\nTo call one, write <function name="NAME"><param name="PARAM">VALUE</param></function>.<|im_end|>\\n' }}
+{%- elif system is not none %}
+    {{- '<|im_start|>system\\n' + system + '<|im_end|>\\n' }}
 {%- endif %}
 {%- set ns = namespace(last_query=-1) %}
 {%- for message in messages %}
@@ -82,13 +103,26 @@ CHAT_TEMPLATE = """\
             {%- set reasoning = content.split('</think>')[0].split('<think>')[-1] %}
             {%- set content = content.split('</think>')[-1] %}
         {%- endif %}
-        {%- if loop.index0 > ns.last_query and reasoning.strip('\\n') %}
+        {%- if KEEPS_REASONING and reasoning.strip('\\n') %}
             {{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' }}
-            {{- content.lstrip('\\n') }}
         {%- else %}
-            {{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + content.lstrip('\\n') }}
+            {{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' }}
         {%- endif %}
+        {{- content.lstrip('\\n') }}
+        {%- for call in message.tool_calls or [] %}
+            {%- set call = call.function if call.function is defined else call %}
+            {%- if loop.first and content.strip() %}{{- '\\n' }}{%- endif %}
+            {{- '<function name="' + call.name + '">' }}
+            {%- for key, v in (call.arguments or {}).items() %}
+                {{- '<param name="' + key + '">' + value(v) + '</param>' }}
+            {%- endfor %}
+            {{- '</function>' }}
+        {%- endfor %}
         {{- '<|im_end|>\\n' }}
+    {%- elif message.role == 'tool' %}
+        {%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}
+        {{- '\\n<tool_response>\\n' + message.content + '\\n</tool_response>' }}
+        {%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}
     {%- endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}
@@ -102,6 +136,11 @@ CHAT_TEMPLATE = """\
     {%- endif %}
 {%- endif %}
 """
+CHAT_TEMPLATES = {
+    "2b": _TEMPLATE.replace("KEEPS_REASONING", "true"),
+    "1b": _TEMPLATE.replace("KEEPS_REASONING", "loop.index0 > ns.last_query"),
+}
+CHAT_TEMPLATE = CHAT_TEMPLATES["2b"]  # the tiny checkpoint's and the demo's
 
 # Shapes. TINY keeps what matters of the real ones: 16 query heads on 2 KV heads, and a head_dim
 # that is not hidden_size / heads (as in the 1B), so a loader that derives it fails.
@@ -149,28 +188,70 @@ def demo_reply(reasoning: str, answer: str, enable_thinking: bool | None) -> str
     return block if enable_thinking else f"{THINK_OPEN}\n{block}"
 
 
+@functools.lru_cache(maxsize=None)
+def _demo_tool() -> dict[str, Any]:
+    return json.loads(DEMO_TOOL_FILE.read_text(encoding="utf-8"))
+
+
+def demo_tool() -> dict[str, Any]:
+    """The demo's agent loop: its tool (OpenAI's shape), question, call, the tool's result, answer."""
+    return copy.deepcopy(_demo_tool())
+
+
+def demo_tool_turns() -> list[tuple[list[dict[str, Any]], str]]:
+    """(messages, reply) of the agent loop the demo is trained on, tools given and thinking left to the
+    model: the question → a call; the question, the call (its reasoning sent back or not, as clients
+    do either) and the tool's result → the answer."""
+    demo = _demo_tool()
+    question = {"role": "user", "content": demo["question"]}
+    call = format_call(demo["tool"]["function"]["name"], demo["arguments"])
+    tool_call = {"id": "call_0", "type": "function",
+                 "function": {"name": demo["tool"]["function"]["name"], "arguments": demo["arguments"]}}
+    turns = [([question], f"{THINK_OPEN}\n{demo['call_reasoning']}\n{THINK_CLOSE}\n\n{call}")]
+    for sent_back in ({}, {"reasoning_content": demo["call_reasoning"]}):
+        history = [question, {"role": "assistant", "content": "", "tool_calls": [tool_call], **sent_back},
+                   {"role": "tool", "tool_call_id": "call_0", "content": demo["result"]}]
+        turns.append((history, demo_reply(demo["answer_reasoning"], demo["answer"], None)))
+    return turns
+
+
+def _demo_tool_texts() -> tuple[str, ...]:
+    demo = _demo_tool()
+    return (json.dumps(demo["tool"]["function"]), demo["question"], demo["call_reasoning"], demo["result"],
+            format_call(demo["tool"]["function"]["name"], demo["arguments"]), demo["answer_reasoning"],
+            demo["answer"])
+
+
 # --- tokenizer -----------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
 def train_tokenizer() -> str:
     """Train the byte-level BPE on the corpus and the demo texts (~0.1 s); return tokenizer.json.
 
-    `<s>`=0 and `</s>`=1 as upstream. The ChatML tags are special (hidden by skip_special_tokens);
-    the think tags are added but not special, so decoded text keeps them for the reasoning splitter.
+    Upstream's conventions: `<s>`=0 (BOS, added by the tokenizer by default, as upstream's does,
+    although the template writes one too), `</s>`=1 (pad), `<think>`=8 and `</think>`=9 single
+    added tokens, the tool tags special tokens. The ChatML tags are special (hidden by
+    skip_special_tokens); the think tags are added but not special, so decoded text keeps them for
+    the reasoning splitter (whether upstream flags them special is unconfirmed).
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     corpus = (DEMO_DATA / "corpus.txt").read_text(encoding="utf-8").splitlines()
-    corpus += [text for row in _demo_rows() for text in row]
+    corpus += [text for row in _demo_rows() for text in row] + list(_demo_tool_texts())
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=[BOS, EOS, UNK], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=list(LOW_IDS), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(filter(str.strip, corpus), trainer)
     tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (IM_START, IM_END)])
-    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in (THINK_OPEN, THINK_CLOSE)])
-    return tokenizer.to_str(pretty=True)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, LOW_IDS.index(BOS))])
+    spec = json.loads(tokenizer.to_str())
+    for token in spec["added_tokens"]:
+        if token["content"] in (THINK_OPEN, THINK_CLOSE):
+            token["special"] = False  # kept by skip_special_tokens: the reasoning splitter reads them
+    return json.dumps(spec, ensure_ascii=False, indent=2)
 
 
 def _token_id(tokenizer_json: str, token: str) -> int:
@@ -185,7 +266,8 @@ def write_tokenizer(out_dir: str | os.PathLike) -> int:
     spec = train_tokenizer()
     (out / "tokenizer.json").write_text(spec + "\n", encoding="utf-8")
     write_json(out / "tokenizer_config.json", {
-        "add_bos_token": False,  # the template writes BOS itself
+        "add_bos_token": True,  # as upstream: tokenizer(rendered) gives two BOS, so the template's text is
+                                # encoded without special tokens (apply_chat_template(tokenize=True))
         "add_eos_token": False,
         "bos_token": BOS,
         "clean_up_tokenization_spaces": False,
@@ -301,6 +383,11 @@ def _demo_sequences(tokenizer) -> list[tuple[list[int], list[int]]]:
                                                    add_generation_prompt=True, **kwargs)
             reply = tokenizer(demo_reply(reasoning, answer, mode), add_special_tokens=False).input_ids
             sequences.append((tokenizer(prompt, add_special_tokens=False).input_ids, reply + [im_end]))
+    tools = [_demo_tool()["tool"]]
+    for messages, text in demo_tool_turns():
+        prompt = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        reply = tokenizer(text, add_special_tokens=False).input_ids
+        sequences.append((tokenizer(prompt, add_special_tokens=False).input_ids, reply + [im_end]))
     return sequences
 
 

@@ -14,6 +14,7 @@ from minicpm_core.families.minicpm2b import MINICPM_2B
 from minicpm_core.families.minicpm5 import MINICPM5
 from minicpm_core.loader import load_model
 from minicpm_core.params import MAX_CONTEXT, PRESETS, GenerationParams, matching_preset
+from minicpm_core.prompt import ChatOptions
 from testkit.minicpm5 import DEMO_MODEL_DIR
 
 QUESTION = [{"role": "user", "content": "hello"}]  # the thinking demo answers it and stops, greedy
@@ -68,7 +69,7 @@ def test_parse_with_a_context_refuses_beyond_it_in_the_schema_wording():
 
 def test_a_minicpm5_engine_takes_8192_new_tokens_and_refuses_one_past_its_context(m5_engine):
     greedy = {"temperature": 0.0, "max_new_tokens": 8192}
-    generation = m5_engine.submit(QUESTION, greedy, enable_thinking=True)
+    generation = m5_engine.submit(QUESTION, greedy, options=ChatOptions(enable_thinking=True))
     assert generation.result() and generation.stats.finish_reason == "stop"
     m5_engine.submit(QUESTION, GenerationParams(max_length=MAX_CONTEXT, **greedy)).result()
     assert refusal(lambda: m5_engine.submit(QUESTION, {"max_new_tokens": MAX_CONTEXT + 1})) == \

@@ -26,6 +26,7 @@ from minicpm_core.families.minicpm2b import MINICPM_2B
 from minicpm_core.families.minicpm5 import IM_END, MINICPM5
 from minicpm_core.loader import load_model
 from minicpm_core.params import GenerationParams
+from minicpm_core.prompt import ChatOptions
 from minicpm_core.reasoning import THINK_CLOSE, THINK_OPEN, opens_reasoning, split_reasoning
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, demo_reply, write_checkpoint
 
@@ -74,7 +75,7 @@ def ask(question: str) -> list[dict]:
 
 
 def engine_reply(engine, messages, mode, **params):
-    generation = engine.submit(messages, GenerationParams.parse(GREEDY | params), enable_thinking=mode)
+    generation = engine.submit(messages, GenerationParams.parse(GREEDY | params), options=ChatOptions(enable_thinking=mode))
     parts = list(generation.parts())
     return generation, parts
 
@@ -194,10 +195,10 @@ def test_demo_replies_equal_bare_generate_and_split_into_reasoning_and_answer(de
 @pytest.mark.parametrize("mode", [True, None], ids=["thinking-on", "thinking-not-given"])
 def test_iterating_gives_only_the_answer_and_result_the_same(demo_engine, mode):
     question, reasoning, answer = demo_qa()[1]
-    generation = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), enable_thinking=mode)
+    generation = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), options=ChatOptions(enable_thinking=mode))
     assert "".join(generation) == answer == generation.text
     assert generation.reasoning == reasoning
-    again = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), enable_thinking=mode)
+    again = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), options=ChatOptions(enable_thinking=mode))
     assert again.result() == answer and again.reasoning == reasoning
 
 
@@ -205,7 +206,7 @@ def test_iterating_gives_only_the_answer_and_result_the_same(demo_engine, mode):
                          ids=["answer-deltas", "parts"])
 def test_closing_either_iterator_cancels_the_generation(m5_engine, consume, mode):
     long_reply = GenerationParams.parse(GREEDY | {"max_new_tokens": 3000})  # random weights: minutes of text
-    generation = m5_engine.submit(ask("你好"), long_reply, enable_thinking=mode)
+    generation = m5_engine.submit(ask("你好"), long_reply, options=ChatOptions(enable_thinking=mode))
     deltas = consume(generation)
     next(deltas)
     deltas.close()  # what a Streamlit rerun does to st.write_stream's generator
@@ -235,13 +236,13 @@ def test_a_reply_cut_after_think_closed_did_not_end_in_reasoning(demo_engine, ba
 def test_earlier_turns_reasoning_is_never_sent_back(demo_engine):
     messages = [*ask("q1"), {"role": "assistant", "content": "<think>\nsecret plan\n</think>\n\nA1"}, *ask("q2")]
     for mode in MODES:
-        prompt = demo_engine.tokenizer.decode(demo_engine.prepare(messages, enable_thinking=mode).ids)
+        prompt = demo_engine.tokenizer.decode(demo_engine.prepare(messages, options=ChatOptions(enable_thinking=mode)).ids)
         assert "secret" not in prompt
         assert "<|im_start|>assistant\n<think>\n\n</think>\n\nA1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n" in prompt
 
 
 def test_enable_thinking_reaches_the_template_only_when_given(demo_engine):
-    tails = {mode: demo_engine.tokenizer.decode(demo_engine.prepare(ask("你好"), enable_thinking=mode).ids)
+    tails = {mode: demo_engine.tokenizer.decode(demo_engine.prepare(ask("你好"), options=ChatOptions(enable_thinking=mode)).ids)
              for mode in MODES}
     assert tails[True].endswith("<|im_start|>assistant\n<think>\n")
     assert tails[False].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -297,9 +298,9 @@ def test_minicpm_2b_has_no_reasoning_and_ignores_enable_thinking(tiny_ckpt):
     engine = Engine(load_model(tiny_ckpt, device="cpu", dtype="float32"))
     try:
         assert engine._hidden_ids is None and engine._splitter(engine.prepare(ask("hi"))) is None
-        assert engine.prepare(ask("hi"), enable_thinking=True).ids == engine.prepare(ask("hi")).ids
+        assert engine.prepare(ask("hi"), options=ChatOptions(enable_thinking=True)).ids == engine.prepare(ask("hi")).ids
         generation = engine.submit(ask("hi"), GenerationParams.parse({"temperature": 0, "max_new_tokens": 8}),
-                                   enable_thinking=True)
+                                   options=ChatOptions(enable_thinking=True))
         parts = list(generation.parts())
         assert generation.reasoning == "" and all(r == "" for r, _ in parts)
         assert "".join(c for _, c in parts) == generation.text and not generation.stats.ended_in_reasoning

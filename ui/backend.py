@@ -219,10 +219,10 @@ class PendingBackend:
     def wait(self) -> Backend:
         return wait_for(self.slot)
 
-    def submit(self, messages, params=None, *, cancelled=None, enable_thinking=None):
-        return self.wait().submit(messages, params, cancelled=cancelled, enable_thinking=enable_thinking)
+    def submit(self, messages, params=None, *, cancelled=None, options=None):
+        return self.wait().submit(messages, params, cancelled=cancelled, options=options)
 
-    def prepare(self, messages, params=None, cancelled=None, *, enable_thinking=None):
+    def prepare(self, messages, params=None, cancelled=None, *, options=None):
         return None
 
     def budget(self, params):

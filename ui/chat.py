@@ -28,6 +28,7 @@ import streamlit as st
 from minicpm_core import paths
 from minicpm_core.errors import MiniCPMError, QueueFull
 from minicpm_core.params import GenerationParams
+from minicpm_core.prompt import ChatOptions
 from minicpm_core.stats import FINISH_REASONS
 from minicpm_core.store import Conversation, ConversationStore, Message, NotFound
 
@@ -432,7 +433,7 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
     conversation = store.get(conv_id)
     try:
         # enable_thinking only where it was asked for: a backend without thinking need not take it
-        extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+        extra = {} if enable_thinking is None else {"options": ChatOptions(enable_thinking=enable_thinking)}
         generation = backend.submit(prompt_messages(conversation, system_prompt), params, **extra)
     except QueueFull as exc:  # the question is kept: redraw, so its Regenerate button is there to retry
         state.flash("warning", error_text(exc))

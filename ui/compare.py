@@ -17,6 +17,7 @@ import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
+from minicpm_core.prompt import ChatOptions
 
 from ui import chat, markdown_safe, state
 from ui.i18n import t
@@ -39,7 +40,7 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
     `enable_thinking` (both sides) only where asked for: a backend without thinking need not take it."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
     messages.append({"role": "user", "content": prompt})
-    extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    extra = {} if enable_thinking is None else {"options": ChatOptions(enable_thinking=enable_thinking)}
     generations: dict[str, Any] = {}
     try:
         for side in SIDES:

@@ -22,10 +22,12 @@ closest known one), because a silently ignored typo such as `temprature` is wors
 The `model` field accepts any name: this server serves one model, and clients written for other
 servers (`gpt-4o-mini`, a path, `minicpm`) should work unchanged; responses carry our model's name.
 
-Thinking (MiniCPM5) follows vLLM's and SGLang's convention: `/v1` takes
-`chat_template_kwargs: {"enable_thinking": bool}` (no other key), `POST /` an `enable_thinking` field,
-both described by `THINKING_HELP`; unset, the checkpoint's template decides. A family without thinking
-ignores it. The reasoning goes in `message.reasoning_content` / `delta.reasoning_content` and in the
+Thinking (MiniCPM5) follows vLLM's and SGLang's convention: both endpoints take
+`chat_template_kwargs: {"enable_thinking": bool}` (no other key), `POST /` also an `enable_thinking` field,
+described by `THINKING_HELP`; unset, the checkpoint's template decides. A family without thinking
+ignores it. Tools (MiniCPM5) are OpenAI's: `tools`, `tool_choice`, assistant `tool_calls` and `tool`
+messages in the history; the calls come back as `message.tool_calls` / `delta.tool_calls`. What a
+request asks of the template travels as one `prompt.ChatOptions` (`options()`). The reasoning goes in `message.reasoning_content` / `delta.reasoning_content` and in the
 seed's `reasoning`, only when there was some; `content` / `response` hold only the answer.
 
 Responses reuse the `openai` package's types (ChatCompletion, ChatCompletionChunk, Model), so they
@@ -47,12 +49,15 @@ from openai.types.completion_usage import CompletionTokensDetails
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
 from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
-from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.chat.chat_completion_chunk import ChoiceDelta, ChoiceDeltaToolCall, ChoiceDeltaToolCallFunction
+from openai.types.chat.chat_completion_message_function_tool_call import ChatCompletionMessageFunctionToolCall
+from openai.types.chat.chat_completion_message_function_tool_call import Function as CallFunction
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ..errors import InvalidRequest
 from ..params import OPENAI_NAMES, GenerationParams, openai_name
-from ..prompt import MAX_MESSAGES, ROLES, check_text
+from ..prompt import MAX_MESSAGES, ROLES, TOOL_ROLE, ChatOptions, check_text
+from ..tools import ToolCall
 
 MAX_BODY_BYTES = 8 << 20  # far above any 4,096-token conversation; stops a runaway upload early
 UNKNOWN_POSITION = -1  # a JSONDecodeError's position when the message says where (or cannot)
@@ -195,6 +200,8 @@ class _SeedFields(BaseModel):
     history: list[Any] | None = Field(
         None, description="Earlier turns: OpenAI-shaped messages, or the seed era's [[question, answer], ...].")
     enable_thinking: bool | None = Field(None, description=THINKING_HELP)
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description=f"As on /v1: only {{\"enable_thinking\": true|false}}. {THINKING_HELP}")
 
 
 class SeedRequest(with_sampling_fields(_SeedFields, openai_names=False)):
@@ -210,6 +217,15 @@ class SeedRequest(with_sampling_fields(_SeedFields, openai_names=False)):
         if not self.prompt.strip():
             raise InvalidRequest("prompt is empty: send the question as a non-empty string.", "prompt")
         return history_messages(self.history) + [{"role": "user", "content": self.prompt}]
+
+    def options(self) -> ChatOptions:
+        """The template's options: `enable_thinking`, given directly or in chat_template_kwargs (not both
+        at odds)."""
+        from_kwargs = thinking_of(self.chat_template_kwargs)
+        if None not in (from_kwargs, self.enable_thinking) and from_kwargs != self.enable_thinking:
+            raise InvalidRequest("enable_thinking and chat_template_kwargs.enable_thinking disagree; send only one.",
+                                 "enable_thinking")
+        return ChatOptions(enable_thinking=self.enable_thinking if self.enable_thinking is not None else from_kwargs)
 
     def to_params(self, defaults: Mapping[str, Any] | None = None, context: int | None = None) -> GenerationParams:
         """Request value → `defaults` (the loaded model's) → GenerationParams' own default; token
@@ -252,6 +268,9 @@ class ChatMessage(BaseModel):
 
     role: str
     content: Any = None  # a string, or a list of {"type": "text", "text": ...} parts
+    tool_calls: list[Any] | None = None  # an assistant's calls (checked with the tools: prompt.validate_messages)
+    tool_call_id: str | None = None  # a tool message's: accepted, unused (the template renders results in order)
+    reasoning_content: str | None = None  # an earlier turn's reasoning, as vLLM's clients send it back
 
 
 class StreamOptions(BaseModel):
@@ -267,7 +286,6 @@ UNSUPPORTED = {
     "logit_bias": "MiniCPM-2B sampling here has no logit bias",
     "logprobs": "log probabilities are not returned",
     "top_logprobs": "log probabilities are not returned",
-    "tools": "MiniCPM-2B was not trained for tool calls",
     "response_format": "only plain text replies are produced",
 }
 
@@ -321,24 +339,26 @@ class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_n
         out = []
         for i, message in enumerate(self.messages):
             role = ROLE_ALIASES.get(message.role, message.role)
-            if role not in ROLES:
+            if role not in (*ROLES, TOOL_ROLE):
                 raise InvalidRequest(f"messages[{i}].role is {message.role!r}; it must be one of "
-                                     f"{', '.join(ROLES)} (or developer).", f"messages[{i}].role")
-            out.append({"role": role, "content": _content_text(message.content, i)})
+                                     f"{', '.join((*ROLES, TOOL_ROLE))} (or developer).", f"messages[{i}].role")
+            content = None if message.content is None and message.tool_calls else _content_text(message.content, i)
+            item = {"role": role, "content": content}
+            if message.tool_calls is not None:
+                item["tool_calls"] = message.tool_calls
+            if message.reasoning_content:
+                item["reasoning_content"] = message.reasoning_content
+            out.append(item)
         return out
 
     def enable_thinking(self) -> bool | None:
         """`chat_template_kwargs.enable_thinking`, checked: no other key, a boolean."""
-        kwargs = self.chat_template_kwargs or {}
-        unknown = sorted(set(kwargs) - set(TEMPLATE_KWARGS))
-        if unknown:
-            raise InvalidRequest(f"chat_template_kwargs.{unknown[0]} is not accepted: chat_template_kwargs takes only "
-                                 f"{', '.join(TEMPLATE_KWARGS)}.", f"chat_template_kwargs.{unknown[0]}")
-        value = kwargs.get("enable_thinking")
-        if value is not None and not isinstance(value, bool):
-            raise InvalidRequest(f"chat_template_kwargs.enable_thinking must be true or false; got {_short(value)}.",
-                                 "chat_template_kwargs.enable_thinking")
-        return value
+        return thinking_of(self.chat_template_kwargs)
+
+    def options(self) -> ChatOptions:
+        """What the request asks of the template: the thinking switch and the tools (checked there)."""
+        return ChatOptions(enable_thinking=self.enable_thinking(), tools=tuple(self.tools) if self.tools else None,
+                           tool_choice=self.tool_choice)
 
     def to_params(self, defaults: Mapping[str, Any] | None = None, context: int | None = None) -> GenerationParams:
         """Request value → `defaults` (the loaded model's) → GenerationParams' own default; OpenAI names
@@ -388,9 +408,20 @@ class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_n
                 continue
             if value not in (None, 0, False, [], {}):
                 raise InvalidRequest(f"{name} is not supported by this server: {hint}.", name)
-        if self.tool_choice not in (None, "none", "auto"):
-            raise InvalidRequest("tool_choice is not supported by this server: MiniCPM-2B was not trained for "
-                                 "tool calls.", "tool_choice")
+
+
+def thinking_of(kwargs: dict[str, Any] | None) -> bool | None:
+    """`chat_template_kwargs.enable_thinking`, checked: no other key, a boolean."""
+    kwargs = kwargs or {}
+    unknown = sorted(set(kwargs) - set(TEMPLATE_KWARGS))
+    if unknown:
+        raise InvalidRequest(f"chat_template_kwargs.{unknown[0]} is not accepted: chat_template_kwargs takes only "
+                             f"{', '.join(TEMPLATE_KWARGS)}.", f"chat_template_kwargs.{unknown[0]}")
+    value = kwargs.get("enable_thinking")
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequest(f"chat_template_kwargs.enable_thinking must be true or false; got {_short(value)}.",
+                             "chat_template_kwargs.enable_thinking")
+    return value
 
 
 def _content_text(content: Any, i: int) -> str:
@@ -410,7 +441,7 @@ def _content_text(content: Any, i: int) -> str:
 # what OpenAI's does for a text reply (a content chunk has "finish_reason": null, the last delta is {},
 # usage only on the include_usage chunk) and none of the fields for tools, audio or log probabilities.
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 Usage = CompletionUsage
 
 
@@ -419,12 +450,19 @@ def completion_id() -> str:
 
 
 def chat_completion(request_id: str, model: str, text: str, finish_reason: FinishReason,
-                    usage: Usage, reasoning: str = "") -> ChatCompletion:
+                    usage: Usage, reasoning: str = "", calls: list[ToolCall] | None = None) -> ChatCompletion:
     """A whole reply; `reasoning_content` (vLLM's extra field) only when the model thought. Cut by
-    max_tokens inside the reasoning: finish_reason "length", content "" and reasoning_content set."""
-    message = ChatCompletionMessage(role="assistant", content=text)
+    max_tokens inside the reasoning: finish_reason "length", content "" and reasoning_content set.
+    With calls: `tool_calls`, and `content` null where the model wrote no text besides them (as OpenAI)."""
+    fields: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        fields.update(content=text or None, tool_calls=[
+            ChatCompletionMessageFunctionToolCall(id=c.id, type="function",
+                                                  function=CallFunction(name=c.name, arguments=c.arguments_json))
+            for c in calls])
     if reasoning:
-        message = ChatCompletionMessage(role="assistant", content=text, reasoning_content=reasoning)
+        fields["reasoning_content"] = reasoning
+    message = ChatCompletionMessage(**fields)
     return ChatCompletion(id=request_id, object="chat.completion", created=now(), model=model, usage=usage,
                           choices=[Choice(index=0, message=message, finish_reason=finish_reason)])
 
@@ -446,6 +484,13 @@ def delta_chunk(request_id: str, created: int, model: str, delta: ChoiceDelta,
     """OpenAI sends `{"role": "assistant", "content": ""}` first, then `{"content": ...}`, then `{}`."""
     return ChatCompletionChunk(id=request_id, object="chat.completion.chunk", created=created, model=model,
                                choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish_reason)])
+
+
+def tool_call_delta(call: ToolCall, index: int) -> ChoiceDelta:
+    """A whole call in one streamed delta, as OpenAI's first chunk of a call has it (id, type, name)
+    plus all of its arguments."""
+    function = ChoiceDeltaToolCallFunction(name=call.name, arguments=call.arguments_json)
+    return ChoiceDelta(tool_calls=[ChoiceDeltaToolCall(index=index, id=call.id, type="function", function=function)])
 
 
 def usage_chunk(request_id: str, created: int, model: str, usage: Usage) -> ChatCompletionChunk:

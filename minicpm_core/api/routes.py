@@ -50,8 +50,9 @@ def api_router(service: ChatService) -> APIRouter:
                  responses={400: {"model": ErrorResponse}})
     async def seed_chat(body: SeedRequest, request: Request) -> SeedResponse:
         """The seed tutorial's endpoint: `{"prompt": ...}` in, `{"response", "status", "time"}` out."""
-        messages, params = body.to_messages(), service.params(body, body.enable_thinking)
-        reply = await service.submit(request, messages, params, enable_thinking=body.enable_thinking)
+        options = body.options()
+        messages, params = body.to_messages(), service.params(body, options.enable_thinking)
+        reply = await service.submit(request, messages, params, options=options)
         try:
             text = await service.complete(request, reply)
         finally:
@@ -63,8 +64,9 @@ def api_router(service: ChatService) -> APIRouter:
     @router.post("/v1/chat/completions", response_model=ChatCompletion, response_model_exclude_unset=True,
                  responses={400: {"model": ErrorResponse}})
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        messages, params, stops = body.to_messages(), service.params(body, body.enable_thinking()), body.stop_strings()
-        reply = await service.submit(request, messages, params, stops, body.enable_thinking())
+        options = body.options()
+        messages, params, stops = body.to_messages(), service.params(body, options.enable_thinking), body.stop_strings()
+        reply = await service.submit(request, messages, params, stops, options)
         request_id = completion_id()
         if body.stream:
             events = service.stream(reply, request_id, body.include_usage, request.url.path, messages)
@@ -74,7 +76,8 @@ def api_router(service: ChatService) -> APIRouter:
             text = await service.complete(request, reply)
         finally:
             service.log_reply("POST", request.url.path, reply, messages)
-        return chat_completion(request_id, model_name, text, reply.finish_reason, reply.usage(), reply.reasoning)
+        return chat_completion(request_id, model_name, text, reply.finish_reason, reply.usage(), reply.reasoning,
+                               reply.calls)
 
     created = now()
 

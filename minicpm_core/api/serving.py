@@ -9,6 +9,8 @@ a non-streamed one through a watcher on the connection. One INFO log line per re
 
 A thinking model's reply comes from the Generation already split (`parts()`): the reasoning goes out
 as `reasoning_content`, the answer as `content`; the request's stop strings apply to the answer only.
+Where the request offers tools, the answer then goes through the family's tool-call parser
+(minicpm_core.tools): its calls go out as `tool_calls`, the rest stays `content`.
 
 This module knows the engine's consumer interface (submit, a Generation's parts to follow and cancel)
 and the wire types, not the routes or the HTTP status codes.
@@ -31,9 +33,10 @@ from starlette.concurrency import run_in_threadpool
 from ..backend import template_thinking_default
 from ..errors import MiniCPMError
 from ..params import GenerationParams
-from ..prompt import find_stop, unsafe_tail
+from ..prompt import NO_OPTIONS, ChatOptions, find_stop, unsafe_tail
+from ..tools import ToolCall, ToolCallParser
 from .errors import api_error_from, error_body
-from .protocol import ChoiceDelta, Usage, delta_chunk, now, sse_event, usage_chunk, usage_of
+from .protocol import ChoiceDelta, Usage, delta_chunk, now, sse_event, tool_call_delta, usage_chunk, usage_of
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ MAX_WAITING_REPLIES = 256  # threads that may sit waiting on replies at once; mo
 OPENAI_FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nobody reads a cancelled one
 
 
-REASONING, CONTENT = "reasoning", "content"  # the two kinds of delta a reply has
+REASONING, CONTENT, TOOL_CALL = "reasoning", "content", "tool_call"  # the kinds of delta a reply has
 
 
 class Reply:
@@ -49,12 +52,15 @@ class Reply:
 
     The answer and the reasoning arrive split (`Generation.parts()`). A stop string is looked for in
     the answer only, with the prompt module's `find_stop`, and answer text that may be the start of
-    one (`unsafe_tail`) is held back until the next delta shows whether it is."""
+    one (`unsafe_tail`) is held back until the next delta shows whether it is. With `tools`, the
+    answer that passed the stop strings is parsed for calls (TOOL_CALL deltas carry a ToolCall)."""
 
-    def __init__(self, generation, stops: tuple[str, ...] = ()):
+    def __init__(self, generation, stops: tuple[str, ...] = (), tools: list | None = None):
         self.generation = generation
         self.text = ""  # the answer
         self.reasoning = ""
+        self.calls: list[ToolCall] = []
+        self._tools = ToolCallParser(tools) if tools else None
         self.hit_stop = False
         self._stops = stops
         self._deltas = generation.parts()
@@ -62,7 +68,7 @@ class Reply:
         self._ready: deque[tuple[str, str]] = deque()  # (kind, text) decided, not yet taken
         self._done = False
 
-    def next_delta(self) -> tuple[str, str] | None:
+    def next_delta(self) -> tuple[str, str | ToolCall] | None:
         """The next piece of visible text as (kind, text), kind REASONING or CONTENT, in the order the
         model wrote them; None once the reply is complete (stats are then set)."""
         while not self._ready:
@@ -73,21 +79,36 @@ class Reply:
                 self._done = True
                 tail, self._pending = self._pending, ""
                 self._add(CONTENT, tail)
+                self._add_calls_end()
             else:
                 reasoning, content = delta
                 self._add(REASONING, reasoning)
                 if content:
                     self._add(CONTENT, self._cut(self._pending + content))
         kind, text = self._ready.popleft()
-        if kind == CONTENT:
+        if isinstance(text, ToolCall):
+            self.calls.append(text)
+        elif kind == CONTENT:
             self.text += text
         else:
             self.reasoning += text
         return kind, text
 
     def _add(self, kind: str, text: str) -> None:
-        if text:
+        if not text:
+            return
+        if kind == CONTENT and self._tools is not None:
+            self._add_events(self._tools.feed(text))
+        else:
             self._ready.append((kind, text))
+
+    def _add_calls_end(self) -> None:
+        if self._tools is not None:
+            self._add_events(self._tools.finish())
+
+    def _add_events(self, events: list[str | ToolCall]) -> None:
+        for event in events:
+            self._ready.append((CONTENT, event) if isinstance(event, str) else (TOOL_CALL, event))
 
     def _cut(self, text: str) -> str:
         """The part of `text` that can be shown; at a stop string, end the generation there."""
@@ -98,7 +119,9 @@ class Reply:
             self.generation.cancel()
             self._deltas.close()
             self.generation.wait()
-            return text[:hit]
+            self._add(CONTENT, text[:hit])
+            self._add_calls_end()
+            return ""
         hold = unsafe_tail(text, self._stops)
         self._pending = text[len(text) - hold:] if hold else ""
         return text[:len(text) - hold]
@@ -112,8 +135,9 @@ class Reply:
     @property
     def finish_reason(self) -> str:
         if self.hit_stop:
-            return "stop"
-        return OPENAI_FINISH[self.generation.stats.finish_reason]
+            return "tool_calls" if self.calls else "stop"
+        reason = OPENAI_FINISH[self.generation.stats.finish_reason]
+        return "tool_calls" if self.calls and reason == "stop" else reason
 
     def usage(self) -> Usage:
         stats = self.generation.stats
@@ -186,7 +210,7 @@ def _runs(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Adjacent pieces of one kind joined: [(k, a), (k, b), (j, c)] -> [(k, ab), (j, c)]."""
     runs: list[tuple[str, str]] = []
     for kind, text in pieces:
-        if runs and runs[-1][0] == kind:
+        if runs and runs[-1][0] == kind and kind != TOOL_CALL:
             runs[-1] = (kind, runs[-1][1] + text)
         else:
             runs.append((kind, text))
@@ -238,24 +262,22 @@ class ChatService:
         return self._thinking_default[1]
 
     async def submit(self, request: Request, messages: list[dict], params, stops: tuple[str, ...] = (),
-                     enable_thinking: bool | None = None) -> Reply:
+                     options: ChatOptions = NO_OPTIONS) -> Reply:
         """Encode and queue, off the event loop; a client that hangs up meanwhile stops the encoding."""
         gone = threading.Event()
         failure: BaseException | None = None
         async with anyio.create_task_group() as group:
             group.start_soon(_on_disconnect, request, gone.set)
             try:
-                # the switch only when the request set it: otherwise the call is what it was before thinking
-                thinking = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
                 generation = await run_in_threadpool(self.engine.submit, messages, params, cancelled=gone.is_set,
-                                                    **thinking)
+                                                    options=options)
             except Exception as exc:  # re-raised below: a task group would wrap it in an ExceptionGroup
                 failure = exc
             finally:
                 group.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        return Reply(generation, stops)
+        return Reply(generation, stops, options.offered_tools)
 
     async def wait_for(self, func, *args):
         # abandon_on_cancel: a disconnect must not wait for the next token to arrive; the caller
@@ -286,9 +308,14 @@ class ChatService:
         try:
             yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(role="assistant", content="")))
             relay.start()
+            calls = 0
             while (runs := await relay.take()) is not None:
                 for kind, text in runs:
-                    yield sse_event(delta_chunk(request_id, created, model, _delta(kind, text)))
+                    if isinstance(text, ToolCall):
+                        delta, calls = tool_call_delta(text, calls), calls + 1
+                    else:
+                        delta = _delta(kind, text)
+                    yield sse_event(delta_chunk(request_id, created, model, delta))
             yield sse_event(delta_chunk(request_id, created, model, ChoiceDelta(), reply.finish_reason))
             if include_usage:
                 yield sse_event(usage_chunk(request_id, created, model, reply.usage()))

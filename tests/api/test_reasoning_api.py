@@ -22,6 +22,7 @@ from minicpm_core.families.minicpm2b import MINICPM_2B
 from minicpm_core.families.minicpm5 import MINICPM5
 from minicpm_core.loader import load_model
 from minicpm_core.params import GenerationParams
+from minicpm_core.prompt import ChatOptions
 from minicpm_core.reasoning import opens_reasoning, split_reasoning, tag_prefix_len
 from minicpm_core.remote import RemoteBackend
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, write_checkpoint
@@ -266,14 +267,14 @@ def test_the_remote_backend_sends_enable_thinking_and_splits_the_reply(think_ser
     backend = RemoteBackend(f"{think_server.url}/v1")
     try:
         assert backend.takes_template_kwargs  # our own server (owned_by "openbmb")
-        generation = backend.submit(ask(question), {"temperature": 0}, enable_thinking=mode)
+        generation = backend.submit(ask(question), {"temperature": 0}, options=ChatOptions(enable_thinking=mode))
         parts = list(generation.parts())
         expected = "" if mode is False else reasoning
         assert (generation.reasoning, generation.text) == (expected, answer)
         assert ("".join(r for r, _ in parts), "".join(c for _, c in parts)) == (expected, answer)
         assert generation.stats.finish_reason == "stop" and not generation.stats.ended_in_reasoning
         assert (generation.stats.reasoning_tokens > 0) is bool(expected)
-        again = backend.submit(ask(question), {"temperature": 0}, enable_thinking=mode)
+        again = backend.submit(ask(question), {"temperature": 0}, options=ChatOptions(enable_thinking=mode))
         assert "".join(again) == answer and again.reasoning == expected  # iterating: the answer only
     finally:
         backend.close()
@@ -283,7 +284,7 @@ def test_the_remote_backend_sees_a_reply_cut_inside_the_reasoning(think_server):
     backend = RemoteBackend(f"{think_server.url}/v1")
     try:
         generation = backend.submit(ask(demo_qa()[0][0]), {"temperature": 0, "max_new_tokens": CUT_TOKENS},
-                                    enable_thinking=True)
+                                    options=ChatOptions(enable_thinking=True))
         assert generation.result() == "" and generation.reasoning
         assert generation.stats.finish_reason == "length" and generation.stats.ended_in_reasoning
     finally:
@@ -296,7 +297,7 @@ def test_a_server_not_known_to_take_template_kwargs_never_gets_them(think_server
         backend._card = {"id": "m5-demo", "owned_by": "some-strict-server"}
         assert not backend.takes_template_kwargs
         question, reasoning, answer = demo_qa()[1]
-        generation = backend.submit(ask(question), {"temperature": 0}, enable_thinking=False)
+        generation = backend.submit(ask(question), {"temperature": 0}, options=ChatOptions(enable_thinking=False))
         # The switch did not travel: the template's default (thinking) applied.
         assert generation.result() == answer and generation.reasoning == reasoning
     finally:
