@@ -260,8 +260,9 @@ def _token_id(tokenizer_json: str, token: str) -> int:
     return added[token] if token in added else spec["model"]["vocab"][token]
 
 
-def write_tokenizer(out_dir: str | os.PathLike) -> int:
-    """Write tokenizer.json, tokenizer_config.json and chat_template.jinja; return the vocab size."""
+def write_tokenizer(out_dir: str | os.PathLike, template: str = "2b") -> int:
+    """Write tokenizer.json, tokenizer_config.json and chat_template.jinja (the 2B's or the 1B's
+    template, `template`); return the vocab size."""
     out = Path(out_dir)
     spec = train_tokenizer()
     (out / "tokenizer.json").write_text(spec + "\n", encoding="utf-8")
@@ -277,7 +278,7 @@ def write_tokenizer(out_dir: str | os.PathLike) -> int:
         "tokenizer_class": "PreTrainedTokenizerFast",
         "unk_token": UNK,
     })
-    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
+    (out / "chat_template.jinja").write_text(CHAT_TEMPLATES[template], encoding="utf-8")
     return tokenizer_vocab_size()
 
 
@@ -353,7 +354,8 @@ def write_weights(out_dir: str | os.PathLike, config: dict[str, Any],
 def _write_layout(out: Path, config: dict[str, Any], make: Callable[[str, tuple[int, ...]], torch.Tensor],
                   dtype: torch.dtype) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    write_tokenizer(out)
+    write_tokenizer(out, "1b" if config["num_hidden_layers"] == FULL_SHAPES["1b"]["num_hidden_layers"]
+                    and config["hidden_size"] == FULL_SHAPES["1b"]["hidden_size"] else "2b")
     write_json(out / "config.json", config)
     write_json(out / "generation_config.json", _generation_config(config))
     write_weights(out, config, make, dtype)

@@ -19,9 +19,17 @@ def thinking_kwargs(mode: bool | None) -> dict:
     return {} if mode is None else {"enable_thinking": mode}
 
 
-def bare_greedy(model, tok, messages, mode, max_new_tokens: int) -> tuple[str, list[int]]:
+def reference_ids(tok, messages, mode, **template_kwargs) -> list[int]:
+    """The prompt ids transformers builds: apply_chat_template(tokenize=True), which encodes the rendered
+    text without adding special tokens (the template writes the BOS), as vLLM and llama.cpp send it."""
+    return list(tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, **thinking_kwargs(mode),
+                                        **template_kwargs)["input_ids"])
+
+
+def bare_greedy(model, tok, messages, mode, max_new_tokens: int, **template_kwargs) -> tuple[str, list[int]]:
     """The reference: the checkpoint's own template by AutoTokenizer, then plain greedy generate."""
-    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **thinking_kwargs(mode))
-    ids = tok(prompt, return_tensors="pt").input_ids
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **thinking_kwargs(mode),
+                                     **template_kwargs)
+    ids = torch.tensor([reference_ids(tok, messages, mode, **template_kwargs)])
     out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens)
     return prompt, out[0, ids.shape[1]:].tolist()

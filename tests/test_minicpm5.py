@@ -25,6 +25,7 @@ from testkit.minicpm5 import (
 )
 
 QUESTION = [{"role": "user", "content": "你好"}]
+TOOL = minicpm5.demo_tool()["tool"]
 STALE = f"the shipped MiniCPM5 demo is stale: regenerate it with `{DEMO_REGENERATE_COMMAND}`"
 
 
@@ -122,10 +123,10 @@ def test_decoding_hides_chatml_tags_but_keeps_think_tags(m5_ckpt):
 
 
 @pytest.mark.parametrize("text", ["你好，世界！", "Hello world", "emoji 😊 and rare 龘", "a < b\n\n```x```"])
-def test_tokenizer_round_trips_and_adds_no_bos(m5_ckpt, text):
+def test_tokenizer_round_trips_and_adds_bos_as_upstreams_does(m5_ckpt, text):
     tok = tokenizer(m5_ckpt)
     ids = tok(text).input_ids
-    assert tok.bos_token_id == 0 and ids[0] != 0  # the template writes BOS, the tokenizer does not
+    assert tok.bos_token_id == 0 and ids[0] == 0 and ids.count(0) == 1  # so the template's text takes no more
     assert tok.decode(ids, skip_special_tokens=True) == text
 
 
@@ -147,18 +148,31 @@ def test_system_prompt_is_a_chatml_turn(m5_ckpt):
     assert prompt.startswith("<s><|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n")
 
 
-def test_earlier_turns_reasoning_is_not_sent_back(m5_ckpt):
-    messages = [
-        {"role": "user", "content": "q1"},
-        {"role": "assistant", "content": "<think>\nsecret plan\n</think>\n\nA1"},
-        {"role": "user", "content": "q2"},
-        {"role": "assistant", "content": "A2", "reasoning_content": "another secret"},
-        {"role": "user", "content": "q3"},
-    ]
-    prompt = render(tokenizer(m5_ckpt), messages, enable_thinking=True)
-    assert "secret" not in prompt
-    assert ("<|im_start|>assistant\n<think>\n\n</think>\n\nA1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n"
-            "<|im_start|>assistant\n<think>\n\n</think>\n\nA2<|im_end|>\n") in prompt
+EARLIER_REASONING = [
+    {"role": "user", "content": "q1"},
+    {"role": "assistant", "content": "<think>\nplan one\n</think>\n\nA1"},
+    {"role": "user", "content": "q2"},
+    {"role": "assistant", "content": "A2", "reasoning_content": "plan two"},
+    {"role": "assistant", "content": "A3"},
+    {"role": "user", "content": "q3"},
+]
+
+
+def test_the_2b_template_renders_earlier_reasoning_when_sent_else_an_empty_block(m5_ckpt):
+    prompt = render(tokenizer(m5_ckpt), EARLIER_REASONING, enable_thinking=True)
+    assert ("<|im_start|>assistant\n<think>\nplan one\n</think>\n\nA1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n"
+            "<|im_start|>assistant\n<think>\nplan two\n</think>\n\nA2<|im_end|>\n"
+            "<|im_start|>assistant\n<think>\n\n</think>\n\nA3<|im_end|>\n") in prompt
+
+
+def test_the_1b_template_renders_reasoning_only_after_the_last_question(tmp_path):
+    minicpm5.write_tokenizer(tmp_path, template="1b")
+    tok = tokenizer(tmp_path)
+    earlier = render(tok, EARLIER_REASONING, enable_thinking=True)
+    assert "plan" not in earlier
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\nA2<|im_end|>\n" in earlier
+    later = render(tok, EARLIER_REASONING[:-1] + [{"role": "tool", "content": "r"}], tools=[TOOL])
+    assert "<think>\nplan two\n</think>\n\nA2" in later and "plan one" not in later
 
 
 # --- the family --------------------------------------------------------------------------------------
@@ -217,7 +231,7 @@ def test_transformers_config_loads_the_weights_strictly(m5_ckpt):
 # --- the demo, through plain transformers ------------------------------------------------------------
 
 def greedy(model, tok, prompt: str, max_new_tokens: int = 160) -> list[int]:
-    ids = tok(prompt, return_tensors="pt").input_ids
+    ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids  # one BOS: the template's
     out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens)
     return out[0, ids.shape[1]:].tolist()
 

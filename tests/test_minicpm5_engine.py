@@ -30,7 +30,7 @@ from minicpm_core.prompt import ChatOptions
 from minicpm_core.reasoning import THINK_CLOSE, THINK_OPEN, opens_reasoning, split_reasoning
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, demo_reply, write_checkpoint
 
-from bare_reference import bare_greedy, load_bare
+from bare_reference import bare_greedy, load_bare, reference_ids
 
 MODES = (True, False, None)
 MODE_IDS = ("thinking-on", "thinking-off", "thinking-not-given")
@@ -162,7 +162,8 @@ def test_greedy_reply_equals_bare_generate_on_random_weights(m5_engine, m5_ckpt,
     messages = [{"role": "system", "content": "Be brief."}, *ask("你好，介绍一下你自己")]
     prompt, expected = bare_greedy(model, tok, messages, mode, REPLY_TOKENS)
     generation, parts = engine_reply(m5_engine, messages, mode, max_new_tokens=REPLY_TOKENS)
-    assert generation.prompt.ids == tok(prompt).input_ids
+    assert generation.prompt.ids == reference_ids(tok, messages, mode)  # one BOS, though the tokenizer adds one
+    assert tok(prompt).input_ids[:2] == [0, 0]  # the real layout: encoding the text with special tokens doubles it
     assert generation._token_ids == expected
     split = split_reasoning(tok.decode(expected, skip_special_tokens=True), opened=opens_reasoning(prompt))
     assert (generation.reasoning, generation.text) == (split.reasoning, split.content)
@@ -233,12 +234,13 @@ def test_a_reply_cut_after_think_closed_did_not_end_in_reasoning(demo_engine, ba
     assert generation.stats.reasoning_tokens == len(tok(f"{reasoning}\n", add_special_tokens=False).input_ids)
 
 
-def test_earlier_turns_reasoning_is_never_sent_back(demo_engine):
-    messages = [*ask("q1"), {"role": "assistant", "content": "<think>\nsecret plan\n</think>\n\nA1"}, *ask("q2")]
-    for mode in MODES:
-        prompt = demo_engine.tokenizer.decode(demo_engine.prepare(messages, options=ChatOptions(enable_thinking=mode)).ids)
-        assert "secret" not in prompt
-        assert "<|im_start|>assistant\n<think>\n\n</think>\n\nA1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n" in prompt
+def test_earlier_turns_reasoning_reaches_the_2b_template_only_when_sent(demo_engine):
+    for sent, block in (("", "<think>\n\n</think>\n\n"), ("plan", "<think>\nplan\n</think>\n\n")):
+        messages = [*ask("q1"), {"role": "assistant", "content": "A1", "reasoning_content": sent}, *ask("q2")]
+        for mode in MODES:
+            ids = demo_engine.prepare(messages, options=ChatOptions(enable_thinking=mode)).ids
+            prompt = demo_engine.tokenizer.decode(ids)
+            assert f"<|im_start|>assistant\n{block}A1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n" in prompt
 
 
 def test_enable_thinking_reaches_the_template_only_when_given(demo_engine):

@@ -49,12 +49,12 @@ class MiniCPM2BFamily(ModelFamily):
     """MiniCPM-2B's config mapped onto Granite; see the module docstring."""
 
     def mismatch(self, config: dict[str, Any], model_dir: Path) -> str | None:
-        model_type = config.get("model_type")
-        if model_type not in MODEL_TYPES:  # MiniCPM3's config carries the muP scalars too: not this model
-            return f"its model_type is {model_type!r}, not MiniCPM-2B's ({MODEL_TYPES[0]!r}, or none in old uploads)"
         missing = [k for k in REQUIRED_KEYS if k not in config]
         if missing:
             return f"it lacks {', '.join(missing)}"
+        model_type = config.get("model_type")
+        if model_type not in MODEL_TYPES:  # MiniCPM3's config carries the muP scalars too: not this model
+            return f"its model_type is {model_type!r}, not MiniCPM-2B's ({MODEL_TYPES[0]!r}, or none in old uploads)"
         return None
 
     def transformers_config(self, config: dict[str, Any]):
