@@ -109,7 +109,7 @@ def test_switching_thinking_off_reaches_the_template(thinking_demo, monkeypatch)
     submit = engine.submit
 
     def recording_submit(messages, params=None, **kwargs):
-        asked.append(kwargs.get("enable_thinking"))
+        asked.append(getattr(kwargs.get("options"), "enable_thinking", None))
         return submit(messages, params, **kwargs)
     monkeypatch.setattr(engine, "submit", recording_submit)
     at = ask(at, "hello")

@@ -503,11 +503,11 @@ def test_a_client_hanging_up_stops_its_prompt_preparation(hostile_server, tiny_e
     started, outcome = threading.Event(), {}
     submit = tiny_engine.submit
 
-    def submit_once_the_client_is_gone(messages, params=None, *, cancelled=None):
+    def submit_once_the_client_is_gone(messages, params=None, *, cancelled=None, options=None):
         started.set()
         wait_until(cancelled, what="the API to notice the hang-up")  # the encoding would still be running
         try:
-            return submit(messages, params, cancelled=cancelled)
+            return submit(messages, params, cancelled=cancelled, options=options)
         except InvalidRequest as exc:
             outcome["code"] = exc.code
             raise

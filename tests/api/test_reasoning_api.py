@@ -12,7 +12,7 @@ import logging
 
 import openai
 import pytest
-from bare_reference import bare_greedy, load_bare
+from bare_reference import bare_greedy, load_bare, reference_ids
 from fastapi.testclient import TestClient
 
 from minicpm_core.api import create_app
@@ -117,7 +117,7 @@ def test_greedy_reply_through_both_endpoints_equals_bare_generate(m5_client, m5_
     assert (message.get("reasoning_content") or "", message["content"]) == (split.reasoning, split.content)
     assert reply["choices"][0]["finish_reason"] == "length"
     assert reply["usage"]["completion_tokens"] == REPLY_TOKENS
-    assert reply["usage"]["prompt_tokens"] == len(tok(prompt).input_ids)
+    assert reply["usage"]["prompt_tokens"] == len(reference_ids(tok, messages, mode))  # one BOS
     seed = m5_client.post("/", json={"prompt": messages[-1]["content"], "history": messages[:1], "temperature": 0,
                                      "max_new_tokens": REPLY_TOKENS, **seed_thinking(mode)})
     assert seed.status_code == 200
