@@ -95,7 +95,8 @@ def chosen_tools(tools: list[dict[str, Any]] | None, tool_choice: Any) -> list[d
         return tools
     if tool_choice == "none":
         return None
-    name = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, dict) else None
+    function = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(tool_choice, dict) or tool_choice.get("type") != "function" or not isinstance(name, str):
         raise InvalidRequest(f"tool_choice must be \"auto\", \"none\" or {{\"type\": \"function\", \"function\": "
                              f"{{\"name\": ...}}}}; got {json.dumps(tool_choice)[:60]}. (\"required\" is not "
@@ -237,9 +238,10 @@ class ToolCallParser:
                 self._emit_text(events, text)
                 self._pending = self._pending[len(text):] if not final else ""
                 break
-            # 2. text before a call is content; the whitespace next to the call is layout
-            self._emit_text(events, self._pending[:start].rstrip())
-            self._pending = self._pending[start:]
+            # 2. text before a call is content; the whitespace next to a call is layout (dropped if it is one)
+            before = self._pending[:start].rstrip()
+            self._emit_text(events, before)
+            self._pending = self._pending[len(before):]
             end = self._pending.find(CALL_CLOSE)
             if end < 0:
                 if final:
@@ -248,7 +250,7 @@ class ToolCallParser:
                 break  # wait for `</function>`
             block = self._pending[:end + len(CALL_CLOSE)]
             self._pending = self._pending[len(block):]
-            call = parse_call(block, self._tools)
+            call = parse_call(block.lstrip(), self._tools)
             if call is None:
                 self._emit_text(events, block)  # malformed or unknown: given back as it was written
             else:
