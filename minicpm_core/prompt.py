@@ -1,11 +1,14 @@
 """Prompting: messages to token ids, the history budget, and finding stop markers in text.
 
 Pure functions over a tokenizer; no model, no threads. The format is exactly what the model's own
-`chat()` builds: the checkpoint's chat template rendered to text, then tokenized with BOS once. The
-model family (minicpm_core.families) supplies what differs: the template to use when a checkpoint
-ships none, the stop markers, and whether the template takes `enable_thinking`. For MiniCPM-2B, the default family, the template tags only user
-turns; any other role (system, assistant) is appended raw, stripped and untagged, so a system
-prompt is plain text placed before the first user tag.
+chat code builds: the checkpoint's chat template rendered to text, then tokenized with one BOS (the
+tokenizer's on MiniCPM-2B, as its `chat()`; the template's own on MiniCPM5, as `apply_chat_template`).
+The model family (minicpm_core.families) supplies what differs: the template to use when a checkpoint
+ships none, the stop markers, how the text becomes ids, whether the template takes `enable_thinking`,
+and whether it takes tools. What a request asks of the template travels as one `ChatOptions`.
+For MiniCPM-2B, the default family, the template tags only user turns; any other role (system,
+assistant) is appended raw, stripped and untagged, so a system prompt is plain text placed before the
+first user tag.
 """
 
 from __future__ import annotations
@@ -119,7 +122,8 @@ def validate_messages(messages: Any, tools: bool = False) -> list[dict[str, Any]
                                  f"messages[{i}].role")
         calls = message.get("tool_calls") if role == "assistant" else None
         if calls and not tools:
-            raise InvalidRequest(f"messages[{i}].tool_calls needs the tools in the request.", f"messages[{i}].tool_calls")
+            raise InvalidRequest(f"messages[{i}].tool_calls needs the tools in the request.",
+                                 f"messages[{i}].tool_calls")
         if content is None and calls:
             content = ""
         if not isinstance(content, str):

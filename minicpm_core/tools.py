@@ -122,7 +122,8 @@ def call_for_template(call: Any, where: str) -> dict[str, Any]:
         try:
             arguments = json.loads(arguments or "{}")
         except ValueError:
-            raise InvalidRequest(f"{where}.function.arguments is not valid JSON.", f"{where}.function.arguments") from None
+            raise InvalidRequest(f"{where}.function.arguments is not valid JSON.",
+                                 f"{where}.function.arguments") from None
     if not isinstance(arguments, dict):
         raise InvalidRequest(f"{where}.function.arguments must be a JSON object.", f"{where}.function.arguments")
     return {"type": "function", "id": call.get("id"), "function": {"name": name, "arguments": arguments}}

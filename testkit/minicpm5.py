@@ -83,7 +83,8 @@ _TEMPLATE = """\
     {%- if system %}{{- system + '\\n\\n' }}{%- endif %}
     {{- '# Tools\\n\\nYou may call these functions:\\n<tools>' }}
     {%- for tool in tools %}{{- '\\n' + (tool.function if tool.function is defined else tool) | tojson }}{%- endfor %}
-    {{- '\\n</tools>\\n\\nTo call one, write <function name="NAME"><param name="PARAM">VALUE</param></function>.<|im_end|>\\n' }}
+    {{- '\\n</tools>\\n\\nTo call one, write ' }}
+    {{- '<function name="NAME"><param name="PARAM">VALUE</param></function>.<|im_end|>\\n' }}
 {%- elif system is not none %}
     {{- '<|im_start|>system\\n' + system + '<|im_end|>\\n' }}
 {%- endif %}

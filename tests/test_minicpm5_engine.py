@@ -75,7 +75,8 @@ def ask(question: str) -> list[dict]:
 
 
 def engine_reply(engine, messages, mode, **params):
-    generation = engine.submit(messages, GenerationParams.parse(GREEDY | params), options=ChatOptions(enable_thinking=mode))
+    generation = engine.submit(messages, GenerationParams.parse(GREEDY | params),
+                               options=ChatOptions(enable_thinking=mode))
     parts = list(generation.parts())
     return generation, parts
 
@@ -196,10 +197,12 @@ def test_demo_replies_equal_bare_generate_and_split_into_reasoning_and_answer(de
 @pytest.mark.parametrize("mode", [True, None], ids=["thinking-on", "thinking-not-given"])
 def test_iterating_gives_only_the_answer_and_result_the_same(demo_engine, mode):
     question, reasoning, answer = demo_qa()[1]
-    generation = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), options=ChatOptions(enable_thinking=mode))
+    generation = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY),
+                                    options=ChatOptions(enable_thinking=mode))
     assert "".join(generation) == answer == generation.text
     assert generation.reasoning == reasoning
-    again = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), options=ChatOptions(enable_thinking=mode))
+    again = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY),
+                               options=ChatOptions(enable_thinking=mode))
     assert again.result() == answer and again.reasoning == reasoning
 
 
@@ -244,8 +247,8 @@ def test_earlier_turns_reasoning_reaches_the_2b_template_only_when_sent(demo_eng
 
 
 def test_enable_thinking_reaches_the_template_only_when_given(demo_engine):
-    tails = {mode: demo_engine.tokenizer.decode(demo_engine.prepare(ask("你好"), options=ChatOptions(enable_thinking=mode)).ids)
-             for mode in MODES}
+    tails = {mode: demo_engine.tokenizer.decode(
+        demo_engine.prepare(ask("你好"), options=ChatOptions(enable_thinking=mode)).ids) for mode in MODES}
     assert tails[True].endswith("<|im_start|>assistant\n<think>\n")
     assert tails[False].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert tails[None].endswith("<|im_start|>assistant\n")

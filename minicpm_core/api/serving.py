@@ -5,7 +5,8 @@ streamed reply has one thread of its own for its whole life (`_Relay`; there are
 the engine queues and runs), a non-streamed one waits in a thread from a limiter of its own
 (`MAX_WAITING_REPLIES`), so a long queue of replies cannot starve the thread pool FastAPI uses. A
 client that goes away cancels its generation: a streamed reply when Starlette cancels the response,
-a non-streamed one through a watcher on the connection. One INFO log line per reply; prompt and reply text only with `log_prompts=True`.
+a non-streamed one through a watcher on the connection. One INFO log line per reply; prompt and reply
+text only with `log_prompts=True`.
 
 A thinking model's reply comes from the Generation already split (`parts()`): the reasoning goes out
 as `reasoning_content`, the answer as `content`; the request's stop strings apply to the answer only.

@@ -100,8 +100,8 @@ def test_the_agent_loop_streamed(client):
     assert (content, reasoning, finish) == ("", DEMO["call_reasoning"], "tool_calls")
     (call,) = calls
     assert call["name"] == NAME and json.loads(call["arguments"]) == DEMO["arguments"] and call["id"]
-    messages += [{"role": "assistant", "content": None, "tool_calls": [
-                     {"id": call["id"], "type": "function", "function": {"name": NAME, "arguments": call["arguments"]}}]},
+    sent_call = {"id": call["id"], "type": "function", "function": {"name": NAME, "arguments": call["arguments"]}}
+    messages += [{"role": "assistant", "content": None, "tool_calls": [sent_call]},
                  {"role": "tool", "tool_call_id": call["id"], "content": DEMO["result"]}]
     content, reasoning, calls, finish = streamed(client, messages, tools=TOOLS)  # no reasoning sent back this time
     assert (content, reasoning, calls, finish) == (DEMO["answer"], DEMO["answer_reasoning"], [], "stop")
