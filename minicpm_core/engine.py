@@ -61,6 +61,7 @@ from . import paths
 from .backend import answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
+from .tools import CALL_TAGS
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, ModelSwitching, QueueFull
 from .loader import LoadedModel, load_model, return_free_heap
 from .params import MODEL_CONTEXT, GenerationParams
@@ -647,14 +648,6 @@ class KvBudget:
         return self.max_length < self.context_length
 
 
-def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
-    """Bytes one token's keys and values take in the cache, from the model's config."""
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
-
-
 def free_memory_bytes(device: torch.device) -> int:
     """Free memory where the KV cache will live: the GPU's (torch.cuda.mem_get_info), else the RAM
     available to this process (psutil)."""
@@ -669,7 +662,7 @@ def kv_budget(lm: LoadedModel, step: int = 16) -> KvBudget:
     """The default max_length for `lm`: its whole context if that is no longer than the default
     family's (MiniCPM-2B keeps all of its own), else the longest whose KV cache fits KV_MEMORY_SHARE of the free
     memory (a multiple of `step`), so a 131k context is never the silent default on a 24 GB card."""
-    per_token = kv_bytes_per_token(lm.model.config, lm.model.dtype)
+    per_token = lm.family.kv_bytes_per_token(lm.model.config.to_dict(), lm.model.dtype.itemsize)
     free = free_memory_bytes(torch.device(lm.device))
     context = lm.context_length
     if context <= MODEL_CONTEXT:
@@ -694,11 +687,13 @@ def hidden_token_ids(tokenizer, stop_token_ids: frozenset[int]) -> frozenset[int
     Decoding with `skip_special_tokens=True` hides the chat tags but would also drop the think tags
     if the tokenizer marks them special (Qwen3's and our test tokenizer do not; a checkpoint may), and
     would show a stop token that is not marked special. So then: every special token and stop token
-    is hidden except the think tags, which the reasoning splitter needs to see.
+    is hidden except the think tags and any tool-call tag that is a token of its own, which the
+    reasoning splitter and the tool-call parser need to see.
     """
     special = {i for i, token in tokenizer.added_tokens_decoder.items() if token.special}
     special |= set(tokenizer.all_special_ids)
-    think_ids = {tokenizer.convert_tokens_to_ids(tag) for tag in THINK_TAGS} - {None, tokenizer.unk_token_id}
-    if not (think_ids & special) and stop_token_ids <= special:
+    shown_ids = {tokenizer.convert_tokens_to_ids(tag) for tag in (*THINK_TAGS, *CALL_TAGS)}
+    shown_ids -= {None, tokenizer.unk_token_id}
+    if not (shown_ids & special) and stop_token_ids <= special:
         return None
-    return frozenset((special | stop_token_ids) - think_ids)
+    return frozenset((special | stop_token_ids) - shown_ids)

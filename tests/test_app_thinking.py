@@ -175,7 +175,7 @@ def test_a_long_contexts_default_max_length_is_what_its_kv_cache_fits(monkeypatc
     lm = load_model(paths.demo_model_dir("minicpm5"), device="cpu", dtype="float32")
     config = lm.model.config
     per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4
-    assert engine.kv_bytes_per_token(config, lm.model.dtype) == per_token
+    assert lm.family.kv_bytes_per_token(config.to_dict(), lm.model.dtype.itemsize) == per_token
     monkeypatch.setattr(engine, "free_memory_bytes", lambda device: 1000 * per_token)
     budget = engine.kv_budget(lm)
     assert budget.max_length == int(1000 * engine.KV_MEMORY_SHARE) // 16 * 16 and budget.limited_by_memory
