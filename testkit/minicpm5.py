@@ -3,10 +3,16 @@
 What this writes is what `snapshot_download("OpenBMB/MiniCPM5-…")` leaves on disk, as far as it is
 known (sources below): a plain `LlamaForCausalLM` config.json (GQA, `head_dim` given explicitly,
 untied embeddings, rope_theta 5e6, 131,072 positions), the weights as `model-00000-of-00001.safetensors`
-plus `model.safetensors.index.json`, a `tokenizer.json`, and a ChatML `chat_template.jinja` that
-takes `enable_thinking`. Only the numbers differ: the weights are random (or, for the demo, trained
-to answer `demo_qa()` with and without thinking) and the tokenizer is a byte-level BPE trained on
-the spot on the project's bilingual corpus, with the chat and think tags as added tokens.
+plus `model.safetensors.index.json`, a `tokenizer.json`, a `generation_config.json` (eos `[1, <|im_end|>]`,
+the recommended sampling) and a ChatML `chat_template.jinja` that takes `enable_thinking` and `tools`.
+The tokenizer follows the real one's conventions: `<s>` = 0 is the BOS and the tokenizer adds it by
+default although the template writes it too (so `tokenizer(rendered)` starts `[0, 0]`: the trap this
+layout exists to catch), pad = 1, `<think>` = 8 and `</think>` = 9 single added tokens, the tool tags
+(`<tools>`, `<tool_response>` and their closers) special tokens. Only the numbers differ: the weights are
+random (or, for the demo, trained to answer `demo_qa()` with and without thinking, and to run the
+one-tool agent loop of `demo_tool()`) and the tokenizer is a byte-level BPE trained on the spot on the
+project's bilingual corpus. tests/minicpm5_facts.py holds the facts; tests/test_minicpm5_facts.py fails
+where this factory drifts from them.
 
 Sources (2026-12), none of them OpenBMB's files themselves, which cannot be downloaded here:
 - the model cards: "standard LlamaForCausalLM", 16 query / 2 KV heads, 131,072 context, 1B: 24
@@ -14,15 +20,17 @@ Sources (2026-12), none of them OpenBMB's files themselves, which cannot be down
 - third-party ports that pin OpenBMB's files: 1B hidden 1536, intermediate 4608, head_dim 128,
   vocab 130,560, rms_norm_eps 1e-6, rope_theta 5e6, tie_word_embeddings false, files
   `model-00000-of-00001.safetensors` + index + `tokenizer.json` + `chat_template.jinja`; 2B: 42 layers,
-  hidden 2048, intermediate 6144, bos 0, eos [1, <|im_end|>], 5,033,512,960 bytes of bf16 weights.
+  hidden 2048, intermediate 6144, bos 0, pad 1, eos [1, <|im_end|>], 5,033,512,960 bytes of bf16 weights.
   Both parameter counts follow from those shapes with untied embeddings, which is how they are checked.
-- the template (from a port tested against OpenBMB's jinja): BOS first; the generation prompt is
-  `<|im_start|>assistant\\n` followed by `<think>\\n` when enable_thinking is true, by the empty block
-  `<think>\\n\\n</think>\\n\\n` when it is false, and by nothing when it is not given (the model
-  chooses). Earlier assistant turns get an empty think block; their reasoning is not sent back
-  (Qwen3's rule: only turns after the last user message keep theirs). Unconfirmed: whether
-  OpenBMB's template keeps `reasoning_content` of earlier turns, the tokenizer class, and the
-  generation_config.json values (here: the recommended 2B sampling).
+- the template: BOS first; the tools as JSON inside `<tools></tools>` in the system turn; the
+  generation prompt `<|im_start|>assistant\\n` followed by `<think>\\n` when enable_thinking is true, by
+  the empty block `<think>\\n\\n</think>\\n\\n` when it is false, and by nothing when it is not given
+  (the model chooses); calls written `<function name="f"><param name="p">value</param></function>`
+  (minicpm_core.tools), results rendered as `<tool_response>`. Earlier reasoning: the 2B template
+  renders an earlier assistant turn's `reasoning_content` when it is sent, else an empty block; the 1B
+  template only for turns after the last user question (`CHAT_TEMPLATES`). Unconfirmed (listed in
+  tests/minicpm5_facts.py): the template's exact wording, whether the think tags are flagged special,
+  which tool tags are tokens, the tokenizer class.
 
 The demo model is trained once and shipped in `minicpm_core/demo_data/minicpm5/model/` (< 1 MB);
 `python -m testkit.minicpm5 minicpm_core/demo_data/minicpm5/model --demo` regenerates it after
