@@ -52,7 +52,10 @@ PRESET_CHANGES = {"precise": {"temperature": 0.5, "top_p": 0.8}, "creative": {"t
 # 2B: 2,516,756,480, computed from its published shape with untied embeddings, which matches the
 # 5,033,512,960 weight bytes a third party reports (approx.; OpenBMB gives "about 2.5B").
 KNOWN_MODELS = (  # the first is the family's default
-    KnownModel("OpenBMB/MiniCPM5-2B", 5.03, "bfloat16", "thinking on or off; approx. 2.5B parameters"),
+    # OpenBMB's deployment notes give thinking off for 5-1B only; SGLang's cookbook shows it on 5-2B
+    # (unconfirmed which holds): the switch stays, and the note says what OpenBMB says.
+    KnownModel("OpenBMB/MiniCPM5-2B", 5.03, "bfloat16",
+               "thinks; OpenBMB documents thinking off for 5-1B only; approx. 2.5B parameters"),
     KnownModel("OpenBMB/MiniCPM5-1B", 2.16, "bfloat16", "thinking on or off; the smallest"),
     KnownModel("OpenBMB/MiniCPM5-2B-SFT", 5.03, "bfloat16", "before RL: supervised fine-tuning only"),
     KnownModel("OpenBMB/MiniCPM5-1B-SFT", 2.16, "bfloat16", "before RL: supervised fine-tuning only"),
