@@ -200,3 +200,28 @@ def test_the_readme_thinking_example_prints_the_reasoning_and_the_answer(server)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["Start at 2 and count three more: 3, 4, 5. So 2 + 3 is 5.", "2 + 3 = 5."]
+
+
+WEATHER_Q = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.mark.parametrize("body", [
+    {"tools": "x"}, {"tools": [1]}, {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+    {"tools": TOOLS, "tool_choice": 5}, {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": 5}}},
+    {"tools": TOOLS, "messages": [*WEATHER_Q, {"role": "assistant", "content": None, "tool_calls": "x"}, *WEATHER_Q]},
+    {"tools": TOOLS, "messages": [*WEATHER_Q, {"role": "assistant", "content": None, "tool_calls": [1]}, *WEATHER_Q]},
+    {"tools": TOOLS, "messages": [*WEATHER_Q, {"role": "assistant", "tool_calls": [
+        {"function": {"name": "f", "arguments": "[1]"}}]}, *WEATHER_Q]},
+    {"tools": TOOLS, "messages": [*WEATHER_Q, {"role": "tool", "content": None}]},
+    {"tools": TOOLS, "messages": [*WEATHER_Q, {"role": "assistant", "content": None}, *WEATHER_Q]},
+    {"tools": TOOLS, "messages": [*WEATHER_Q, {"role": "tool", "content": "\\ud800"}]},  # raw JSON escape below
+    {"tools": [TOOLS[0]] * 129},
+], ids=lambda body: json.dumps(body)[:60])
+def test_hostile_tool_requests_are_4xx_never_500(server, body):
+    import httpx
+
+    raw = json.dumps({"messages": WEATHER_Q, "max_tokens": 4, **body}).replace("\\\\ud800", "\\ud800")
+    with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as http:
+        response = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["message"]
