@@ -114,7 +114,7 @@ def call_for_template(call: Any, where: str) -> dict[str, Any]:
     JSON string on the wire, parsed into an object (as vLLM hands them to a template)."""
     function = call.get("function") if isinstance(call, dict) else None
     name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(name, str) or not name:
+    if not isinstance(function, dict) or not isinstance(name, str) or not name:
         raise InvalidRequest(f"{where} must be {{\"type\": \"function\", \"function\": {{\"name\", \"arguments\"}}}}.",
                              where)
     arguments = function.get("arguments", "{}")

@@ -46,6 +46,7 @@ OPENAI_FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nob
 
 
 REASONING, CONTENT, TOOL_CALL = "reasoning", "content", "tool_call"  # the kinds of delta a reply has
+Piece = tuple[str, "str | ToolCall"]  # (kind, text), or (TOOL_CALL, the call)
 
 
 class Reply:
@@ -66,10 +67,10 @@ class Reply:
         self._stops = stops
         self._deltas = generation.parts()
         self._pending = ""  # held back: it may be the start of a stop string
-        self._ready: deque[tuple[str, str]] = deque()  # (kind, text) decided, not yet taken
+        self._ready: deque[Piece] = deque()  # (kind, text) decided, not yet taken
         self._done = False
 
-    def next_delta(self) -> tuple[str, str | ToolCall] | None:
+    def next_delta(self) -> Piece | None:
         """The next piece of visible text as (kind, text), kind REASONING or CONTENT, in the order the
         model wrote them; None once the reply is complete (stats are then set)."""
         while not self._ready:
@@ -157,7 +158,7 @@ class _Relay:
     def __init__(self, reply: Reply, loop: asyncio.AbstractEventLoop):
         self._reply, self._loop = reply, loop
         self._lock = threading.Lock()
-        self._texts: list[tuple[str, str]] = []  # (kind, text)
+        self._texts: list[Piece] = []  # (kind, text)
         self._finished = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future | None = None
@@ -175,7 +176,7 @@ class _Relay:
         finally:
             self._put(None)
 
-    def _put(self, piece: tuple[str, str] | None) -> None:
+    def _put(self, piece: Piece | None) -> None:
         with self._lock:
             if piece is None:
                 self._finished = True
@@ -188,7 +189,7 @@ class _Relay:
             except RuntimeError:  # the loop is closed: the server is gone, nobody reads this reply
                 pass
 
-    async def take(self) -> list[tuple[str, str]] | None:
+    async def take(self) -> list[Piece] | None:
         """All text that arrived since the last call (waiting for some), as (kind, text) runs in order
         with each run's pieces joined, or None once the reply is over."""
         with self._lock:
@@ -207,12 +208,13 @@ class _Relay:
         return None
 
 
-def _runs(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _runs(pieces: list[Piece]) -> list[Piece]:
     """Adjacent pieces of one kind joined: [(k, a), (k, b), (j, c)] -> [(k, ab), (j, c)]."""
-    runs: list[tuple[str, str]] = []
+    runs: list[Piece] = []
     for kind, text in pieces:
-        if runs and runs[-1][0] == kind and kind != TOOL_CALL:
-            runs[-1] = (kind, runs[-1][1] + text)
+        last = runs[-1][1] if runs and runs[-1][0] == kind else None
+        if isinstance(last, str) and isinstance(text, str):  # text joins text; each call stays its own
+            runs[-1] = (kind, last + text)
         else:
             runs.append((kind, text))
     return runs
