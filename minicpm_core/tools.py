@@ -267,6 +267,21 @@ class ToolCallParser:
             events.append(text)
 
 
+# The tool-call parsers by format name, as vLLM registers them (`--tool-call-parser minicpm5`); a family
+# names its format (`ModelFamily.tool_format`). A new format is a new parser here.
+PARSERS: Mapping[str, type[ToolCallParser]] = {FORMAT: ToolCallParser}
+
+
+def parser_for(format_name: str | None, tools: Sequence[dict[str, Any]] | None) -> ToolCallParser | None:
+    """A fresh parser for one reply in `format_name`, offering `tools`; None where no tools are offered."""
+    if not tools:
+        return None
+    if format_name not in PARSERS:
+        raise InvalidRequest(f"This model has no tool-call format ({format_name!r}): send the request without tools.",
+                             "tools", code="tools_not_supported")
+    return PARSERS[format_name](tools)
+
+
 def parse_tool_calls(text: str, tools: Sequence[dict[str, Any]]) -> tuple[str, list[ToolCall]]:
     """A whole answer at once: (content, calls), by exactly the streaming parser's rules."""
     parser = ToolCallParser(tools)

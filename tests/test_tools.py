@@ -135,3 +135,14 @@ def test_history_with_calls_and_results_is_accepted_only_with_tools():
         validate_messages(history)
     with pytest.raises(InvalidRequest, match="not valid JSON"):
         call_for_template({"function": {"name": "f", "arguments": "{"}}, "messages[1].tool_calls[0]")
+
+
+def test_the_parser_is_found_by_the_familys_format_name():
+    from minicpm_core.families.minicpm2b import MINICPM_2B
+    from minicpm_core.families.minicpm5 import MINICPM5
+    from minicpm_core.tools import parser_for
+
+    assert isinstance(parser_for(MINICPM5.tool_format, TOOLS), ToolCallParser)
+    assert parser_for(MINICPM5.tool_format, None) is None  # no tools offered (tool_choice "none"): plain text
+    with pytest.raises(InvalidRequest, match="no tool-call format"):
+        parser_for(MINICPM_2B.tool_format, TOOLS)

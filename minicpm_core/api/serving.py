@@ -35,7 +35,7 @@ from ..backend import template_thinking_default
 from ..errors import MiniCPMError
 from ..params import GenerationParams
 from ..prompt import NO_OPTIONS, ChatOptions, find_stop, unsafe_tail
-from ..tools import ToolCall, ToolCallParser
+from ..tools import ToolCall, ToolCallParser, parser_for
 from .errors import api_error_from, error_body
 from .protocol import ChoiceDelta, Usage, delta_chunk, now, sse_event, tool_call_delta, usage_chunk, usage_of
 
@@ -54,15 +54,16 @@ class Reply:
 
     The answer and the reasoning arrive split (`Generation.parts()`). A stop string is looked for in
     the answer only, with the prompt module's `find_stop`, and answer text that may be the start of
-    one (`unsafe_tail`) is held back until the next delta shows whether it is. With `tools`, the
-    answer that passed the stop strings is parsed for calls (TOOL_CALL deltas carry a ToolCall)."""
+    one (`unsafe_tail`) is held back until the next delta shows whether it is. With a `tools` parser, the
+    answer that passed the stop strings goes through the family's tool-call parser (TOOL_CALL deltas
+    carry a ToolCall)."""
 
-    def __init__(self, generation, stops: tuple[str, ...] = (), tools: list | None = None):
+    def __init__(self, generation, stops: tuple[str, ...] = (), tools: ToolCallParser | None = None):
         self.generation = generation
         self.text = ""  # the answer
         self.reasoning = ""
         self.calls: list[ToolCall] = []
-        self._tools = ToolCallParser(tools) if tools else None
+        self._tools = tools
         self.hit_stop = False
         self._stops = stops
         self._deltas = generation.parts()
@@ -280,7 +281,7 @@ class ChatService:
                 group.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        return Reply(generation, stops, options.offered_tools)
+        return Reply(generation, stops, parser_for(self.engine.lm.family.tool_format, options.offered_tools))
 
     async def wait_for(self, func, *args):
         # abandon_on_cancel: a disconnect must not wait for the next token to arrive; the caller
