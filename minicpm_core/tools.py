@@ -187,6 +187,20 @@ def parse_call(block: str, tools: Sequence[dict[str, Any]]) -> ToolCall | None:
     return ToolCall(name, arguments)
 
 
+def _call_end(text: str) -> int:
+    """Where the `</function>` that closes the call in `text` starts, skipping CDATA sections (a value may
+    hold the tag itself); -1 while it has not arrived."""
+    position = 0
+    while True:
+        close, cdata = text.find(CALL_CLOSE, position), text.find(CDATA_OPEN, position)
+        if cdata < 0 or close < cdata:
+            return close
+        position = text.find(CDATA_CLOSE, cdata + len(CDATA_OPEN))
+        if position < 0:
+            return -1
+        position += len(CDATA_CLOSE)
+
+
 def tag_prefix_len(text: str) -> int:
     """Length of the longest suffix of `text` that is a proper prefix of `<function` (so may become one)."""
     for size in range(min(len(CALL_OPEN) - 1, len(text)), 0, -1):
@@ -243,7 +257,7 @@ class ToolCallParser:
             before = self._pending[:start].rstrip()
             self._emit_text(events, before)
             self._pending = self._pending[len(before):]
-            end = self._pending.find(CALL_CLOSE)
+            end = _call_end(self._pending)
             if end < 0:
                 if final:
                     self._emit_text(events, self._pending)  # a call never closed: the model's text

@@ -34,6 +34,8 @@ REPLIES = {  # whole answer text -> (content, [(name, arguments)])
     "never closed": (f'Hm {CALL[:-5]}', (f'Hm {CALL[:-5]}', [])),
     "lookalike text": ("use <functional> style, x < y", ("use <functional> style, x < y", [])),
     "text after a call": (f"{CALL} Done.", ("Done.", [("get_weather", {"city": "Paris", "days": 3})])),
+    "tags inside cdata": (format_call("write_note", {"text": "<param>x</param></function>"}),
+                          ("", [("write_note", {"text": "<param>x</param></function>"})])),
 }
 
 
