@@ -22,10 +22,9 @@ import threading
 from pathlib import Path
 
 from .errors import InvalidRequest, MiniCPMError, ModelNotFound
-from .families import DEFAULT_FAMILY, FAMILIES
-
-DEFAULT_MODEL_ID = DEFAULT_FAMILY.default_model.id
-DEFAULT_CACHE_DIR = "/root/autodl-tmp"  # the seed tutorial's AutoDL data disk
+from .families import FAMILIES
+from .paths import DEFAULT_CACHE_DIR, DEFAULT_MODEL_ID
+from .settings import DownloadCliSettings
 MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 SINGLE_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -289,8 +288,6 @@ def _reason(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .settings import DownloadCliSettings  # its defaults come from this module
-
     try:
         args = DownloadCliSettings.parse(argv).download
     except InvalidRequest as exc:

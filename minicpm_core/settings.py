@@ -26,9 +26,8 @@ from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from .download import DEFAULT_CACHE_DIR, DEFAULT_MODEL_ID
 from .errors import InvalidRequest
-from .paths import DEFAULT_DEMO_FAMILY, DEMO_FAMILIES, model_name
+from .paths import DEFAULT_CACHE_DIR, DEFAULT_DEMO_FAMILY, DEFAULT_MODEL_ID, DEMO_FAMILIES, model_name
 
 DEFAULT_MAX_QUEUE = 32  # requests that may wait for a free slot; one more is refused (HTTP 429)
 DEFAULT_HOST = "0.0.0.0"
