@@ -422,10 +422,6 @@ class Engine:
             self._cond.notify()
         return generation
 
-    def stream(self, messages: list[dict], params: GenerationParams | dict | None = None) -> Iterator[str]:
-        """Text deltas of one reply; closing the iterator cancels the generation."""
-        yield from self.submit(messages, params)
-
     def chat(self, messages: list[dict], params: GenerationParams | dict | None = None) -> tuple[str, ReplyStats]:
         generation = self.submit(messages, params)
         return generation.result(), generation.stats

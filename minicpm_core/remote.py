@@ -272,9 +272,6 @@ class RemoteBackend:
             raise self._failure(exc) from None
         return RemoteGeneration(self, stream, submitted)
 
-    def stream(self, messages: list[dict], params: GenerationParams | dict | None = None) -> Iterator[str]:
-        yield from self.submit(messages, params)
-
     def chat(self, messages: list[dict], params: GenerationParams | dict | None = None) -> tuple[str, ReplyStats]:
         generation = self.submit(messages, params)
         return generation.result(), generation.stats
