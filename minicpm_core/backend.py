@@ -19,6 +19,16 @@ What the members promise:
 - `recent` is the live record of the last replies, appended from worker threads: copy it
   (`list(backend.recent)`) before iterating.
 - `info()` never raises; it is what the Model page shows (a flat dict, backend-specific keys).
+- What is loaded, for the pages: `family` (None where unknown: a remote server, a model still
+  loading unless it is a demo), `model_id` (the published id the checkpoint is known by, else None),
+  `loaded_path` (the local checkpoint's folder, else None), `base_url` (the remote server's, else None)
+  and `kv_budget()` (the default max_length a long context's KV cache fits in memory; None where no
+  model is in this process).
+- `wait()` is the loaded backend: itself, except the app's PendingBackend, which waits for its model.
+- `retire(successor, drain_s)` is how a model switch (slot.py) ends a backend: new requests are refused,
+  the replies under way get `drain_s` seconds, the rest are cancelled with `stopped_for` naming the
+  successor, and the model's memory is freed. A remote backend holds no model: nothing to free.
+- A `ReplyStream`'s `stats` is None until the reply is done; then every `ReplyStats` field is set.
 
 Beside the declarations, two helpers every front end shares (`answer_deltas`, `template_thinking_default`);
 it imports neither torch nor Streamlit nor FastAPI.
@@ -26,11 +36,28 @@ it imports neither torch nor Streamlit nor FastAPI.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .families.base import ModelFamily
 from .params import GenerationParams
 from .stats import ReplyStats
+
+
+@dataclass(frozen=True)
+class KvBudget:
+    """The default max_length of a loaded model, and what it was chosen from (the sidebar says so)."""
+
+    max_length: int        # the default: the context, or less where the KV cache would not fit
+    context_length: int
+    bytes_per_token: int   # the KV cache of one token: 2 (K and V) x layers x kv_heads x head_dim x dtype bytes
+    free_bytes: int        # the device's free memory when asked
+
+    @property
+    def limited_by_memory(self) -> bool:
+        return self.max_length < self.context_length
 
 
 @runtime_checkable
@@ -40,9 +67,11 @@ class ReplyStream(Protocol):
     text: str  # the answer's deltas so far, concatenated
     reasoning: str  # the reasoning's deltas so far, concatenated ("" unless the model thinks)
     stats: ReplyStats | None  # set once the reply is done
+    stopped_for: str | None  # the model a switch cancelled this reply for (Backend.retire), else None
 
-    def __iter__(self) -> Iterator[str]: ...  # the answer's deltas
-    def parts(self) -> Iterator[tuple[str, str]]: ...  # (reasoning_delta, answer_delta), instead of __iter__
+    # Both are generators: closing one early cancels the reply.
+    def __iter__(self) -> Generator[str, None, None]: ...  # the answer's deltas
+    def parts(self) -> Generator[tuple[str, str], None, None]: ...  # (reasoning, answer) deltas, not with __iter__
     def cancel(self) -> None: ...  # stops generating within a step; abandoning the iterator does too
     def result(self) -> str: ...  # block until done; the whole text
     def wait(self, timeout: float | None = None) -> bool: ...  # True once done
@@ -80,9 +109,20 @@ class Backend(Protocol):
     @property
     def ignored_controls(self) -> tuple[str, ...]: ...  # GenerationParams fields the model never gets
     def info(self) -> dict[str, Any]: ...
+    @property
+    def family(self) -> ModelFamily | None: ...  # the loaded model's family; None where unknown
+    @property
+    def model_id(self) -> str | None: ...  # the published id of the loaded checkpoint (by --model), else None
+    @property
+    def loaded_path(self) -> Path | None: ...  # the local checkpoint's folder; None for a remote server
+    @property
+    def base_url(self) -> str | None: ...  # the remote server's URL; None for a model in this process
+    def kv_budget(self) -> KvBudget | None: ...  # the default max_length memory allows; None without a local model
+    def wait(self) -> Backend: ...  # the loaded backend: itself once loaded
+    def retire(self, successor: str, drain_s: float) -> None: ...  # end it for a model switch (see above)
 
 
-def answer_deltas(parts: Iterator[tuple[str, str]]) -> Iterator[str]:
+def answer_deltas(parts: Generator[tuple[str, str], None, None]) -> Generator[str, None, None]:
     """The answer deltas of a (reasoning, answer) stream, as a ReplyStream's iteration yields them.
 
     Closing this iterator closes `parts` at once, not when it is collected: that is what cancels the

@@ -44,8 +44,8 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,9 +57,10 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
 from . import paths
-from .backend import answer_deltas
+from .backend import Backend, KvBudget, answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
+from .families.base import ModelFamily
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, ModelSwitching, QueueFull
 from .loader import LoadedModel, load_model, return_free_heap
 from .params import MODEL_CONTEXT, GenerationParams
@@ -131,14 +132,14 @@ class Generation:
             return None
         return self._engine._position(self)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         return answer_deltas(self._parts())
 
-    def parts(self) -> Iterator[tuple[str, str]]:
+    def parts(self) -> Generator[tuple[str, str], None, None]:
         """`(reasoning_delta, answer_delta)` pairs in order, at least one of them non-empty in each."""
         return self._parts()
 
-    def _parts(self) -> Iterator[tuple[str, str]]:
+    def _parts(self) -> Generator[tuple[str, str], None, None]:
         """Split the reply's text deltas into reasoning and answer (a thinking family), else all answer."""
         splitter = self._engine._splitter(self.prompt)
         deltas = self._deltas()
@@ -155,7 +156,7 @@ class Generation:
         finally:
             deltas.close()
 
-    def _deltas(self) -> Iterator[tuple[str, bool]]:
+    def _deltas(self) -> Generator[tuple[str, bool], None, None]:
         """The reply's text deltas (stop markers cut off), each with whether it is the last one."""
         decoder = self._engine._decoder()
         decoded, read, searched, stop, shown = "", 0, 0, None, 0
@@ -324,6 +325,7 @@ class Engine:
 
     ready = True  # loaded: an Engine exists only once its model does
     ignored_controls: tuple[str, ...] = ()  # every GenerationParams field reaches the model
+    base_url: str | None = None  # not a remote server
 
     def __init__(self, lm: LoadedModel, max_concurrent: int = 1, prefix_cache: PrefixCache | None = None,
                  max_queue: int = DEFAULT_MAX_QUEUE):
@@ -374,6 +376,27 @@ class Engine:
         """What clients and reply captions call the model: the --model id, a local folder by its name only
         (clients never learn paths), a demo by its family."""
         return paths.model_name(self.lm.source, self.lm.family.name if self.lm.demo else None)
+
+    @property
+    def family(self) -> ModelFamily:
+        return self.lm.family
+
+    @property
+    def model_id(self) -> str | None:
+        """The published id of the loaded checkpoint, known by what --model was; None for a local folder."""
+        known = self.lm.family.known_model(self.lm.source)
+        return known.id if known is not None else None
+
+    @property
+    def loaded_path(self) -> Path:
+        return self.lm.path
+
+    def kv_budget(self) -> KvBudget:
+        """The default max_length the loaded model's KV cache fits in the free memory (see `kv_budget`)."""
+        return kv_budget(self.lm)
+
+    def wait(self) -> Backend:
+        return self  # loaded already
 
     def info(self) -> dict[str, Any]:
         """What the Model page shows about the loaded model."""
@@ -626,20 +649,6 @@ def load_engine(settings: ModelSettings) -> Engine:
 
 
 KV_MEMORY_SHARE = 0.8  # of the device's free memory, what the default max_length's KV cache may take
-
-
-@dataclass(frozen=True)
-class KvBudget:
-    """The default max_length of a loaded model, and what it was chosen from (the sidebar says so)."""
-
-    max_length: int        # the default: the context, or less where the KV cache would not fit
-    context_length: int
-    bytes_per_token: int   # the KV cache of one token: 2 (K and V) x layers x kv_heads x head_dim x dtype bytes
-    free_bytes: int        # the device's free memory when asked
-
-    @property
-    def limited_by_memory(self) -> bool:
-        return self.max_length < self.context_length
 
 
 def kv_bytes_per_token(config, dtype: torch.dtype) -> int:

@@ -5,7 +5,8 @@ SGLang or any other OpenAI-compatible server (`transformers serve`, ...) through
 `openai` client, and implements the `backend.Backend` contract an `Engine` does:
 `submit(messages, params)` returns a handle to iterate for text deltas, with `cancel()`, `text`,
 `stats`, `position`; plus `prepare`, `budget`, `context_length`, `queue_depth`, `running`, `recent`,
-`ignored_controls`, `chat`, and `info()` for the Model page.
+`ignored_controls`, `chat`, and `info()` for the Model page. What is loaded is the server's business:
+`family`, `model_id`, `loaded_path` and `kv_budget()` are None, and `retire()` has nothing to free.
 
 What is known remotely, and what is not:
 - `stats` is a `ReplyStats`: token counts from the server's usage (requested with
@@ -43,7 +44,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import httpx
@@ -116,6 +117,7 @@ class RemoteGeneration:
     def __init__(self, backend: RemoteBackend, stream, submitted: float):
         self.text = ""
         self.reasoning = ""
+        self.stopped_for: str | None = None  # a switch never stops a remote reply (RemoteBackend.retire)
         self.stats: ReplyStats | None = None
         self._backend = backend
         self._stream = stream
@@ -148,14 +150,14 @@ class RemoteGeneration:
         if not self._iterated:
             self._finish("cancelled")
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         return answer_deltas(self._parts())
 
-    def parts(self) -> Iterator[tuple[str, str]]:
+    def parts(self) -> Generator[tuple[str, str], None, None]:
         """`(reasoning_delta, answer_delta)` pairs in order, at least one of them non-empty in each."""
         return self._parts()
 
-    def _parts(self) -> Iterator[tuple[str, str]]:
+    def _parts(self) -> Generator[tuple[str, str], None, None]:
         self._iterated = True
         try:
             for chunk in self._stream:
@@ -232,6 +234,10 @@ class RemoteBackend:
     ready = True  # nothing to load here
     demo = False
     gpu_problem = None  # the server's GPU is the server's business
+    # What is loaded is the server's business too: no family, id, folder or memory budget known here.
+    family = None
+    model_id = None
+    loaded_path = None
 
     def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *,
                  timeout: float = 600.0):
@@ -283,6 +289,15 @@ class RemoteBackend:
         if not isinstance(params, GenerationParams):
             GenerationParams.parse(params)
         return None
+
+    def kv_budget(self) -> None:
+        return None  # the server's memory is not ours to budget
+
+    def wait(self) -> RemoteBackend:
+        return self  # nothing to load
+
+    def retire(self, successor: str, drain_s: float) -> None:
+        """Nothing to free: the model lives on the server, and replies under way go on there."""
 
     def budget(self, params: GenerationParams) -> int:
         return min(params.max_length, self.context_length or params.max_length)

@@ -184,13 +184,12 @@ class ModelSlot:
         if old.cancel_unstarted():
             return  # never begun: nothing was loaded
         old.done.wait()
-        retire = getattr(old.backend, "retire", None)  # a remote backend holds no model
-        if retire is not None:
-            retire(successor, self.drain_s)
+        if old.backend is not None:  # None: its load failed, nothing was loaded
+            old.backend.retire(successor, self.drain_s)
 
 
 def _name_of(load: BackgroundLoad) -> str:
-    return getattr(load.backend, "model_name", None) or load.settings.name
+    return load.backend.model_name if load.backend is not None else load.settings.name
 
 
 def _message_of(exc: BaseException) -> str:

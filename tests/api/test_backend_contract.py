@@ -28,8 +28,10 @@ def protocol_members(protocol: type) -> set[str]:
 def test_the_protocols_declare_what_the_pages_and_the_api_use():
     assert protocol_members(Backend) >= {"ready", "demo", "gpu_problem", "submit", "prepare", "budget",
                                          "context_length", "queue_depth", "running", "recent",
-                                         "ignored_controls", "info", "model_name"}
-    assert protocol_members(ReplyStream) >= {"text", "stats", "cancel", "result", "wait", "done", "position"}
+                                         "ignored_controls", "info", "model_name", "family", "model_id",
+                                         "loaded_path", "base_url", "kv_budget", "wait", "retire"}
+    assert protocol_members(ReplyStream) >= {"text", "reasoning", "stats", "stopped_for", "parts", "cancel",
+                                             "result", "wait", "done", "position"}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,29 @@ def test_the_engine_is_a_backend_and_answers_through_it(demo_engine):
     info = backend.info()
     assert info["backend"] == "local" and info["context_length"] == backend.context_length
     assert backend.model_name == demo_engine.lm.path.name  # a local folder: by its name only
+    assert reply.stopped_for is None
+
+
+def test_the_engine_says_what_is_loaded_through_the_contract(demo_engine):
+    backend: Backend = demo_engine
+    assert backend.family is demo_engine.lm.family and backend.family.name == "minicpm-2b"
+    assert backend.loaded_path == demo_engine.lm.path and backend.base_url is None
+    assert backend.model_id is None  # a local folder is no published id
+    budget = backend.kv_budget()
+    assert budget is not None and budget.max_length == budget.context_length == backend.context_length
+    assert backend.wait() is backend
+
+
+def test_an_engine_started_from_a_published_id_names_it(demo_engine):
+    import dataclasses
+
+    from minicpm_core.engine import Engine
+
+    engine = Engine(dataclasses.replace(demo_engine.lm, source="OpenBMB/MiniCPM-2B-dpo-bf16", demo=False))
+    try:
+        assert engine.model_id == "OpenBMB/MiniCPM-2B-dpo-bf16"
+    finally:
+        engine.close()
 
 
 def test_the_remote_backend_is_a_backend_and_answers_as_the_engine_does(remote, demo_engine):
@@ -67,6 +92,16 @@ def test_the_remote_backend_is_a_backend_and_answers_as_the_engine_does(remote, 
     assert backend.recent[-1] is reply.stats
     assert backend.info()["reachable"] is True
     assert backend.model_name == "minicpm-demo"  # what the server calls its model
+    assert reply.stopped_for is None
+
+
+def test_the_remote_backend_knows_only_its_url_of_what_is_loaded(remote):
+    backend: Backend = remote
+    assert backend.base_url == remote.base_url and backend.base_url.endswith("/v1")
+    assert backend.family is None and backend.model_id is None and backend.loaded_path is None
+    assert backend.kv_budget() is None and backend.wait() is backend
+    backend.retire("another model", 0)  # holds no model: nothing to free, and it still answers
+    assert "".join(backend.submit(ask("What is 2+3?"), GREEDY))
 
 
 def test_the_app_defines_no_forwarder_around_a_backend():
@@ -87,3 +122,8 @@ def test_the_apps_stand_in_while_loading_is_a_backend_too():
     assert not pending.ready and pending.demo and pending.prepare(ask("hi")) is None
     assert pending.model_name == "minicpm-2b-demo"
     assert pending.queue_depth == pending.running == 0 and list(pending.recent) == []
+    assert pending.family is not None and pending.family.name == "minicpm-2b"  # a demo's family is known at once
+    assert pending.model_id is None and pending.loaded_path is None and pending.base_url is None
+    assert pending.kv_budget() is None
+    not_a_demo = ui_backend.PendingBackend(ModelSlot(ui_backend.parse_app_options([]).model, build=None))
+    assert not_a_demo.family is None
