@@ -87,9 +87,12 @@ class ReplyStream(Protocol):
 class Backend(Protocol):
     """What produces replies, as the app and the API see it."""
 
-    ready: bool  # False only while the model is still loading (the app's PendingBackend)
-    demo: bool  # the tiny demo model that ships with the app
-    gpu_problem: str | None  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
+    @property
+    def ready(self) -> bool: ...  # False only while the model is still loading (the app's PendingBackend)
+    @property
+    def demo(self) -> bool: ...  # the tiny demo model that ships with the app
+    @property
+    def gpu_problem(self) -> str | None: ...  # an NVIDIA GPU here that PyTorch cannot use (loader.gpu_problem)
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
                cancelled: Callable[[], bool] | None = None, enable_thinking: bool | None = None) -> ReplyStream: ...
@@ -141,8 +144,13 @@ def template_thinking_default(backend: Backend) -> bool | None:
     MiniCPM5's template) or where no prompt can be built (a remote server). Encodes three prompts:
     callers keep the answer per model."""
     question = [{"role": "user", "content": "?"}]
-    unset = backend.prepare(question)
+
+    def prompt_ids(enable_thinking: bool | None) -> list[int] | None:
+        prompt = backend.prepare(question, enable_thinking=enable_thinking)
+        return None if prompt is None else prompt.ids
+
+    unset = prompt_ids(None)
     if unset is None:
         return None
-    found = [value for value in (True, False) if backend.prepare(question, enable_thinking=value).ids == unset.ids]
+    found = [value for value in (True, False) if prompt_ids(value) == unset]
     return found[0] if found else None

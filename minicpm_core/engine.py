@@ -36,6 +36,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import logging
@@ -50,22 +51,28 @@ from typing import Any
 
 import torch
 from transformers import (
-    LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, StoppingCriteria, StoppingCriteriaList,
-    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
-from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from . import paths
 from .backend import Backend, KvBudget, answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
-from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
-from .families.base import ModelFamily
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, ModelSwitching, QueueFull
+from .families.base import ModelFamily
 from .loader import LoadedModel, load_model, return_free_heap
 from .params import MODEL_CONTEXT, GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
+from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .settings import DEFAULT_MAX_QUEUE, ModelSettings
 from .stats import RECENT_STATS, ReplyStats
 
@@ -156,6 +163,10 @@ class Generation:
         finally:
             deltas.close()
 
+    def _arrived_beyond(self, read: int) -> bool:
+        """Whether ids beyond the first `read` have arrived, or the reply is over (call with `_cond` held)."""
+        return len(self._token_ids) > read or self._finished
+
     def _deltas(self) -> Generator[tuple[str, bool], None, None]:
         """The reply's text deltas (stop markers cut off), each with whether it is the last one."""
         decoder = self._engine._decoder()
@@ -166,7 +177,7 @@ class Generation:
             while True:
                 # 1. take every id that arrived since the last wake-up (one or many)
                 with self._cond:
-                    self._cond.wait_for(lambda: len(self._token_ids) > read or self._finished)
+                    self._cond.wait_for(functools.partial(self._arrived_beyond, read))
                     new_ids = self._token_ids[read:]
                     finished = self._finished
                 read += len(new_ids)
@@ -446,8 +457,11 @@ class Engine:
         return generation
 
     def chat(self, messages: list[dict], params: GenerationParams | dict | None = None) -> tuple[str, ReplyStats]:
+        """The whole reply and its stats (tests, benchmarks); the app and the API stream."""
         generation = self.submit(messages, params)
-        return generation.result(), generation.stats
+        text = generation.result()
+        assert generation.stats is not None  # set before result() returns
+        return text, generation.stats
 
     @property
     def queue_depth(self) -> int:
@@ -548,7 +562,8 @@ class Engine:
                 self._running.remove(generation)
                 self._cond.notify_all()  # retire() waits for the running list to empty
             generation._finish(*outcome)  # after leaving `running`, so a finished reply is never counted
-            self.recent.append(generation.stats)
+            if generation.stats is not None:  # always, once finished
+                self.recent.append(generation.stats)
 
     # --- generation ---------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -245,7 +246,7 @@ def _load_native_model(path: Path, family: ModelFamily, raw_config: dict, device
     return model, attn
 
 
-def _empty_model(model_class: type, config, dtype: torch.dtype, attn: str) -> PreTrainedModel:
+def _empty_model(model_class: type[PreTrainedModel], config, dtype: torch.dtype, attn: str) -> PreTrainedModel:
     """Parameters on the meta device (no memory, no random init); buffers real."""
     from accelerate import init_empty_weights
 
@@ -343,7 +344,7 @@ def _mapped_safetensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         header_len = struct.unpack("<Q", handle.read(8))[0]
         header = json.loads(handle.read(header_len))
     size = file.stat().st_size
-    storage = torch.UntypedStorage.from_file(str(file), shared=False, nbytes=size)
+    storage = cast(torch.UntypedStorage, torch.UntypedStorage.from_file(str(file), shared=False, nbytes=size))
     base = torch.empty(0, dtype=torch.uint8).set_(storage)
     data_start = 8 + header_len
     for name, info in header.items():

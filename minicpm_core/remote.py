@@ -52,7 +52,13 @@ import openai
 
 from .backend import answer_deltas
 from .errors import (
-    RETRY_AFTER_DEFAULT_S, ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull,
+    RETRY_AFTER_DEFAULT_S,
+    ContextOverflow,
+    GenerationFailed,
+    InvalidRequest,
+    MiniCPMError,
+    ModelNotFound,
+    QueueFull,
 )
 from .families import DEFAULT_FAMILY
 from .params import SERVERS_WITH_SAMPLING_EXTRAS, GenerationParams, openai_name
@@ -214,7 +220,7 @@ class RemoteGeneration:
         usage = self._usage
         completion = usage.completion_tokens if usage else self._chunks
         cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
-        decode = (self._last - self._first) if self._first is not None else 0.0
+        decode = (self._last - self._first) if self._first is not None and self._last is not None else 0.0
         details = getattr(usage, "completion_tokens_details", None)
         self.stats = ReplyStats(
             prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=completion,
@@ -273,14 +279,17 @@ class RemoteBackend:
                 self._refused |= refused  # remembered: the next requests leave them out from the start
                 log.warning("The model server at %s refused %s; asking again without them.", self.base_url,
                             ", ".join(sorted(refused)))
-                stream = self._open_stream(messages, params, enable_thinking)  # once: a second refusal is the user's error
+                # once: a second refusal is the user's error
+                stream = self._open_stream(messages, params, enable_thinking)
         except Exception as exc:  # noqa: BLE001 - every client error becomes one of ours
             raise self._failure(exc) from None
         return RemoteGeneration(self, stream, submitted)
 
     def chat(self, messages: list[dict], params: GenerationParams | dict | None = None) -> tuple[str, ReplyStats]:
         generation = self.submit(messages, params)
-        return generation.result(), generation.stats
+        text = generation.result()
+        assert generation.stats is not None  # set before result() returns
+        return text, generation.stats
 
     def prepare(self, messages: list[dict], params: GenerationParams | dict | None = None, cancelled=None, *,
                 enable_thinking: bool | None = None) -> None:
@@ -367,8 +376,9 @@ class RemoteBackend:
         arguments = request_arguments(params, self.ignored_controls)
         if enable_thinking is not None and self.takes_template_kwargs:
             arguments.setdefault("extra_body", {})["chat_template_kwargs"] = {"enable_thinking": enable_thinking}
+        # plain dicts, which the server validates: openai's overloads want its TypedDicts
         return self.client.chat.completions.create(model=self.model, messages=messages, stream=True, **usage,
-                                                   **arguments)
+                                                   **arguments)  # type: ignore[call-overload]
 
     @property
     def takes_template_kwargs(self) -> bool:

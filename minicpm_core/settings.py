@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -51,6 +51,8 @@ class SettingsGroup(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     title: ClassVar[str]
 
+
+Group = TypeVar("Group", bound=SettingsGroup)
 
 # Declared once, used by two groups each.
 CacheDir = Annotated[str, setting(DEFAULT_CACHE_DIR, "the folder where model ids are looked up and downloaded, "
@@ -142,15 +144,16 @@ def flag_of(name: str) -> str:
 
 def _extra(field: FieldInfo, key: str) -> Any:
     """What `setting()` recorded about a field: "env", "flag" or "positional"."""
-    return (field.json_schema_extra or {}).get(key)
+    extra = field.json_schema_extra
+    return extra.get(key) if isinstance(extra, dict) else None
 
 
 def env_of(field: FieldInfo) -> str | None:
     return _extra(field, "env")
 
 
-def resolve(group: type[SettingsGroup], flags: Mapping[str, Any] | None = None,
-            environ: Mapping[str, str] | None = None) -> SettingsGroup:
+def resolve(group: type[Group], flags: Mapping[str, Any] | None = None,
+            environ: Mapping[str, str] | None = None) -> Group:
     """The group's values: `flags` (field name -> value, only those given) over the environment
     (an empty variable counts as unset) over the defaults. InvalidRequest names a bad value's source."""
     flags = flags or {}
@@ -204,7 +207,7 @@ class ProgramSettings(BaseModel):
 
     @classmethod
     def groups(cls) -> dict[str, type[SettingsGroup]]:
-        return {name: field.annotation for name, field in cls.model_fields.items()}
+        return {name: cast("type[SettingsGroup]", field.annotation) for name, field in cls.model_fields.items()}
 
     @classmethod
     def parser(cls, *, exit_on_error: bool = True) -> argparse.ArgumentParser:
@@ -252,7 +255,7 @@ def help_of(field: FieldInfo) -> str:
     notes = [f"env {env}=1" if is_flag else f"env {env}"] if env else []
     if not is_flag and field.default not in (None, ""):
         notes.append(f"default {_shown(field.default)}")
-    return field.description + (f" ({'; '.join(notes)})" if notes else "")
+    return (field.description or "") + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _add_argument(section, dest: str, name: str, field: FieldInfo) -> None:

@@ -31,8 +31,13 @@ import streamlit as st
 from minicpm_core.backend import Backend, KvBudget, template_thinking_default
 from minicpm_core.errors import InvalidRequest
 from minicpm_core.families import DEFAULT_FAMILY, ModelFamily, by_name
-from minicpm_core.settings import ALLOW_OPEN_ENV  # noqa: F401 - ui.auth and the tests read it here
-from minicpm_core.settings import AccessSettings, AppSettings, ModelSettings, resolve
+from minicpm_core.settings import (
+    ALLOW_OPEN_ENV,  # noqa: F401 - ui.auth and the tests read it here
+    AccessSettings,
+    AppSettings,
+    ModelSettings,
+    resolve,
+)
 from minicpm_core.slot import ModelSlot
 from minicpm_core.stats import ReplyStats
 from minicpm_core.store import ConversationStore, default_db_path
@@ -115,7 +120,7 @@ def wait_for(slot: ModelSlot) -> Backend:
     """The slot's model once loaded (or its load's error), starting the load if no session has yet.
     Meanwhile a line says how long it has taken; each update is also where Streamlit can stop this run
     for a newer one (a click, a question) instead of holding it."""
-    line = []
+    line: list[Any] = []  # the caption's place, made at the first tick
 
     def tick(load) -> None:
         if not line:

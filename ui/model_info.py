@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from minicpm_core.stats import ReplyStats
-
 from ui.i18n import has, t
 
 INFO_ORDER = ("backend", "source", "path", "base_url", "model", "reachable", "error", "served_models", "owned_by",

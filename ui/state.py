@@ -54,6 +54,8 @@ def slider_spec(name: str) -> SliderSpec:
     step = GenerationParams.carried(name, "step")
     model = model_defaults()
     low, high = GenerationParams.field_range(name, None if model else MODEL_CONTEXT)
+    if low is None or high is None:
+        raise ValueError(f"{name} has no range for a slider")  # every field with a slider has both bounds
     if any(getattr(rule, "gt", None) is not None for rule in field.metadata):
         low = low + step
     if any(getattr(rule, "lt", None) is not None for rule in field.metadata):
