@@ -41,10 +41,10 @@ def remote(demo_server):
     backend.close()
 
 
-def test_the_engine_is_a_backend_and_answers_through_it(demo_engine):
-    backend: Backend = demo_engine
+def test_the_engine_is_a_backend_and_answers_through_it(m2b_demo_engine):
+    backend: Backend = m2b_demo_engine
     assert isinstance(backend, Backend)
-    assert backend.ready and backend.ignored_controls == () and backend.gpu_problem == demo_engine.lm.gpu_problem
+    assert backend.ready and backend.ignored_controls == () and backend.gpu_problem == m2b_demo_engine.lm.gpu_problem
     assert backend.budget(GenerationParams(max_length=64)) == 64
     assert len(backend.prepare(ask("What is 2+3?"), GenerationParams.parse(GREEDY)).ids) > 0
     reply = backend.submit(ask("What is 2+3?"), GREEDY)
@@ -53,42 +53,42 @@ def test_the_engine_is_a_backend_and_answers_through_it(demo_engine):
     assert backend.recent[-1] is reply.stats
     info = backend.info()
     assert info["backend"] == "local" and info["context_length"] == backend.context_length
-    assert backend.model_name == demo_engine.lm.path.name  # a local folder: by its name only
+    assert backend.model_name == m2b_demo_engine.lm.path.name  # a local folder: by its name only
     assert reply.stopped_for is None
 
 
-def test_the_engine_says_what_is_loaded_through_the_contract(demo_engine):
-    backend: Backend = demo_engine
-    assert backend.family is demo_engine.lm.family and backend.family.name == "minicpm-2b"
-    assert backend.loaded_path == demo_engine.lm.path and backend.base_url is None
+def test_the_engine_says_what_is_loaded_through_the_contract(m2b_demo_engine):
+    backend: Backend = m2b_demo_engine
+    assert backend.family is m2b_demo_engine.lm.family and backend.family.name == "minicpm-2b"
+    assert backend.loaded_path == m2b_demo_engine.lm.path and backend.base_url is None
     assert backend.model_id is None  # a local folder is no published id
     budget = backend.kv_budget()
     assert budget is not None and budget.max_length == budget.context_length == backend.context_length
     assert backend.wait() is backend
 
 
-def test_an_engine_started_from_a_published_id_names_it(demo_engine):
+def test_an_engine_started_from_a_published_id_names_it(m2b_demo_engine):
     import dataclasses
 
     from minicpm_core.engine import Engine
 
-    engine = Engine(dataclasses.replace(demo_engine.lm, source="OpenBMB/MiniCPM-2B-dpo-bf16", demo=False))
+    engine = Engine(dataclasses.replace(m2b_demo_engine.lm, source="OpenBMB/MiniCPM-2B-dpo-bf16", demo=False))
     try:
         assert engine.model_id == "OpenBMB/MiniCPM-2B-dpo-bf16"
     finally:
         engine.close()
 
 
-def test_the_remote_backend_is_a_backend_and_answers_as_the_engine_does(remote, demo_engine):
+def test_the_remote_backend_is_a_backend_and_answers_as_the_engine_does(remote, m2b_demo_engine):
     backend: Backend = remote
     assert isinstance(backend, Backend)
     assert backend.ready and not backend.demo and backend.gpu_problem is None
-    assert backend.context_length == demo_engine.context_length
+    assert backend.context_length == m2b_demo_engine.context_length
     assert backend.budget(GenerationParams(max_length=64)) == 64
     assert backend.prepare(ask("What is 2+3?"), GenerationParams.parse(GREEDY)) is None  # no tokenizer here
     reply = backend.submit(ask("What is 2+3?"), GREEDY)
     assert isinstance(reply, ReplyStream)
-    assert "".join(reply) == demo_engine.chat(ask("What is 2+3?"), GREEDY)[0]
+    assert "".join(reply) == m2b_demo_engine.chat(ask("What is 2+3?"), GREEDY)[0]
     assert backend.recent[-1] is reply.stats
     assert backend.info()["reachable"] is True
     assert backend.model_name == "minicpm-demo"  # what the server calls its model
