@@ -112,9 +112,8 @@ def test_the_app_defines_no_forwarder_around_a_backend():
 
 
 def test_the_apps_stand_in_while_loading_is_a_backend_too():
-    from ui import backend as ui_backend
-
     from minicpm_core.slot import ModelSlot
+    from ui import backend as ui_backend
 
     options = ui_backend.parse_app_options(["--demo"])
     pending = ui_backend.PendingBackend(ModelSlot(options.model, build=None))  # a load that is never started
