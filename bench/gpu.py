@@ -274,12 +274,18 @@ def measure_generate_batch(name: str, lm: LoadedModel, engine: Engine, clients: 
     the last one's end (its own perf_counter stamps): the manager's start (its warm-up captures CUDA graphs)
     and its shutdown are left out, as our engine's start is."""
     from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     inputs = [ids for _, ids in concurrent_prompts(engine, clients)]
     config = GenerationConfig(max_new_tokens=cfg["batch_tokens"], do_sample=False, eos_token_id=None,
                               pad_token_id=lm.tokenizer.pad_token_id or 0)
+    on_gpu = lm.model.device.type == "cuda"
+    # On a GPU it sizes its paged cache from the free memory; the CPU smoke run gives it a few blocks instead
+    # of most of the machine's memory, which takes longer to allocate than the tiny model takes to answer.
+    cache = None if on_gpu else ContinuousBatchingConfig(num_blocks=8, max_batch_tokens=512)
     start = time.perf_counter()
-    outputs = lm.model.generate_batch(inputs=inputs, generation_config=config)
+    outputs = lm.model.generate_batch(inputs=inputs, generation_config=config, continuous_batching_config=cache,
+                                      warmup=on_gpu)  # its warm-up captures CUDA graphs
     wall = time.perf_counter() - start
     failed = [out.error for out in outputs.values() if out.error]
     if failed or len(outputs) != clients:
