@@ -69,7 +69,7 @@ def script_argv(script: str) -> list[str]:
     return []
 
 
-def build_backend(options: AppSettings, model: ModelSettings):
+def build_backend(options: AppSettings, model: ModelSettings) -> Backend:
     """The RemoteBackend the options name, else the Engine of `model` (the start options' model, or the
     one a switch chose): each is a Backend itself."""
     from minicpm_core.remote import make_remote_backend
@@ -138,7 +138,7 @@ def forget_backend() -> None:
     _slot_for.clear()
 
 
-def model_label(backend) -> str:
+def model_label(backend: Backend) -> str:
     """What the pages call the model: its family's label, the default family's while unknown."""
     return (family_of(backend) or DEFAULT_FAMILY).label
 
@@ -150,7 +150,7 @@ def family_of(backend: Backend) -> ModelFamily | None:
     return backend.family
 
 
-def identity(backend) -> int:
+def identity(backend: Backend) -> int:
     """A number for this backend object, never reused in the process (unlike id(), whose value a
     switched-away model's successor may get): the key of what is asked once per model."""
     if backend not in _IDENTITIES:
@@ -162,7 +162,7 @@ _IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SERIALS = itertools.count(1)
 
 
-def thinking_default(backend) -> bool | None:
+def thinking_default(backend: Backend) -> bool | None:
     """What the checkpoint's chat template does when enable_thinking is not passed: True or False if
     its prompt for one question is the one it builds with that value, None if neither (the model
     decides, as in MiniCPM5's template). Asked once per backend."""
