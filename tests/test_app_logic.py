@@ -21,7 +21,10 @@ from minicpm_core.loader import load_model
 from minicpm_core.params import PRESETS, GenerationParams, matching_preset
 from minicpm_core.store import ConversationStore
 from testkit import checkpoint
-from ui import chat, i18n, notices, state
+from ui import actions, examples, i18n, notices, state
+from ui import streaming as chat_streaming
+from ui.captions import reply_caption
+from ui.history import prompt_messages
 
 
 # --- strings ----------------------------------------------------------------------------------------
@@ -93,9 +96,9 @@ def test_a_preset_matches_itself_and_nothing_else(preset):
 
 def test_demo_examples_are_questions_the_demo_model_knows():
     known = {question for question, _ in checkpoint.DEMO_QA}
-    for language, examples in chat.DEMO_EXAMPLES.items():
-        assert set(examples) <= known, language
-        assert all(bool(re.search(r"[\u4e00-\u9fff]", q)) == (language == "zh") for q in examples), language
+    for language, questions in examples.DEMO_EXAMPLES.items():
+        assert set(questions) <= known, language
+        assert all(bool(re.search(r"[\u4e00-\u9fff]", q)) == (language == "zh") for q in questions), language
 
 
 def test_default_settings_are_the_default_parameters():
@@ -126,10 +129,10 @@ GREEDY = GenerationParams(temperature=0.0)
 
 
 def _recorder(store, engine, question, on_queue=None):
-    conv_id = chat.ask(store, None, question)
-    generation = engine.submit(chat.prompt_messages(store.get(conv_id)), GREEDY)
-    message = store.append(conv_id, "assistant", "", chat.reply_meta(None, GREEDY))
-    return conv_id, generation, chat.ReplyRecorder(store, conv_id, message.id, generation, GREEDY, on_queue)
+    conv_id = actions.ask(store, None, question)
+    generation = engine.submit(prompt_messages(store.get(conv_id)), GREEDY)
+    message = store.append(conv_id, "assistant", "", chat_streaming.reply_meta(None, GREEDY))
+    return conv_id, generation, chat_streaming.ReplyRecorder(store, conv_id, message.id, generation, GREEDY, on_queue)
 
 
 def test_a_finished_reply_is_stored_with_its_numbers(store, demo_engine):
@@ -154,7 +157,7 @@ def test_leaving_mid_reply_keeps_the_partial_text_marked_stopped_and_frees_the_e
     assert [m.role for m in messages] == ["user", "assistant"] and messages[0].content == question
     assert messages[1].content == first and answer.startswith(first) and first != answer
     assert messages[1].meta["finish_reason"] == "cancelled"
-    assert "stopped" in chat.reply_caption(messages[1].meta)
+    assert "stopped" in reply_caption(messages[1].meta)
 
 
 def test_leaving_while_queued_withdraws_the_request(store, demo_engine):
