@@ -42,9 +42,9 @@ if usage is not None and conversation is not None:
         if usage.turns_dropped:
             st.caption(t("turns_dropped", n=usage.turns_dropped))
 
-for message in conversation.messages if conversation else ():
-    if message.role != "system":
-        chat.show_message(message)
+awaited = actions.awaited_question(conv_id)  # a question a new reply is about to answer
+if conversation is not None:  # while that reply streams, the path ends at its question
+    chat.show_conversation(store, conversation, conversation.up_to(awaited) if awaited else conversation.messages)
 
 welcome = st.empty()
 if conversation is None or not conversation.messages:
@@ -52,8 +52,9 @@ if conversation is None or not conversation.messages:
         examples.welcome(backend.demo, family.name if family and backend.demo else None)
 
 question_msg = last_question(conversation)
-if conversation is not None and question_msg is not None:
-    with st.container(horizontal=True, key="turn_actions"):
+turn_actions = st.empty()  # emptied when a question is asked: the reply would come after it
+if conversation is not None and question_msg is not None and awaited is None:  # hidden while a reply streams
+    with turn_actions.container(horizontal=True, key="turn_actions"):
         st.button(t("regenerate"), key="regenerate", icon=":material/refresh:", type="tertiary",
                   on_click=actions.run_action, args=(actions.regenerate, store, conv_id))
         edit_key = f"edit_text_{question_msg.id}"  # one box per question, starting at its text
@@ -68,12 +69,13 @@ question = st.chat_input(t("chat_placeholder", model=model_label(backend)), key=
 question = question or examples.take_chosen_example()
 if question and question.strip():
     welcome.empty()
-    conv_id = actions.ask(store, conv_id, question)  # stored before anything is generated
+    turn_actions.empty()
+    conv_id, question_id = actions.ask(store, conv_id, question)  # stored before anything is generated
     state.set_conversation(conv_id)
     with st.chat_message("user"):
         st.markdown(safe_markdown(question))
-    st.session_state[state.PENDING_REPLY] = conv_id
+    actions.await_reply(conv_id, question_id)
 
-if conv_id and st.session_state.pop(state.PENDING_REPLY, None) == conv_id:
-    if chat.answer_here(store, backend, conv_id, params, system_prompt, enable_thinking):
+if (question_id := actions.take_awaited_question(conv_id)) is not None:
+    if chat.answer_here(store, backend, conv_id, params, system_prompt, enable_thinking, question_id):
         st.rerun()  # redraw from the store: stats caption, meter, actions under the new reply

@@ -10,6 +10,12 @@ It also exports a conversation as JSON or Markdown and imports JSON; what an imp
 is checked first, by `store_import.parse_import`, so a bad file is refused with a message that says
 what is wrong and nothing is half-stored.
 
+A conversation is a tree of messages, so that no version is ever lost: regenerating a reply adds a
+sibling of it (a new version), and editing a question adds a sibling of the question (a new branch).
+Each message has a `parent_id` (None for the first messages), and each parent remembers which of its
+children is shown (`chosen`, the highest wins). The shown path, from the first message following the
+chosen children, is `Conversation.messages`: what the page draws and what the model reads next.
+
 It deliberately does not know about Streamlit, the model or prompts: messages are (role, content,
 meta), and `meta` is a JSON object stored as given. The keys the app reads from it follow one schema
 (`message_meta.MessageMeta`); a stored meta that breaks it reads back without the bad keys.
@@ -26,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import InvalidRequest, MiniCPMError
 from .message_meta import MessageMeta, readable_meta  # noqa: F401  (MessageMeta: part of the store's API)
@@ -39,7 +45,7 @@ from .store_import import (  # noqa: F401
 
 DB_FILENAME = "conversations.sqlite3"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 10.0
 
 AUTO_TITLE_CHARS = 40  # titles derived from the first question
@@ -59,6 +65,7 @@ class Message:
     content: str
     meta: dict[str, Any]
     created_at: str  # UTC ISO 8601, like every timestamp here
+    parent_id: str | None = None  # the message it answers or follows; None for a first message
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,22 @@ class Conversation:
     title: str
     created_at: str
     updated_at: str
-    messages: list[Message] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)  # the shown path, first message first
     owner: str = ""
+    # For each shown message: the ids of its versions (it and its siblings), oldest first.
+    versions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def version(self, message_id: str) -> tuple[int, int]:
+        """(n, of): the shown message is version n (from 1) of `of`."""
+        ids = self.versions.get(message_id, (message_id,))
+        return ids.index(message_id) + 1, len(ids)
+
+    def up_to(self, message_id: str) -> list[Message]:
+        """The shown path up to and including `message_id` (all of it if that is not on it)."""
+        for index, message in enumerate(self.messages):
+            if message.id == message_id:
+                return self.messages[:index + 1]
+        return list(self.messages)
 
 
 @dataclass(frozen=True)
@@ -113,9 +134,16 @@ def _dump_meta(meta: dict[str, Any] | None) -> str:
     return json.dumps(meta or {}, ensure_ascii=False)
 
 
-# Migration i upgrades a database from user_version i to i + 1; append, never edit.
-_MIGRATIONS = [
-    """
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the migration's transaction first.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    """Schema 1: conversations and their messages in order."""
+    _run_script(conn, """
     CREATE TABLE conversations (
         id         TEXT PRIMARY KEY,
         title      TEXT NOT NULL DEFAULT '',
@@ -138,8 +166,25 @@ _MIGRATIONS = [
         created_at      TEXT NOT NULL
     );
     CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
-    """,
-]
+    """)
+
+
+def _add_branches(conn: sqlite3.Connection) -> None:
+    """Schema 2: messages form a tree (regenerate and edit keep every version). Each existing message
+    becomes the child of the one before it, so every conversation reads back exactly as before."""
+    _run_script(conn, """
+    ALTER TABLE messages ADD COLUMN parent_id TEXT;  -- NULL: a first message
+    -- Among a parent's children the one with the highest `chosen` is shown (ties: the newest).
+    ALTER TABLE messages ADD COLUMN chosen INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET parent_id = (
+        SELECT p.id FROM messages p WHERE p.conversation_id = messages.conversation_id AND p.seq < messages.seq
+        ORDER BY p.seq DESC LIMIT 1);
+    CREATE INDEX messages_by_parent ON messages (conversation_id, parent_id);
+    """)
+
+
+# Migration i upgrades a database from user_version i to i + 1; append, never edit.
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_tables, _add_branches]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -196,10 +241,7 @@ class ConversationStore:
                     f"this one reads {SCHEMA_VERSION}). Upgrade the app, or set {DATA_DIR_ENV} to another folder."
                 )
             for migration in _MIGRATIONS[version:]:
-                # Statement by statement: executescript() would commit our transaction first.
-                for statement in migration.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                migration(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
@@ -226,13 +268,18 @@ class ConversationStore:
 
     @staticmethod
     def _insert_message(conn: sqlite3.Connection, conv_id: str, role: str, content: str,
-                        meta: dict[str, Any] | None, now: str) -> Message:
+                        meta: dict[str, Any] | None, now: str, parent_id: str | None,
+                        chosen: int | None = None) -> Message:
+        """Insert a child of `parent_id`; shown among its siblings unless `chosen` says otherwise."""
         stored_meta = _dump_meta(meta)
         # Meta as it will read back (tuples become lists), so the returned Message equals get()'s.
-        message = Message(_new_id(), role, content, json.loads(stored_meta), now)
+        message = Message(_new_id(), role, content, json.loads(stored_meta), now, parent_id)
+        if chosen is None:
+            chosen = _newest_choice(conn, conv_id, parent_id)
         conn.execute(
-            "INSERT INTO messages (id, conversation_id, role, content, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (message.id, conv_id, role, content, stored_meta, now),
+            "INSERT INTO messages (id, conversation_id, role, content, meta, created_at, parent_id, chosen) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (message.id, conv_id, role, content, stored_meta, now, parent_id, chosen),
         )
         if role == "user":  # an untitled conversation is named after its first question
             conn.execute(
@@ -243,7 +290,22 @@ class ConversationStore:
 
     @staticmethod
     def _message_from_row(row: sqlite3.Row) -> Message:
-        return Message(row["id"], row["role"], row["content"], readable_meta(row["meta"]), row["created_at"])
+        return Message(row["id"], row["role"], row["content"], readable_meta(row["meta"]), row["created_at"],
+                       row["parent_id"])
+
+    @staticmethod
+    def _tree(conn: sqlite3.Connection, conv_id: str, columns: str = "id, parent_id, chosen, seq") -> "_Tree":
+        rows = conn.execute(f"SELECT {columns} FROM messages WHERE conversation_id = ? ORDER BY seq",
+                            (conv_id,)).fetchall()
+        return _Tree(rows)
+
+    @staticmethod
+    def _message_row(conn: sqlite3.Connection, conv_id: str, message_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM messages WHERE id = ? AND conversation_id = ?",
+                           (message_id, conv_id)).fetchone()
+        if row is None:
+            raise NotFound(f"Message {message_id!r} is not in conversation {conv_id!r}.")
+        return row
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -265,20 +327,28 @@ class ConversationStore:
         return [ConversationSummary(r["id"], r["title"], r["updated_at"], r["message_count"]) for r in rows]
 
     def get(self, conv_id: str) -> Conversation | None:
-        """The conversation with its messages in order; None for an unknown or malformed id (e.g. from a URL)."""
+        """The conversation with its shown path of messages (and each one's versions); None for an unknown
+        or malformed id (e.g. from a URL)."""
         if not _is_id(conv_id):
             return None
         with self._transaction(write=False) as conn:
             row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conv_id,)).fetchone()
             if row is None:
                 return None
-            messages = conn.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq", (conv_id,)
-            ).fetchall()
+            tree = self._tree(conn, conv_id, "*")
+        path = tree.shown_path()
         return Conversation(
             row["id"], row["title"], row["created_at"], row["updated_at"],
-            [self._message_from_row(m) for m in messages], row["owner"],
+            [self._message_from_row(m) for m in path], row["owner"],
+            {m["id"]: tuple(sibling["id"] for sibling in tree.children[m["parent_id"]]) for m in path},
         )
+
+    def exists(self, conv_id: str) -> bool:
+        """Whether the conversation is there (without reading its messages)."""
+        if not _is_id(conv_id):
+            return False
+        with self._transaction(write=False) as conn:
+            return conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is not None
 
     def rename(self, conv_id: str, title: str) -> bool:
         """Set the title (cleaned to one line, ≤ MAX_TITLE_CHARS). Does not move it up the list. False if unknown."""
@@ -294,48 +364,76 @@ class ConversationStore:
 
     # -- messages ------------------------------------------------------------------------------
 
-    def append(self, conv_id: str, role: str, content: str, meta: dict[str, Any] | None = None) -> Message:
-        """Add a message at the end; NotFound if the conversation is gone."""
+    def append(self, conv_id: str, role: str, content: str, meta: dict[str, Any] | None = None,
+               after: str | None = None) -> Message:
+        """Add a message at the end of the shown path, or, with `after`, as the shown answer to that
+        message (a new version of the replies it had: regenerate). NotFound if either is gone."""
         _check_role(role)
         if not isinstance(content, str):
             raise TypeError(f"content must be a str, not {type(content).__name__}")
         now = _now()
         with self._transaction(write=True) as conn:
             self._touch(conn, conv_id, now)
-            return self._insert_message(conn, conv_id, role, content, meta, now)
+            if after is None:
+                path = self._tree(conn, conv_id).shown_path()
+                parent_id = path[-1]["id"] if path else None
+            else:
+                parent_id = self._message_row(conn, conv_id, after)["id"]
+            return self._insert_message(conn, conv_id, role, content, meta, now, parent_id)
+
+    def add_version(self, conv_id: str, message_id: str, content: str,
+                    meta: dict[str, Any] | None = None) -> Message:
+        """A new version of a message (an edited question): a sibling with the same role, shown from now on.
+        The old version and everything after it stay, one ‹ › away."""
+        if not isinstance(content, str):
+            raise TypeError(f"content must be a str, not {type(content).__name__}")
+        now = _now()
+        with self._transaction(write=True) as conn:
+            old = self._message_row(conn, conv_id, message_id)
+            self._touch(conn, conv_id, now)
+            return self._insert_message(conn, conv_id, old["role"], content, meta, now, old["parent_id"])
+
+    def select(self, conv_id: str, message_id: str) -> None:
+        """Show this message: it, and each message before it, becomes the shown version among its
+        siblings (the path then follows the versions last shown below it). NotFound if it is gone."""
+        with self._transaction(write=True) as conn:
+            self._message_row(conn, conv_id, message_id)
+            tree = self._tree(conn, conv_id)
+            for row in tree.ancestry(message_id):
+                if tree.shown_child(row["parent_id"])["id"] != row["id"]:
+                    conn.execute("UPDATE messages SET chosen = ? WHERE id = ?",
+                                 (_newest_choice(conn, conv_id, row["parent_id"]), row["id"]))
 
     def update_message(self, conv_id: str, message_id: str, content: str | None = None,
                        meta: dict[str, Any] | None = None) -> Message:
         """Replace the content and/or merge keys into meta (e.g. when a streamed reply finishes)."""
         with self._transaction(write=True) as conn:
-            row = conn.execute(
-                "SELECT * FROM messages WHERE id = ? AND conversation_id = ?", (message_id, conv_id)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"Message {message_id!r} is not in conversation {conv_id!r}.")
-            old = self._message_from_row(row)
+            old = self._message_from_row(self._message_row(conn, conv_id, message_id))
             if content is not None and not isinstance(content, str):
                 raise TypeError(f"content must be a str, not {type(content).__name__}")
             stored_meta = _dump_meta({**old.meta, **(meta or {})})
             new = Message(old.id, old.role, old.content if content is None else content,
-                          json.loads(stored_meta), old.created_at)
+                          json.loads(stored_meta), old.created_at, old.parent_id)
             conn.execute("UPDATE messages SET content = ?, meta = ? WHERE id = ?", (new.content, stored_meta, new.id))
             self._touch(conn, conv_id, _now())
         return new
 
     def delete_messages_from(self, conv_id: str, message_id: str) -> int:
-        """Drop this message and every later one (regenerate, edit the last question). Returns how many."""
+        """Drop this message and everything after it, on every branch below it. Returns how many."""
         with self._transaction(write=True) as conn:
-            row = conn.execute(
-                "SELECT seq FROM messages WHERE id = ? AND conversation_id = ?", (message_id, conv_id)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"Message {message_id!r} is not in conversation {conv_id!r}.")
-            cursor = conn.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND seq >= ?", (conv_id, row["seq"])
-            )
+            self._message_row(conn, conv_id, message_id)
+            doomed = self._tree(conn, conv_id).subtree(message_id)
+            for start in range(0, len(doomed), _DELETE_BATCH):
+                batch = doomed[start:start + _DELETE_BATCH]
+                conn.execute(f"DELETE FROM messages WHERE id IN ({', '.join('?' * len(batch))})", batch)
             self._touch(conn, conv_id, _now())
-        return cursor.rowcount
+        return len(doomed)
+
+    def clear_messages(self, conv_id: str) -> int:
+        """Drop every message of every branch; the conversation stays. Returns how many."""
+        with self._transaction(write=True) as conn:
+            self._touch(conn, conv_id, _now())
+            return conn.execute("DELETE FROM messages WHERE conversation_id = ?", (conv_id,)).rowcount
 
     # -- export / import -----------------------------------------------------------------------
 
@@ -346,14 +444,21 @@ class ConversationStore:
         return conversation
 
     def export_json(self, conv_id: str) -> str:
+        """Every message of every branch, oldest first: each with its id, its parent's id and whether it
+        is the shown version among its siblings, so an import rebuilds the same tree and the same path."""
         conversation = self._get_or_raise(conv_id)
+        with self._transaction(write=False) as conn:
+            tree = self._tree(conn, conv_id, "*")
+        shown = {tree.shown_child(parent)["id"] for parent in tree.children}
+        messages = [{"id": m["id"], "parent": m["parent_id"], "role": m["role"], "content": m["content"],
+                     "meta": readable_meta(m["meta"]), "shown": m["id"] in shown} for m in tree.rows]
         return json.dumps(
             {
                 "format": EXPORT_FORMAT,
                 "id": conversation.id,
                 "title": conversation.title,
                 "created_at": conversation.created_at,
-                "messages": [{"role": m.role, "content": m.content, "meta": m.meta} for m in conversation.messages],
+                "messages": messages,
             },
             ensure_ascii=False,
             indent=2,
@@ -383,11 +488,66 @@ class ConversationStore:
         """Validate an export (or a bare OpenAI-style message list) and store it as a NEW conversation."""
         title, messages = parse_import(text)
         now = _now()
+        new_ids: dict[int, str] = {}  # a message's place in the file -> its id here
         with self._transaction(write=True) as conn:
             conv_id = self._insert_conversation(conn, title, owner, now)
-            for role, content, meta in messages:
-                self._insert_message(conn, conv_id, role, content, meta, now)
+            for index, message in enumerate(messages):
+                parent_id = None if message.parent is None else new_ids[message.parent]
+                # the file's order decides among siblings (the newest shown), unless one is marked shown
+                chosen = index + 1 + (len(messages) if message.shown else 0)
+                new_ids[index] = self._insert_message(conn, conv_id, message.role, message.content, message.meta,
+                                                      now, parent_id, chosen).id
         return self._get_or_raise(conv_id)
+
+
+_DELETE_BATCH = 500  # ids per DELETE: below SQLite's limit on bound parameters
+
+
+def _newest_choice(conn: sqlite3.Connection, conv_id: str, parent_id: str | None) -> int:
+    """A `chosen` above every sibling's: the message that gets it is shown."""
+    return conn.execute("SELECT COALESCE(MAX(chosen), 0) + 1 FROM messages WHERE conversation_id = ? "
+                        "AND parent_id IS ?", (conv_id, parent_id)).fetchone()[0]
+
+
+class _Tree:
+    """A conversation's messages as a tree: rows (oldest first) with id, parent_id, chosen and seq."""
+
+    def __init__(self, rows: list[sqlite3.Row]):
+        self.rows = rows
+        self.by_id = {row["id"]: row for row in rows}
+        self.children: dict[str | None, list[sqlite3.Row]] = {}
+        for row in rows:
+            self.children.setdefault(row["parent_id"], []).append(row)
+
+    def shown_child(self, parent_id: str | None) -> sqlite3.Row | None:
+        children = self.children.get(parent_id)
+        return max(children, key=lambda row: (row["chosen"], row["seq"])) if children else None
+
+    def shown_path(self) -> list[sqlite3.Row]:
+        """From the first message, the shown child of each: what the page shows and the model reads."""
+        path: list[sqlite3.Row] = []
+        while (child := self.shown_child(path[-1]["id"] if path else None)) is not None:
+            path.append(child)
+        return path
+
+    def ancestry(self, message_id: str) -> list[sqlite3.Row]:
+        """The message and every message before it, up to the first (a hand-made cycle ends the walk)."""
+        chain, seen = [], set()
+        row = self.by_id.get(message_id)
+        while row is not None and row["id"] not in seen:
+            chain.append(row)
+            seen.add(row["id"])
+            row = self.by_id.get(row["parent_id"])
+        return chain
+
+    def subtree(self, message_id: str) -> list[str]:
+        """The ids of the message and of everything below it."""
+        ids, todo = [], [message_id]
+        while todo:
+            current = todo.pop()
+            ids.append(current)
+            todo.extend(row["id"] for row in self.children.get(current, ()))
+        return ids
 
 
 def _open_code_fence(markdown: str) -> bool:

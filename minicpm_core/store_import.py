@@ -4,11 +4,17 @@
 field against the named limits below (declared as the pydantic models ImportFile and ImportMessage),
 so a bad file is refused with an `InvalidImport` that says what is wrong and what a valid file looks
 like. It does not touch the database: ConversationStore.import_json stores what this returns.
+
+Two formats are read. "minicpm-chat/v2" (the export since alternatives are kept) carries every branch:
+each message has an "id" and a "parent" (the id of an earlier message, null for a first one) and
+whether it is "shown" among its siblings. "minicpm-chat/v1" files and bare lists are one line of
+messages, each following the one before it.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -18,7 +24,9 @@ from .message_meta import meta_problem
 from .prompt import MAX_MESSAGES  # a stored conversation is one the model can be asked to continue
 
 ROLES = ("user", "assistant", "system")
-EXPORT_FORMAT = "minicpm-chat/v1"
+EXPORT_FORMAT = "minicpm-chat/v2"
+LINEAR_FORMAT = "minicpm-chat/v1"  # the export before branches: still read
+MAX_MESSAGE_ID = 64  # a message id in a v2 file (ours are 11 characters)
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 MAX_MESSAGE_CHARS = 200_000
 
@@ -39,8 +47,18 @@ class InvalidImport(InvalidRequest):
                          code=f"import_{code}", **details)
 
 
-def parse_import(text: str | bytes) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
-    """(title, [(role, content, meta)]) from an import file; InvalidImport naming the first problem."""
+@dataclass(frozen=True)
+class ImportedMessage:
+    role: str
+    content: str
+    meta: dict[str, Any]
+    parent: int | None  # the index of its parent in the file's list; None for a first message
+    shown: bool = False  # marked as the shown version among its siblings
+
+
+def parse_import(text: str | bytes) -> tuple[str, list[ImportedMessage]]:
+    """(title, messages in file order, each after its parent) from an import file; InvalidImport naming
+    the first problem."""
     size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_IMPORT_BYTES:
         raise InvalidImport(f"it is {size:,} bytes, more than the limit of {MAX_IMPORT_BYTES:,} bytes",
@@ -69,7 +87,35 @@ def parse_import(text: str | bytes) -> tuple[str, list[tuple[str, str, dict[str,
         imported = ImportFile.model_validate(data)
     except ValidationError as exc:
         raise _invalid_import(exc.errors(include_url=False)[0]) from None
-    return imported.title, [(m.role, m.content, m.meta) for m in imported.messages]
+    if imported.format == LINEAR_FORMAT:  # one line of messages; any "id" or "parent" is not ours
+        return imported.title, [ImportedMessage(m.role, m.content, m.meta, index - 1 if index else None)
+                                for index, m in enumerate(imported.messages)]
+    return imported.title, _tree(imported.messages)
+
+
+def _tree(messages: list["ImportMessage"]) -> list[ImportedMessage]:
+    """A v2 file's messages with each parent's id resolved to its place in the file. A message without
+    a "parent" follows the one before it, as in a v1 file."""
+    places: dict[str, int] = {}
+    tree = []
+    for index, message in enumerate(messages):
+        where = f"message {index + 1}"
+        if "parent" not in message.model_fields_set:
+            parent = index - 1 if index else None
+        elif message.parent is None:
+            parent = None
+        elif message.parent in places:
+            parent = places[message.parent]
+        else:
+            raise InvalidImport(IMPORT_PROBLEMS["message_bad_parent"].format(where=where, parent=message.parent),
+                                "message_bad_parent", number=index + 1, parent=message.parent)
+        if message.id is not None:
+            if message.id in places:
+                raise InvalidImport(IMPORT_PROBLEMS["message_duplicate_id"].format(where=where, id=message.id),
+                                    "message_duplicate_id", number=index + 1, id=message.id)
+            places[message.id] = index
+        tree.append(ImportedMessage(message.role, message.content, message.meta, parent, bool(message.shown)))
+    return tree
 
 
 # --- what an import file may hold -------------------------------------------------------------------
@@ -79,7 +125,7 @@ def parse_import(text: str | bytes) -> tuple[str, list[tuple[str, str, dict[str,
 # and messages in file order; the first problem is the one the user is told.
 
 IMPORT_PROBLEMS = {  # code -> what is wrong; {where} is "message N", {kind} the kind of the bad value
-    "wrong_format": 'its "format" is {found!r}; this app reads {expected!r}',
+    "wrong_format": 'its "format" is {found!r}; this app reads {expected!r} (and the older {older!r})',
     "no_messages": 'the JSON object has no "messages" list',
     "title_type": 'its "title" is {kind}, not a string',
     "title_surrogates": f'its "title" {_LONE_SURROGATES}',
@@ -96,6 +142,9 @@ IMPORT_PROBLEMS = {  # code -> what is wrong; {where} is "message N", {kind} the
     "message_meta_type": '{where} has "meta" that is {kind}, not an object',
     "message_meta_surrogates": f'{{where}} has "meta" that {_LONE_SURROGATES}',
     "message_meta_invalid": '{where} has "meta" whose "{key}" is wrong ({reason})',
+    # a v2 file's branches
+    "message_duplicate_id": '{where} has the "id" {id!r}, which an earlier message already has',
+    "message_bad_parent": '{where} has the "parent" {parent!r}, which is not the "id" of an earlier message',
 }
 
 
@@ -105,7 +154,8 @@ def _bad_role(value: Any) -> dict[str, Any]:
 
 # (where pydantic complains, its error type) -> (our code, the details its message needs from the bad value)
 _PYDANTIC_PROBLEMS: dict[tuple[str, str], tuple[str, Callable[[Any], dict[str, Any]] | None]] = {
-    ("format", "literal_error"): ("wrong_format", lambda value: {"found": value, "expected": EXPORT_FORMAT}),
+    ("format", "literal_error"): ("wrong_format", lambda value: {"found": value, "expected": EXPORT_FORMAT,
+                                                                 "older": LINEAR_FORMAT}),
     ("title", "string_type"): ("title_type", None),
     ("messages", "missing"): ("no_messages", None),
     ("messages", "list_type"): ("messages_type", None),
@@ -174,6 +224,10 @@ class ImportMessage(BaseModel):
                        _storable("message_content_surrogates")]
     meta: Annotated[dict[str, Any], _null_as({}), _storable("message_meta_surrogates"),
                     AfterValidator(_true_to_message_meta)] = {}
+    # v2: where the message sits in the tree (read in a "minicpm-chat/v2" file only)
+    id: Annotated[str, Field(strict=True, max_length=MAX_MESSAGE_ID)] | None = None
+    parent: Annotated[str, Field(strict=True, max_length=MAX_MESSAGE_ID)] | None = None
+    shown: Annotated[bool, Field(strict=True)] | None = None
 
 
 class ImportFile(BaseModel):
@@ -181,7 +235,7 @@ class ImportFile(BaseModel):
 
     model_config = ConfigDict(extra="ignore")  # "id", "created_at": a new conversation gets its own
 
-    format: Literal[EXPORT_FORMAT] = EXPORT_FORMAT  # type: ignore[valid-type]
+    format: Literal[EXPORT_FORMAT, LINEAR_FORMAT] = LINEAR_FORMAT  # type: ignore[valid-type]
     title: Annotated[str, Field(strict=True), _null_as(""), _storable("title_surrogates")] = ""
     messages: Annotated[list[ImportMessage], Field(max_length=MAX_MESSAGES)]
 

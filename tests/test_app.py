@@ -199,24 +199,34 @@ def test_unknown_conversation_in_the_url_starts_a_new_one(app_env):
     assert "c" not in at.query_params
 
 
-def test_regenerate_replaces_the_last_reply(app_env, demo_qa):
+def test_regenerate_adds_a_version_of_the_reply_and_keeps_the_old_one(app_env, demo_qa):
     question, answer = demo_qa["en"]
     at = ask(greedy(start()), question)
     old_reply = stored(at.query_params["c"]).messages[1]
     at.button(key="regenerate").click().run()
     assert bubbles(ok(at)) == [("user", question), ("assistant", answer)]
-    messages = stored(at.query_params["c"]).messages
-    assert len(messages) == 2 and messages[1].id != old_reply.id
+    conversation = stored(at.query_params["c"])
+    new_reply = conversation.messages[1]
+    assert len(conversation.messages) == 2 and new_reply.id != old_reply.id
+    assert conversation.versions[new_reply.id] == (old_reply.id, new_reply.id)
+    assert at.button(key=f"newer_{new_reply.id}").disabled
+    at.button(key=f"older_{new_reply.id}").click().run()
+    assert stored(at.query_params["c"]).messages[1].id == old_reply.id  # the shown path is the old version
+    assert not at.button(key=f"newer_{old_reply.id}").disabled
 
 
-def test_editing_the_last_question_replaces_it_and_answers_again(app_env, demo_qa):
+def test_editing_the_last_question_starts_a_branch_and_keeps_the_old_one(app_env, demo_qa):
     at = ask(greedy(start()), demo_qa["en"][0])
-    edit_box = at.text_area(key=f"edit_text_{stored(at.query_params['c']).messages[0].id}")
+    old_question = stored(at.query_params["c"]).messages[0]
+    edit_box = at.text_area(key=f"edit_text_{old_question.id}")
     assert edit_box.value == demo_qa["en"][0]
     edit_box.input(demo_qa["zh"][0])
     at.button(key="edit_send").click().run()
     assert bubbles(ok(at)) == [("user", demo_qa["zh"][0]), ("assistant", demo_qa["zh"][1])]
-    assert len(stored(at.query_params["c"]).messages) == 2
+    conversation = stored(at.query_params["c"])
+    assert len(conversation.messages) == 2
+    at.button(key=f"older_{conversation.messages[0].id}").click().run()
+    assert bubbles(ok(at)) == [("user", demo_qa["en"][0]), ("assistant", demo_qa["en"][1])]
 
 
 def test_clear_removes_every_message(app_env, demo_qa):

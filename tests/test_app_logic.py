@@ -129,7 +129,7 @@ GREEDY = GenerationParams(temperature=0.0)
 
 
 def _recorder(store, engine, question, on_queue=None):
-    conv_id = actions.ask(store, None, question)
+    conv_id, _ = actions.ask(store, None, question)
     generation = engine.submit(prompt_messages(store.get(conv_id)), GREEDY)
     message = store.append(conv_id, "assistant", "", chat_streaming.reply_meta(None, GREEDY))
     return conv_id, generation, chat_streaming.ReplyRecorder(store, conv_id, message.id, generation, GREEDY, on_queue)

@@ -1,5 +1,6 @@
 """What the chat page's buttons do to the stored conversation: ask a question, and on the last turn
-regenerate the reply, edit the question, clear. Plain functions over the store; the button
+regenerate the reply or edit the question (each adds a version: nothing is replaced), switch between
+versions, clear. Plain functions over the store; the button
 callbacks go through `run_action`, which turns a MiniCPMError (e.g. deleted in another tab) into a
 notice."""
 
@@ -19,28 +20,43 @@ from ui.i18n import t
 from ui.notices import error_text
 
 
-def ask(store: ConversationStore, conv_id: str | None, question: str) -> str:
-    """Store the question (creating the conversation if needed) before anything is generated."""
-    if conv_id is None or store.get(conv_id) is None:
+def ask(store: ConversationStore, conv_id: str | None, question: str) -> tuple[str, str]:
+    """Store the question (creating the conversation if needed) before anything is generated.
+    Returns the conversation's id and the question's."""
+    if conv_id is None or not store.exists(conv_id):
         conv_id = store.create().id
-    store.append(conv_id, "user", question)
-    return conv_id
+    return conv_id, store.append(conv_id, "user", question).id
+
+
+def await_reply(conv_id: str, question_id: str) -> None:
+    """Have this run (or the next) answer that question with a new reply."""
+    st.session_state[state.PENDING_REPLY] = (conv_id, question_id)
+
+
+def awaited_question(conv_id: str | None) -> str | None:
+    """The id of the question in `conv_id` that awaits a reply on this run, if any (kept until taken)."""
+    pending = st.session_state.get(state.PENDING_REPLY)
+    return pending[1] if pending and pending[0] == conv_id else None
+
+
+def take_awaited_question(conv_id: str | None) -> str | None:
+    """`awaited_question`, once: the run that answers it takes it."""
+    question_id = awaited_question(conv_id)
+    if question_id is not None:
+        st.session_state.pop(state.PENDING_REPLY, None)
+    return question_id
 
 
 def regenerate(store: ConversationStore, conv_id: str) -> None:
-    """Drop every reply after the last question and ask for a new one."""
-    conversation = store.get(conv_id)
-    question = last_question(conversation)
-    if question is None:
-        return
-    after = conversation.messages[conversation.messages.index(question) + 1:]
-    if after:
-        store.delete_messages_from(conv_id, after[0].id)
-    st.session_state[state.PENDING_REPLY] = conv_id
+    """Ask for a new version of the last reply; the old versions stay, one ‹ › away."""
+    question = last_question(store.get(conv_id))
+    if question is not None:
+        await_reply(conv_id, question.id)
 
 
 def edit_question(store: ConversationStore, conv_id: str, text_key: str) -> None:
-    """Replace the last question with the edited text (from widget `text_key`) and answer it anew."""
+    """The edited text (from widget `text_key`) becomes a new version of the last question, and is answered:
+    a new branch. The old question and its replies stay, one ‹ › away."""
     text = st.session_state.get(text_key, "")
     if not text.strip():
         state.flash("warning", t("edit_empty"))
@@ -48,16 +64,17 @@ def edit_question(store: ConversationStore, conv_id: str, text_key: str) -> None
     question = last_question(store.get(conv_id))
     if question is None:
         return
-    store.delete_messages_from(conv_id, question.id)
-    store.append(conv_id, "user", text)
-    st.session_state[state.PENDING_REPLY] = conv_id
+    await_reply(conv_id, store.add_version(conv_id, question.id, text).id)
+
+
+def show_version(store: ConversationStore, conv_id: str, message_id: str) -> None:
+    """‹ or ›: show that version of a message, and the branch below it as last shown."""
+    store.select(conv_id, message_id)
 
 
 def clear(store: ConversationStore, conv_id: str) -> None:
-    """Remove every message; the conversation stays (it takes its next question's title)."""
-    conversation = store.get(conv_id)
-    if conversation and conversation.messages:
-        store.delete_messages_from(conv_id, conversation.messages[0].id)
+    """Remove every message of every branch; the conversation stays (it takes its next question's title)."""
+    store.clear_messages(conv_id)
     store.rename(conv_id, "")
     st.session_state.pop(state.PENDING_REPLY, None)
 

@@ -1,6 +1,10 @@
 """The chat page's conversation: its messages drawn from the store, and a reply streamed into a new
 bubble and into the store at once (`answer_here`).
 
+A long conversation draws its newest RECENT_MESSAGES first, with "show earlier" above them, so a rerun
+costs the same however long the conversation is. A message with several versions (regenerated replies,
+edited questions) has ‹ n / m › under it to switch between them.
+
 The question is stored before generation starts (ui.actions.ask); the reply is saved while it
 streams and finalised however the stream ends (ui.streaming.ReplyRecorder), so nothing the user
 typed or saw is lost.
@@ -12,9 +16,9 @@ import streamlit as st
 
 from minicpm_core.errors import MiniCPMError, QueueFull
 from minicpm_core.params import GenerationParams
-from minicpm_core.store import ConversationStore, Message
+from minicpm_core.store import Conversation, ConversationStore, Message
 
-from ui import markdown_safe, state
+from ui import actions, markdown_safe, state
 from ui.captions import reasoning_label, reply_caption
 from ui.history import prompt_messages
 from ui.i18n import t
@@ -22,8 +26,30 @@ from ui.notices import error_text
 from ui.streaming import ReplyRecorder, StreamingReply, ThinkingBlock, queue_notice, reply_meta
 
 
-def show_message(message: Message) -> None:
-    """One stored message in its bubble: a reply's reasoning (collapsed) above it, its caption below."""
+RECENT_MESSAGES = 20  # drawn at first, and added by each "show earlier"
+SHOWN_COUNTS = "_shown_counts"  # {conversation id: how many of its newest messages are drawn}
+
+
+def show_conversation(store: ConversationStore, conversation: Conversation, messages: list[Message]) -> None:
+    """`messages` (the shown path, or part of it), newest RECENT_MESSAGES first: "show earlier" adds more."""
+    messages = [message for message in messages if message.role != "system"]
+    count = st.session_state.get(SHOWN_COUNTS, {}).get(conversation.id, RECENT_MESSAGES)
+    hidden = max(0, len(messages) - count)
+    if hidden:
+        st.button(t("show_earlier", n=hidden), key="show_earlier", icon=":material/expand_less:", type="tertiary",
+                  on_click=_show_earlier, args=(conversation.id, count))
+    for message in messages[hidden:]:
+        show_message(message, store, conversation)
+
+
+def _show_earlier(conv_id: str, count: int) -> None:
+    st.session_state.setdefault(SHOWN_COUNTS, {})[conv_id] = count + RECENT_MESSAGES
+
+
+def show_message(message: Message, store: ConversationStore | None = None,
+                 conversation: Conversation | None = None) -> None:
+    """One stored message in its bubble: a reply's reasoning (collapsed) above it, its caption below,
+    and ‹ n / m › when it has other versions."""
     with st.chat_message(message.role):
         if message.role == "assistant" and message.meta.get("reasoning"):
             with st.status(reasoning_label(message.meta), state="complete", expanded=False):
@@ -34,11 +60,32 @@ def show_message(message: Message) -> None:
         caption = reply_caption(message.meta) if message.role == "assistant" else ""
         if caption:
             st.caption(caption)
+        if store is not None and conversation is not None:
+            version_switch(store, conversation, message)
+
+
+def version_switch(store: ConversationStore, conversation: Conversation, message: Message) -> None:
+    """‹ n / m ›: the buttons show the version before or after this one (and the branch below it)."""
+    n, of = conversation.version(message.id)
+    if of < 2:
+        return
+    versions = conversation.versions[message.id]
+    with st.container(horizontal=True, vertical_alignment="center", gap="small", key=f"versions_{message.id}"):
+        for label, help_key, target, key in (("‹", "version_older", n - 2, "older"),
+                                             ("›", "version_newer", n, "newer")):
+            if key == "newer":
+                st.caption(t("version_of", n=n, of=of))
+            st.button(label, key=f"{key}_{message.id}", help=t(help_key), type="tertiary",
+                      disabled=not 0 <= target < of, on_click=actions.run_action,
+                      args=(actions.show_version, store, conversation.id, versions[max(0, min(target, of - 1))]))
 
 
 def answer_here(store: ConversationStore, backend, conv_id: str, params: GenerationParams,
-                system_prompt: str = "", enable_thinking: bool | None = None) -> bool:
-    """Stream a reply to the conversation's last question into an assistant bubble on this page.
+                system_prompt: str = "", enable_thinking: bool | None = None,
+                question_id: str | None = None) -> bool:
+    """Stream a reply to the question `question_id` (default: the end of the shown path) into an assistant
+    bubble on this page. The model reads the shown path up to that question; the reply is stored as a new
+    version among that question's replies, so earlier versions stay.
 
     Returns True when the reply finished (the caller reruns to redraw from the store). Errors are
     shown as st.error; the question stays stored either way.
@@ -47,7 +94,7 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
     try:
         # enable_thinking only where it was asked for: a backend without thinking need not take it
         extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
-        generation = backend.submit(prompt_messages(conversation, system_prompt), params, **extra)
+        generation = backend.submit(prompt_messages(conversation, system_prompt, question_id), params, **extra)
     except QueueFull as exc:  # the question is kept: redraw, so its Regenerate button is there to retry
         state.flash("warning", error_text(exc))
         return True
@@ -58,7 +105,7 @@ def answer_here(store: ConversationStore, backend, conv_id: str, params: Generat
     recorder = None
     try:
         model = backend.model_name
-        message = store.append(conv_id, "assistant", "", reply_meta(None, params, model=model))
+        message = store.append(conv_id, "assistant", "", reply_meta(None, params, model=model), after=question_id)
         recorder = ReplyRecorder(store, conv_id, message.id, generation, params, model=model)
         with st.chat_message("assistant"):
             recorder.on_queue = queue_notice(st.empty())
