@@ -8,7 +8,7 @@ import streamlit as st
 
 from ui import actions, chat, examples, state
 from ui.backend import active_backend, family_of, get_store, model_label, thinking_default
-from ui.context_meter import context_usage
+from ui.context_meter import remembered_context_usage
 from ui.history import last_question
 from ui.i18n import t
 from ui.markdown_safe import plain_text, safe_markdown
@@ -35,7 +35,7 @@ if conv_id and conversation is None:
 
 st.title(plain_text(conversation.title) if conversation and conversation.title else t("chat_title"))
 
-usage = context_usage(backend, conversation, params, system_prompt)
+usage = remembered_context_usage(backend, conversation, params, system_prompt)
 if usage is not None and conversation is not None:
     with st.container(key="context_meter"):
         st.progress(usage.fraction, text=t("context_meter", used=usage.tokens, budget=usage.budget))

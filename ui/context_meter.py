@@ -1,14 +1,23 @@
-"""The context meter above a conversation: how many tokens it takes of the model's budget."""
+"""The context meter above a conversation: how many tokens it takes of the model's budget.
+
+Measuring a conversation without a reply's numbers (an imported one) tokenizes all of it, so the
+result is kept (for every session) until the conversation, the settings or the model change: a rerun
+that changes none of them (a sidebar click) costs nothing here, however long the conversation.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
 from minicpm_core.store import Conversation
 
 from ui.history import prompt_messages
+
+MEASURED_KEPT = 256  # conversations whose last measurement is remembered
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,24 @@ class ContextUsage:
     @property
     def fraction(self) -> float:
         return min(1.0, self.tokens / self.budget) if self.budget else 0.0
+
+
+def remembered_context_usage(backend, conversation: Conversation | None, params: GenerationParams,
+                             system_prompt: str = "") -> ContextUsage | None:
+    """`context_usage`, measured again only when something it depends on changed (any session's
+    measurement serves: the key holds everything the result depends on)."""
+    if conversation is None or not backend.ready:
+        return None
+    last = conversation.messages[-1] if conversation.messages else None
+    return _measured(backend, conversation, conversation.id, conversation.updated_at, last.id if last else None,
+                     len(conversation.messages), backend.model_name, backend.budget(params), params.model_dump_json(),
+                     system_prompt)
+
+
+@st.cache_data(max_entries=MEASURED_KEPT, show_spinner=False)
+def _measured(_backend, _conversation: Conversation, conv_id: str, updated_at: str, last_id: str | None,
+              shown: int, model: str | None, budget: int, params_json: str, system_prompt: str) -> ContextUsage | None:
+    return context_usage(_backend, _conversation, GenerationParams.model_validate_json(params_json), system_prompt)
 
 
 def context_usage(backend, conversation: Conversation | None, params: GenerationParams,
