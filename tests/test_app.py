@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from minicpm_core import download, loader, paths
 from minicpm_core.store import ConversationStore, default_db_path
 from testkit import checkpoint
+from ui import chat
 from ui.markdown_safe import plain_text
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
@@ -227,6 +228,24 @@ def test_editing_the_last_question_starts_a_branch_and_keeps_the_old_one(app_env
     assert len(conversation.messages) == 2
     at.button(key=f"older_{conversation.messages[0].id}").click().run()
     assert bubbles(ok(at)) == [("user", demo_qa["en"][0]), ("assistant", demo_qa["en"][1])]
+
+
+def test_a_long_conversation_draws_its_newest_messages_and_shows_earlier_ones_on_request(app_env):
+    store = ConversationStore(default_db_path())
+    conv_id = store.create("long").id
+    for i in range(25):
+        store.append(conv_id, "user", f"question {i}")
+        store.append(conv_id, "assistant", f"answer {i}")
+    store.close()
+    at = ok(start(query={"c": conv_id}))
+    shown = bubbles(at)
+    assert len(shown) == chat.RECENT_MESSAGES and shown[-1] == ("assistant", "answer 24")
+    assert shown[0] == ("user", f"question {25 - chat.RECENT_MESSAGES // 2}")
+    at.button(key="show_earlier").click().run()
+    assert len(bubbles(ok(at))) == 2 * chat.RECENT_MESSAGES
+    at.button(key="show_earlier").click().run()
+    assert bubbles(ok(at))[0] == ("user", "question 0") and len(bubbles(at)) == 50
+    assert "show_earlier" not in [button.key for button in at.button]
 
 
 def test_clear_removes_every_message(app_env, demo_qa):
