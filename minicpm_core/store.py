@@ -400,7 +400,8 @@ class ConversationStore:
             self._message_row(conn, conv_id, message_id)
             tree = self._tree(conn, conv_id)
             for row in tree.ancestry(message_id):
-                if tree.shown_child(row["parent_id"])["id"] != row["id"]:
+                shown = tree.shown_child(row["parent_id"])
+                if shown is None or shown["id"] != row["id"]:
                     conn.execute("UPDATE messages SET chosen = ? WHERE id = ?",
                                  (_newest_choice(conn, conv_id, row["parent_id"]), row["id"]))
 
@@ -449,7 +450,7 @@ class ConversationStore:
         conversation = self._get_or_raise(conv_id)
         with self._transaction(write=False) as conn:
             tree = self._tree(conn, conv_id, "*")
-        shown = {tree.shown_child(parent)["id"] for parent in tree.children}
+        shown = {child["id"] for parent in tree.children if (child := tree.shown_child(parent)) is not None}
         messages = [{"id": m["id"], "parent": m["parent_id"], "role": m["role"], "content": m["content"],
                      "meta": readable_meta(m["meta"]), "shown": m["id"] in shown} for m in tree.rows]
         return json.dumps(

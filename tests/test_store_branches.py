@@ -12,8 +12,8 @@ import pytest
 
 from minicpm_core.store import EXPORT_FORMAT, SCHEMA_VERSION, ConversationStore, InvalidImport, NotFound
 
-# Written by the store of schema 1 (main at a3ff011): two conversations with messages, meta, a system
-# prompt, an owner, Chinese text, and one empty conversation. See make_v1_fixture below for its contents.
+# Written by main's store at a3ff011 (schema 1, before branches) with create/append only: two
+# conversations with messages, meta, a system prompt, an owner, Chinese text, and one empty conversation.
 V1_DB = Path(__file__).parent / "data" / "store_v1.sqlite3"
 V1_CONTENTS = {  # title -> (owner, [(role, content, a meta key it must keep)])
     "What is 2 + 3?": ("", [("user", "What is 2 + 3?", None),
