@@ -19,6 +19,7 @@ from minicpm_core.engine import Engine, failure
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.loader import load_model
 from minicpm_core.params import PRESETS, GenerationParams, matching_preset
+from minicpm_core.prompt import MAX_MESSAGES, validate_messages
 from minicpm_core.store import ConversationStore
 from testkit import checkpoint
 from ui import actions, examples, i18n, notices, state
@@ -245,3 +246,14 @@ def test_model_errors_in_chinese_keep_the_path_and_the_command(in_chinese, tmp_p
         assert says in text and str(error.details.get("path") or error.details["target"]) in text
         assert f"    {error.details['command']}" in text  # drawn as a code line
     assert "tokenizer.model" in i18n.error_message(incomplete_dir)  # says what is missing
+
+
+def test_the_prompt_of_a_conversation_longer_than_a_request_may_be_keeps_its_newest_messages(store):
+    conv = store.create()
+    for i in range(MAX_MESSAGES // 2):
+        store.append(conv.id, "user", f"q{i}")
+        store.append(conv.id, "assistant", f"a{i}")
+    store.append(conv.id, "user", "the new question")
+    messages = prompt_messages(store.get(conv.id), "Be brief.")
+    assert len(messages) == MAX_MESSAGES and messages[0]["content"] == "Be brief."
+    assert messages[-1]["content"] == "the new question" and validate_messages(messages)

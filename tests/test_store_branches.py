@@ -196,3 +196,4 @@ def test_a_schema_1_database_is_migrated_in_place_with_nothing_lost(tmp_path):
     reopened = ConversationStore(path)  # opening again migrates nothing twice
     assert len(reopened.get(first.id).messages) == 4
     reopened.close()
+
