@@ -46,8 +46,7 @@ def _show_earlier(conv_id: str, count: int) -> None:
     st.session_state.setdefault(SHOWN_COUNTS, {})[conv_id] = count + RECENT_MESSAGES
 
 
-def show_message(message: Message, store: ConversationStore | None = None,
-                 conversation: Conversation | None = None) -> None:
+def show_message(message: Message, store: ConversationStore, conversation: Conversation) -> None:
     """One stored message in its bubble: a reply's reasoning (collapsed) above it, its caption below,
     and ‹ n / m › when it has other versions."""
     with st.chat_message(message.role):
@@ -60,8 +59,7 @@ def show_message(message: Message, store: ConversationStore | None = None,
         caption = reply_caption(message.meta) if message.role == "assistant" else ""
         if caption:
             st.caption(caption)
-        if store is not None and conversation is not None:
-            version_switch(store, conversation, message)
+        version_switch(store, conversation, message)
 
 
 def version_switch(store: ConversationStore, conversation: Conversation, message: Message) -> None:
