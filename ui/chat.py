@@ -72,7 +72,7 @@ def version_switch(store: ConversationStore, conversation: Conversation, message
         for label, help_key, target, key in (("‹", "version_older", n - 2, "older"),
                                              ("›", "version_newer", n, "newer")):
             if key == "newer":
-                st.caption(t("version_of", n=n, of=of))
+                st.caption(t("version_of", n=n, of=of), width="content")
             st.button(label, key=f"{key}_{message.id}", help=t(help_key), type="tertiary",
                       disabled=not 0 <= target < of, on_click=actions.run_action,
                       args=(actions.show_version, store, conversation.id, versions[max(0, min(target, of - 1))]))
