@@ -69,13 +69,17 @@ def version_switch(store: ConversationStore, conversation: Conversation, message
         return
     versions = conversation.versions[message.id]
     with st.container(horizontal=True, vertical_alignment="center", gap="small", key=f"versions_{message.id}"):
-        for label, help_key, target, key in (("‹", "version_older", n - 2, "older"),
-                                             ("›", "version_newer", n, "newer")):
-            if key == "newer":
-                st.caption(t("version_of", n=n, of=of), width="content")
-            st.button(label, key=f"{key}_{message.id}", help=t(help_key), type="tertiary",
-                      disabled=not 0 <= target < of, on_click=actions.run_action,
-                      args=(actions.show_version, store, conversation.id, versions[max(0, min(target, of - 1))]))
+        _version_button(store, conversation.id, versions, n - 2, "‹", f"older_{message.id}", "version_older")
+        st.caption(t("version_of", n=n, of=of), width="content")
+        _version_button(store, conversation.id, versions, n, "›", f"newer_{message.id}", "version_newer")
+
+
+def _version_button(store: ConversationStore, conv_id: str, versions: tuple[str, ...], index: int, label: str,
+                    key: str, help_key: str) -> None:
+    """A button that shows versions[index]; disabled past either end."""
+    exists = 0 <= index < len(versions)
+    st.button(label, key=key, help=t(help_key), type="tertiary", disabled=not exists, on_click=actions.run_action,
+              args=(actions.show_version, store, conv_id, versions[index if exists else 0]))
 
 
 def answer_here(store: ConversationStore, backend, conv_id: str, params: GenerationParams,
