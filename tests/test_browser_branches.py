@@ -19,7 +19,8 @@ from minicpm_core.params import MIN_MAX_LENGTH
 from minicpm_core.store import DB_FILENAME, ConversationStore
 
 from browser_utils import STEP_MS, VIEWPORT, needs_chromium, open_app, running_chromium, set_slider, wait_idle
-from test_browser import bubble_texts, bubbles, conversation_id, serve
+from test_browser import (LONG_REPLY_SEED, STORY_Q, bubble_texts, bubbles, conversation_id, send, serve, set_seed,
+                          stop_mid_reply)
 
 pytestmark = needs_chromium()
 
@@ -69,7 +70,7 @@ def last_reply(page):
 
 
 def version_label(page):
-    return last_reply(page).locator("[class*=st-key-versions_] [data-testid=stCaptionContainer]")
+    return last_reply(page).locator("[class*=st-key-versions_] [data-testid=stText]")
 
 
 def older(page):
@@ -169,3 +170,19 @@ def ask_any(page, question: str) -> None:
     expect(bubbles(page).nth(before + 1).get_by_test_id("stCaptionContainer")).to_contain_text(
         re.compile("finished|cut"))
     wait_idle(page, STEP_MS)
+
+
+def test_stop_keeps_a_regenerated_reply_as_a_stopped_version_beside_the_first(page, random_app):
+    open_app(page, random_app.url, STEP_MS)
+    set_seed(page, LONG_REPLY_SEED)  # the reply runs on past 300 tokens: Stop lands mid-reply
+    send(page, STORY_Q)
+    first = stop_mid_reply(page, 1)
+    page.locator(".st-key-regenerate button").click()
+    stop_mid_reply(page, 1)
+    expect(version_label(page)).to_have_text("2 / 2")
+    expect(last_reply(page).get_by_test_id("stCaptionContainer").first).to_contain_text("stopped")
+    older(page).click()
+    expect(version_label(page)).to_have_text("1 / 2")
+    wait_idle(page, STEP_MS)
+    expect(last_reply(page).get_by_test_id("stCaptionContainer").first).to_contain_text("stopped")
+    assert shown_reply(page) == first

@@ -70,7 +70,7 @@ def version_switch(store: ConversationStore, conversation: Conversation, message
     versions = conversation.versions[message.id]
     with st.container(horizontal=True, vertical_alignment="center", gap="small", key=f"versions_{message.id}"):
         _version_button(store, conversation.id, versions, n - 2, "‹", f"older_{message.id}", "version_older")
-        st.caption(t("version_of", n=n, of=of), width="content")
+        st.text(t("version_of", n=n, of=of))  # not a caption: a bubble's caption is its reply's numbers
         _version_button(store, conversation.id, versions, n, "›", f"newer_{message.id}", "version_newer")
 
 
