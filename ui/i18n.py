@@ -145,6 +145,10 @@ EN: dict[str, str] = {
     "edit_send": "Send edited question",
     "edit_empty": "The edited question is empty; nothing was changed.",
     "clear_conversation": "Clear conversation",
+    "version_older": "Previous version",
+    "version_newer": "Next version",
+    "version_of": "{n} / {of}",
+    "show_earlier": "Show earlier messages ({n} more)",
     "queue_position": "Waiting in the queue: {n} ahead of you…",
     "stat_tokens": "{n} tokens",
     "stat_speed": "{speed:.1f} tokens/s",
@@ -340,6 +344,10 @@ ZH: dict[str, str] = {
     "edit_send": "发送修改后的问题",
     "edit_empty": "修改后的问题是空的，未做任何更改。",
     "clear_conversation": "清空对话",
+    "version_older": "上一个版本",
+    "version_newer": "下一个版本",
+    "version_of": "{n} / {of}",
+    "show_earlier": "显示更早的消息（还有 {n} 条）",
     "queue_position": "正在排队：前面还有 {n} 个请求…",
     "stat_tokens": "{n} 个 token",
     "stat_speed": "{speed:.1f} token/秒",
@@ -473,6 +481,9 @@ ERRORS_ZH: dict[str, str] = {
     "import_message_meta_surrogates": "第 {number} 条消息的 \"meta\" 含有无效的字符转义（单独的代理项，如 "
                                       "\"\\ud800\"）。" + _IMPORT_HINT_ZH,
     "import_message_meta_invalid": "第 {number} 条消息的 \"meta\" 里的 \"{key}\" 不对（{reason}）。" + _IMPORT_HINT_ZH,
+    "import_message_duplicate_id": "第 {number} 条消息的 \"id\" {id!r} 与前面某条消息重复。" + _IMPORT_HINT_ZH,
+    "import_message_bad_parent": "第 {number} 条消息的 \"parent\" {parent!r} 不是前面某条消息的 \"id\"。"
+                                 + _IMPORT_HINT_ZH,
 }
 
 
