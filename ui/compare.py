@@ -74,7 +74,7 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
                 st.caption(reply_caption(meta))
     finally:
         for generation in generations.values():
-            if not getattr(generation, "done", False):
+            if not generation.done:
                 generation.cancel()  # interrupted while A streamed: B must not generate for nobody
     return results
 

@@ -42,16 +42,12 @@ def wait_in_queue(generation, on_queue: Callable[[int | None], None]) -> None:
     Call it from inside the generator that `st.write_stream` iterates: drawing there lets a rerun
     or Stop interrupt the wait, and the generator's cleanup then cancels the queued request.
     """
-    position = getattr(generation, "position", None)
+    position = generation.position
     if not position:
         return
-    wait = getattr(generation, "wait", None)
     while position:
         on_queue(position)
-        if wait is not None:
-            wait(QUEUE_POLL_S)  # returns early if the request finishes (e.g. cancelled elsewhere)
-        else:
-            time.sleep(QUEUE_POLL_S)
+        generation.wait(QUEUE_POLL_S)  # returns early if the request finishes (e.g. cancelled elsewhere)
         position = generation.position
     on_queue(None)
 
@@ -117,22 +113,13 @@ class ThinkingBlock:
             self.status.update(label=t("thought", seconds=thinking.seconds()), state="complete", expanded=False)
 
 
-def reasoning_and_answers(generation) -> Iterator[tuple[str, str]]:
-    """(reasoning_delta, answer_delta) pairs: the generation's parts(), or its answer deltas where the
-    backend has no parts() (a remote server that does not split)."""
-    parts = getattr(generation, "parts", None)
-    if parts is not None:
-        return parts()
-    return (("", delta) for delta in generation)
-
-
 def follow_with_reasoning(generation, on_queue: Callable[[int | None], None], thinking: Thinking,
                           block: ThinkingBlock | None = None,
                           on_progress: Callable[[], None] | None = None) -> Iterator[str]:
     """The answer's deltas, queue position reported first; the reasoning goes into `thinking` and is
     drawn in `block`, which collapses at the answer's first delta. `on_progress` is called after every
     step (the recorder saves there). Leaving early cancels the generation."""
-    parts = reasoning_and_answers(generation)
+    parts = generation.parts()
     finished = False
     try:
         wait_in_queue(generation, on_queue)
@@ -152,9 +139,7 @@ def follow_with_reasoning(generation, on_queue: Callable[[int | None], None], th
     finally:
         thinking.end()
         if not finished:
-            close = getattr(parts, "close", None)
-            if close is not None:
-                close()
+            parts.close()
             generation.cancel()  # also when iteration never started (still queued)
 
 
@@ -174,8 +159,8 @@ def reply_meta(stats: Any, params: GenerationParams, finish_reason: str | None =
                     tokens_per_second=stats.tokens_per_second, turns_dropped=stats.turns_dropped,
                     finish_reason=stats.finish_reason)
         if thinking is not None and thinking.text:
-            meta.update(reasoning_tokens=getattr(stats, "reasoning_tokens", None),
-                        ended_in_reasoning=bool(getattr(stats, "ended_in_reasoning", False)))
+            meta.update(reasoning_tokens=stats.reasoning_tokens,
+                        ended_in_reasoning=stats.ended_in_reasoning)
     if finish_reason is not None:
         meta["finish_reason"] = finish_reason
     return meta
@@ -184,10 +169,9 @@ def reply_meta(stats: Any, params: GenerationParams, finish_reason: str | None =
 def final_stats(generation) -> Any:
     """The generation's numbers; after a stop, waits briefly for them (a cancelled request stops
     within one decoding step). None if they do not come."""
-    stats = getattr(generation, "stats", None)
-    wait = getattr(generation, "wait", None)
-    if stats is None and wait is not None:
-        wait(STATS_WAIT_S)
+    stats = generation.stats
+    if stats is None:
+        generation.wait(STATS_WAIT_S)
         stats = generation.stats
     return stats
 
@@ -250,7 +234,7 @@ class ReplyRecorder:
         self.thinking.end()
         self.meta = reply_meta(stats, self.params, outcome, self.thinking, self.model)
         self.meta.setdefault("finish_reason", "stop")
-        if getattr(self.generation, "stopped_for", None):  # a model switch cancelled it
+        if self.generation.stopped_for:  # a model switch cancelled it
             self.meta["stopped_for"] = self.generation.stopped_for
         self._save(self.meta)
 
