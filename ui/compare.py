@@ -16,7 +16,6 @@ import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
-
 from ui import markdown_safe, state
 from ui.captions import reasoning_label, reply_caption
 from ui.i18n import t

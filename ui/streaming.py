@@ -24,7 +24,6 @@ import streamlit as st
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
 from minicpm_core.store import ConversationStore, NotFound
-
 from ui import markdown_safe, state
 from ui.i18n import t
 
