@@ -56,7 +56,7 @@ from transformers import (
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
 
-from . import paths
+from . import demo, paths
 from .backend import answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
@@ -396,8 +396,12 @@ class Engine:
         `enable_thinking` goes to the chat template of a family that thinks; None: its own default."""
         params = params or GenerationParams()
         room = params.max_new_tokens or MIN_REPLY_ROOM
-        return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
-                            enable_thinking)
+        prompt = build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
+                              enable_thinking)
+        if self.lm.demo:  # checked as sent, then asked as the shipped demo knows it (minicpm_core/demo.py)
+            prompt = build_prompt(demo.route(messages, self.lm.family.name), self.tokenizer, self.budget(params),
+                                  room, cancelled, self.lm.family, enable_thinking)
+        return prompt
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
                cancelled=None, enable_thinking: bool | None = None) -> Generation:
