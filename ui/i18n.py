@@ -128,7 +128,7 @@ EN: dict[str, str] = {
                           "system role; it reads this as context.",
     "reset_settings": "Reset to defaults",
     # chat page
-    "chat_title": "MiniCPM-2B Chat",
+    "chat_title": "{model} Chat",  # the loaded model's family: MiniCPM-2B, MiniCPM5
     "chat_placeholder": "Ask {model} anything…",
     "chat_welcome": "Ask anything, in Chinese or English. Replies appear as they are written; Stop keeps what "
                     "was said so far. The sidebar tunes how the model samples.",
@@ -324,7 +324,7 @@ ZH: dict[str, str] = {
     "system_prompt_placeholder": "可选：放在对话之前的说明",
     "system_prompt_help": "每次请求时放在第一个问题之前的纯文本。MiniCPM-2B 没有 system 角色，会把它当作上下文来读。",
     "reset_settings": "恢复默认",
-    "chat_title": "MiniCPM-2B 聊天",
+    "chat_title": "{model} 聊天",
     "chat_placeholder": "向 {model} 提问…",
     "chat_welcome": "用中文或英文随便问。回答边生成边显示；点“停止”会保留已生成的部分。侧边栏可以调整采样参数。",
     "examples": "试试这些问题",
