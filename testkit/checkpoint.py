@@ -436,7 +436,8 @@ def demo_lr_factor(step: int) -> float:
 @functools.lru_cache(maxsize=None)
 def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train the tiny model on DEMO_QA until greedy decoding reproduces every answer, in fp32 and once
-    stored and computed in bf16, and sampling at the app's defaults can draw nothing else; return (config, fp32 state dict without lm_head)."""
+    stored and computed in bf16, and sampling at the app's defaults can draw nothing else; return
+    (config, fp32 state dict without lm_head)."""
     proto = train_tokenizer()
     vocab = _vocab_size(proto)
     config = make_config(vocab_size=vocab)
