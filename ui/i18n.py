@@ -37,8 +37,8 @@ EN: dict[str, str] = {
                      "as it is ready.",
     "loading_model_for": "Waiting for the model: loading for {seconds:.0f} s…",
     "demo_banner": "Demo model: a tiny model that comes with the app — answers are canned. It knows only a few "
-                   "questions (try the examples), each only as the first question of a conversation. Start the "
-                   "app with a real {model} checkpoint to chat for real.",
+                   "questions (try the examples) and does not follow a conversation. Start the app with a real "
+                   "{model} checkpoint to chat for real.",
     "gpu_unusable": "This machine has an NVIDIA GPU, but PyTorch cannot use it: the model runs on the CPU.",
     # Streamlit's own texts in the import uploader (ui/widget_texts.py)
     "uploader_button": "Upload",
@@ -244,7 +244,7 @@ ZH: dict[str, str] = {
     "loading_model": "正在加载模型（每个服务进程只加载一次）……现在就可以提问：模型就绪后立即开始回答。",
     "loading_model_for": "正在等待模型：已加载 {seconds:.0f} 秒…",
     "demo_banner": "演示模型：随应用附带的微型模型——回答是预设的。它只认识几个问题（可以点示例试试），"
-                   "而且只能作为对话的第一个问题。用真正的 {model} 权重启动应用才能真正聊天。",
+                   "也不会联系上下文。用真正的 {model} 权重启动应用才能真正聊天。",
     "gpu_unusable": "这台机器有 NVIDIA 显卡，但 PyTorch 用不了它：模型正在 CPU 上运行（很慢）。",
     # Streamlit's own texts in the import uploader (ui/widget_texts.py)
     "uploader_button": "上传",
