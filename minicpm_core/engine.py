@@ -398,9 +398,10 @@ class Engine:
         room = params.max_new_tokens or MIN_REPLY_ROOM
         prompt = build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
                               enable_thinking)
-        if self.lm.demo:  # checked as sent, then asked as the shipped demo knows it (minicpm_core/demo.py)
-            prompt = build_prompt(demo.route(messages, self.lm.family.name), self.tokenizer, self.budget(params),
-                                  room, cancelled, self.lm.family, enable_thinking)
+        routed = demo.route(messages, self.lm.family.name) if self.lm.demo else messages
+        if routed is not messages:  # checked as sent, then asked as the shipped demo knows it (minicpm_core/demo.py)
+            prompt = build_prompt(routed, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
+                                  enable_thinking)
         return prompt
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
