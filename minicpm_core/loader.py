@@ -120,8 +120,11 @@ def warm_up(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
     (CUDA kernels and cuBLAS handles, attention kernel choice, CPU thread pools), which otherwise made
     the first user's reply several times slower than every later one."""
     ids = torch.tensor([tokenizer("hi").input_ids], device=model.device)
-    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=WARM_UP_TOKENS, do_sample=False,
-                   temperature=None, top_p=None, top_k=None)
+    try:
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=WARM_UP_TOKENS, do_sample=False,
+                       temperature=None, top_p=None, top_k=None)
+    except Exception:  # noqa: BLE001 - only a speed-up: a model that cannot generate says so on its first request
+        log.warning("warming the model up failed; its first reply will be slower", exc_info=True)
 
 
 def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, family: ModelFamily, config: dict) -> tuple[int, ...]:

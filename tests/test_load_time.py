@@ -59,3 +59,14 @@ def test_the_model_page_shows_the_slots_load_time(use_local_model, tmp_path, dem
     seconds = ui_backend.get_slot(ui_backend.parse_app_options([])).load_seconds
     rows = {row[0]: row[1] for row in at.table[0].value.itertuples(index=False)}
     assert rows["Load time"] == f"{seconds:.1f} s"
+
+
+def test_a_failed_warm_up_does_not_fail_the_load(tiny_ckpt, monkeypatch, caplog):
+    from transformers import GraniteForCausalLM
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no generating today")
+
+    monkeypatch.setattr(GraniteForCausalLM, "generate", broken)
+    lm = loader.load_model(tiny_ckpt, device="cpu", dtype="float32")
+    assert lm.model is not None and "warming the model up failed" in caplog.text
