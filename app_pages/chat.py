@@ -33,7 +33,8 @@ if conv_id and conversation is None:
     state.set_conversation(None)
     conv_id = None
 
-st.title(plain_text(conversation.title) if conversation and conversation.title else t("chat_title"))
+st.title(plain_text(conversation.title) if conversation and conversation.title
+         else t("chat_title", model=model_label(backend)))
 
 usage = remembered_context_usage(backend, conversation, params, system_prompt)
 if usage is not None and conversation is not None:

@@ -63,7 +63,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from . import paths
+from . import demo, paths
 from .backend import Backend, KvBudget, answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, ModelSwitching, QueueFull
@@ -430,8 +430,13 @@ class Engine:
         `enable_thinking` goes to the chat template of a family that thinks; None: its own default."""
         params = params or GenerationParams()
         room = params.max_new_tokens or MIN_REPLY_ROOM
-        return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
-                            enable_thinking)
+        prompt = build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
+                              enable_thinking)
+        routed = demo.route(messages, self.lm.family.name) if self.lm.demo else messages
+        if routed is not messages:  # checked as sent, then asked as the shipped demo knows it (minicpm_core/demo.py)
+            prompt = build_prompt(routed, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
+                                  enable_thinking)
+        return prompt
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
                cancelled=None, enable_thinking: bool | None = None) -> Generation:

@@ -98,6 +98,7 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_ids[0] if len(eos_ids) == 1 else list(eos_ids),
         pad_token_id=tokenizer.eos_token_id)
+    warm_up(model, tokenizer)
     loaded = LoadedModel(
         model=model, tokenizer=tokenizer, path=path, source=str(source), device=target_device,
         dtype=target_dtype, attn_implementation=attn,
@@ -109,6 +110,22 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
     log.info("loaded %s (%s) on %s as %s with %s attention in %.1fs", path, family.label, target_device,
              loaded.dtype_name, attn, loaded.load_seconds)
     return loaded
+
+
+WARM_UP_TOKENS = 2  # new tokens of the warm-up reply: a prefill and a decoding step, each run once
+
+
+@torch.inference_mode()
+def warm_up(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Generate a short reply once while loading: the first `generate` of a process pays for lazy setup
+    (CUDA kernels and cuBLAS handles, attention kernel choice, CPU thread pools), which otherwise made
+    the first user's reply several times slower than every later one."""
+    ids = torch.tensor([tokenizer("hi").input_ids], device=model.device)
+    try:
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=WARM_UP_TOKENS, do_sample=False,
+                       temperature=None, top_p=None, top_k=None)
+    except Exception:  # noqa: BLE001 - only a speed-up: a model that cannot generate says so on its first request
+        log.warning("warming the model up failed; its first reply will be slower", exc_info=True)
 
 
 def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, family: ModelFamily, config: dict) -> tuple[int, ...]:

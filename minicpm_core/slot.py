@@ -45,6 +45,7 @@ class BackgroundLoad(threading.Thread):
         if gate_open:
             self.gate.set()
         self.started: float | None = None
+        self.seconds: float | None = None  # from begin() to ready, what the Model page calls its load time
         self._start_lock = threading.Lock()
         self.backend: Backend | None = None
         self.error: BaseException | None = None
@@ -62,6 +63,7 @@ class BackgroundLoad(threading.Thread):
         try:
             self.gate.wait()
             self.backend = self._build(self.settings)
+            self.seconds = time.monotonic() - (self.started or time.monotonic())
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, raised there
             self.error = exc
             if self.on_failure is not None:
@@ -117,6 +119,11 @@ class ModelSlot:
     def settings(self) -> ModelSettings:
         """The settings of the model loaded, loading, or being switched to."""
         return self.load.settings
+
+    @property
+    def load_seconds(self) -> float | None:
+        """How long the current model took from the start of its load to ready (None while loading)."""
+        return self.load.seconds
 
     @property
     def last_switch(self) -> Switch | None:

@@ -17,7 +17,7 @@ from minicpm_core.catalog import ModelChoice
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.families import FAMILIES
 from ui import auth, state
-from ui.i18n import t
+from ui.i18n import model_note, t
 from ui.notices import error_text, show_error
 
 GB = 1e9  # KnownModel.size_gb is in decimal gigabytes, as ModelScope shows sizes
@@ -93,7 +93,8 @@ def facts(choice: ModelChoice) -> str:
         text = t("model_facts_demo", context=context)
     else:
         text = t("model_facts", size=f"{choice.size_gb:g} GB", dtype=choice.dtype, context=context)
-    extras = [text] + ([t("model_thinks")] if choice.family.thinking else []) + ([choice.note] if choice.note else [])
+    extras = [text] + ([t("model_thinks")] if choice.family.thinking else [])
+    extras += [model_note(choice.note)] if choice.note else []
     return " · ".join(extras)
 
 
@@ -111,7 +112,7 @@ def row_button(choice: ModelChoice, slot, slug: str, downloaded: bool) -> None:
 
 def switch_to(choice: ModelChoice, slot) -> None:
     """Ask the slot to switch (it carries it out in the background), then redraw: the entrypoint shows
-    the switching notice and waits for the new model."""
+    the switching notice (the one notice of it: no flash here saying the same) and waits for the new model."""
     if not may_switch():
         return
     try:
@@ -119,7 +120,6 @@ def switch_to(choice: ModelChoice, slot) -> None:
     except MiniCPMError as exc:
         show_error(exc)
         return
-    state.flash("info", t("switch_asked", model=choice.name))
     st.rerun()
 
 
