@@ -13,6 +13,7 @@ import re
 import streamlit as st
 
 from minicpm_core import catalog, download
+from minicpm_core.backend import Backend
 from minicpm_core.catalog import ModelChoice
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.families import FAMILIES
@@ -28,16 +29,16 @@ def may_switch() -> bool:
     return auth.logged_in()
 
 
-def model_list(slot, backend) -> None:
+def model_list(slot, backend: Backend) -> None:
     """The list, by family, then the demos; downloads under way are followed at the end of the page."""
     st.subheader(t("models_header"))
-    if getattr(backend, "base_url", None) is not None:  # a remote server chooses its own models
+    if backend.base_url is not None:  # a remote server chooses its own models
         st.caption(t("models_remote", url=backend.base_url))
         return
     st.caption(t("models_intro"))
     if not may_switch():
         st.caption(t("models_login_to_switch"))
-    loaded_path = getattr(getattr(backend, "lm", None), "path", None)
+    loaded_path = backend.loaded_path
     every = catalog.choices(slot.settings)
     progress: dict[str, object] = {}  # a progress bar's place, by the name of the model it downloads
     for family in FAMILIES:
