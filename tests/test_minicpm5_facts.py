@@ -16,8 +16,8 @@ from testkit.minicpm5 import demo_tool, make_config, write_checkpoint
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("m5_facts"))
+def ckpt(m5_ckpt) -> Path:
+    return m5_ckpt
 
 
 @pytest.fixture(scope="module")

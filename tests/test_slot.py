@@ -4,7 +4,6 @@ families: what is loaded afterwards, what happens to replies under way, memory, 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -12,15 +11,9 @@ from minicpm_core.engine import load_engine
 from minicpm_core.errors import InvalidRequest, ModelSwitching
 from minicpm_core.settings import ModelSettings
 from minicpm_core.slot import ModelSlot
-from testkit.minicpm5 import write_checkpoint as write_minicpm5
 
 QUESTION = [{"role": "user", "content": "hello"}]
 LONG = {"temperature": 0.0, "max_new_tokens": 2000, "max_length": 4096}  # random weights: never ends by itself
-
-
-@pytest.fixture(scope="module")
-def m5_ckpt(tmp_path_factory) -> Path:
-    return write_minicpm5(tmp_path_factory.mktemp("slot_m5"))
 
 
 def settings(path) -> ModelSettings:

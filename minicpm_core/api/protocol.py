@@ -27,8 +27,9 @@ Thinking (MiniCPM5) follows vLLM's and SGLang's convention: both endpoints take
 described by `THINKING_HELP`; unset, the checkpoint's template decides. A family without thinking
 ignores it. Tools (MiniCPM5) are OpenAI's: `tools`, `tool_choice`, assistant `tool_calls` and `tool`
 messages in the history; the calls come back as `message.tool_calls` / `delta.tool_calls`. What a
-request asks of the template travels as one `prompt.ChatOptions` (`options()`). The reasoning goes in `message.reasoning_content` / `delta.reasoning_content` and in the
-seed's `reasoning`, only when there was some; `content` / `response` hold only the answer.
+request asks of the template travels as one `prompt.ChatOptions` (`options()`). The reasoning goes
+in `message.reasoning_content` / `delta.reasoning_content` and in the seed's `reasoning`, only when
+there was some; `content` / `response` hold only the answer.
 
 Responses reuse the `openai` package's types (ChatCompletion, ChatCompletionChunk, Model), so they
 cannot drift from what OpenAI's clients parse; ours are only the seed's, /health and the errors.

@@ -33,10 +33,8 @@ TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
-def engine():
-    engine = Engine(load_model(DEMO_MODEL_DIR, device="cpu", dtype="float32"))
-    yield engine
-    engine.close()
+def engine(m5_demo_engine):
+    return m5_demo_engine
 
 
 @pytest.fixture(scope="module")
