@@ -446,7 +446,8 @@ MODEL_NOTES_ZH = {
     "the seed tutorial's model": "教程所用的模型",
     "for GPUs without bfloat16 (V100, T4)": "适合不支持 bfloat16 的显卡（V100、T4）",
     "the same architecture, smaller": "同样的架构，更小",
-    "thinking on or off; approx. 2.5B parameters": "可开关思考；约 25 亿参数",
+    "thinks; OpenBMB documents thinking off for 5-1B only; approx. 2.5B parameters":
+        "会先思考；OpenBMB 只为 5-1B 说明了关闭思考；约 25 亿参数",
     "thinking on or off; the smallest": "可开关思考；最小的一个",
     "before RL: supervised fine-tuning only": "强化学习之前：只做了监督微调",
 }
