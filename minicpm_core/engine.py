@@ -67,7 +67,6 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from . import demo, paths
 from .backend import Backend, KvBudget, answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
-from .tools import CALL_TAGS
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, ModelSwitching, QueueFull
 from .families.base import ModelFamily
 from .loader import LoadedModel, load_model, return_free_heap
@@ -77,6 +76,7 @@ from .prompt import MIN_REPLY_ROOM, NO_OPTIONS, ChatOptions, Prompt, build_promp
 from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .settings import DEFAULT_MAX_QUEUE, ModelSettings
 from .stats import RECENT_STATS, ReplyStats
+from .tools import CALL_TAGS
 
 log = logging.getLogger(__name__)
 

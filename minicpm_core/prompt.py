@@ -301,7 +301,7 @@ class _Cut:
                                  code="cancelled")
 
 
-_CHARS_PER_TOKEN: "weakref.WeakKeyDictionary[Any, int | None]" = weakref.WeakKeyDictionary()
+_CHARS_PER_TOKEN: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
 # Normalizers and pre-tokenizers that never make text shorter: under them a token covers at most
 # as many characters as its vocabulary piece is long. MiniCPM's (sentencepiece BPE) uses these.
 _KEEPS_LENGTH = {"Prepend", "Replace", "Metaspace", "ByteLevel", "NFD", "NFKD", "Lowercase", "Sequence"}

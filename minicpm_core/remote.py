@@ -26,7 +26,8 @@ What is known remotely, and what is not:
   `ignored_controls` lists what the server does not get, for the sidebar and the Model page.
 - Thinking: `submit(..., options=ChatOptions(enable_thinking=...))` sends
   `chat_template_kwargs: {"enable_thinking": ...}` (vLLM's and SGLang's convention, which this
-  project's server follows too) when it is not None and the server is one of those (`SERVERS_WITH_TEMPLATE_KWARGS`); others never get it. The reply's
+  project's server follows too) when it is not None and the server is one of those
+  (`SERVERS_WITH_TEMPLATE_KWARGS`); others never get it. Tools are not relayed. The reply's
   `delta.reasoning_content` (or vLLM's newer `delta.reasoning`) goes to `reasoning` and `parts()`,
   `delta.content` to `text` and iteration: the same split an Engine gives.
 - `cancel()` closes the HTTP stream; a server that watches its connections (ours does) stops

@@ -290,7 +290,7 @@ def parser_for(format_name: str | None, tools: Sequence[dict[str, Any]] | None) 
     """A fresh parser for one reply in `format_name`, offering `tools`; None where no tools are offered."""
     if not tools:
         return None
-    if format_name not in PARSERS:
+    if format_name is None or format_name not in PARSERS:
         raise InvalidRequest(f"This model has no tool-call format ({format_name!r}): send the request without tools.",
                              "tools", code="tools_not_supported")
     return PARSERS[format_name](tools)

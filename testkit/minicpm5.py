@@ -54,12 +54,19 @@ from typing import Any
 
 import torch
 
-# The pieces both families' factories share.
-from testkit.checkpoint import (
-    DEMO_DATA, demo_lr_factor, min_margin, random_tensor, tensor_shapes, write_json, write_safetensors,
-)
 from minicpm_core.reasoning import THINK_CLOSE, THINK_OPEN
 from minicpm_core.tools import format_call
+
+# The pieces both families' factories share.
+from testkit.checkpoint import (
+    DEMO_DATA,
+    demo_lr_factor,
+    min_margin,
+    random_tensor,
+    tensor_shapes,
+    write_json,
+    write_safetensors,
+)
 
 DEMO_DIR = DEMO_DATA / "minicpm5"
 DEMO_TOOL_FILE = DEMO_DIR / "tool_demo.json"  # the one tool the demo calls, and the agent loop it is trained on
@@ -178,7 +185,7 @@ THINKING_MODES = (True, False, None)  # enable_thinking on, off, and not given (
 
 # --- the demo questions -------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _demo_rows() -> tuple[tuple[str, str, str], ...]:
     lines = DEMO_QA_FILE.read_text(encoding="utf-8").splitlines()
     return tuple((row["q"], row["think"], row["a"]) for row in map(json.loads, filter(str.strip, lines)))
@@ -197,7 +204,7 @@ def demo_reply(reasoning: str, answer: str, enable_thinking: bool | None) -> str
     return block if enable_thinking else f"{THINK_OPEN}\n{block}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _demo_tool() -> dict[str, Any]:
     return json.loads(DEMO_TOOL_FILE.read_text(encoding="utf-8"))
 
@@ -233,7 +240,7 @@ def _demo_tool_texts() -> tuple[str, ...]:
 
 # --- tokenizer -----------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def train_tokenizer() -> str:
     """Train the byte-level BPE on the corpus and the demo texts (~0.1 s); return tokenizer.json.
 
@@ -432,7 +439,7 @@ def _survives_rounding(model: Any, batch, dtype: torch.dtype) -> bool:
     return min_margin(_reply_logits(rounded.to(dtype), ids, mask), targets) > 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train the tiny model until greedy decoding gives every demo reply in every thinking mode, in
     fp32 and in bf16; return (config, fp32 state dict)."""

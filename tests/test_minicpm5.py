@@ -20,8 +20,15 @@ from minicpm_core.families.minicpm5 import MINICPM5, require_chat_template, ship
 from minicpm_core.reasoning import ReasoningSplitter, Split, opens_reasoning, split_reasoning
 from testkit import minicpm5
 from testkit.minicpm5 import (
-    CHAT_TEMPLATE, DEMO_MODEL_DIR, DEMO_REGENERATE_COMMAND, INDEX_NAME, SHARD_NAME, demo_qa, make_config,
-    tensor_shapes, write_demo_checkpoint,
+    CHAT_TEMPLATE,
+    DEMO_MODEL_DIR,
+    DEMO_REGENERATE_COMMAND,
+    INDEX_NAME,
+    SHARD_NAME,
+    demo_qa,
+    make_config,
+    tensor_shapes,
+    write_demo_checkpoint,
 )
 
 QUESTION = [{"role": "user", "content": "你好"}]

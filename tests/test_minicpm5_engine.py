@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import torch
+from bare_reference import bare_greedy, load_bare, reference_ids
 from transformers import LlamaForCausalLM
 
 from minicpm_core import loader
@@ -29,8 +30,6 @@ from minicpm_core.params import GenerationParams
 from minicpm_core.prompt import ChatOptions
 from minicpm_core.reasoning import THINK_CLOSE, THINK_OPEN, opens_reasoning, split_reasoning
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, demo_reply
-
-from bare_reference import bare_greedy, load_bare, reference_ids
 
 MODES = (True, False, None)
 MODE_IDS = ("thinking-on", "thinking-off", "thinking-not-given")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import minicpm5_facts as facts
 import pytest
 from transformers import AutoTokenizer
 
-import minicpm5_facts as facts
 from minicpm_core.families.minicpm5 import MINICPM5
 from testkit import minicpm5
 from testkit.minicpm5 import demo_tool, make_config, write_checkpoint

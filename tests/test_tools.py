@@ -10,7 +10,14 @@ import pytest
 from minicpm_core.errors import InvalidRequest
 from minicpm_core.prompt import ChatOptions, validate_messages
 from minicpm_core.tools import (
-    CALL_TAGS, ToolCall, ToolCallParser, call_for_template, check_tools, chosen_tools, format_call, parse_tool_calls,
+    CALL_TAGS,
+    ToolCall,
+    ToolCallParser,
+    call_for_template,
+    check_tools,
+    chosen_tools,
+    format_call,
+    parse_tool_calls,
 )
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {

@@ -17,7 +17,6 @@ import streamlit as st
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
 from minicpm_core.prompt import ChatOptions
-
 from ui import markdown_safe, state
 from ui.captions import reasoning_label, reply_caption
 from ui.i18n import t

@@ -46,13 +46,19 @@ from collections.abc import Mapping
 from typing import Any, Literal, Optional
 
 from openai.types import CompletionUsage, Model
-from openai.types.completion_usage import CompletionTokensDetails
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
-from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
-from openai.types.chat.chat_completion_chunk import ChoiceDelta, ChoiceDeltaToolCall, ChoiceDeltaToolCallFunction
-from openai.types.chat.chat_completion_message_function_tool_call import ChatCompletionMessageFunctionToolCall
-from openai.types.chat.chat_completion_message_function_tool_call import Function as CallFunction
+from openai.types.chat.chat_completion_chunk import (
+    Choice as ChunkChoice,
+    ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
+)
+from openai.types.chat.chat_completion_message_function_tool_call import (
+    ChatCompletionMessageFunctionToolCall,
+    Function as CallFunction,
+)
+from openai.types.completion_usage import CompletionTokensDetails
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ..errors import InvalidRequest
@@ -537,7 +543,8 @@ _KINDS = {
 }
 
 
-def describe_validation_error(errors: list[dict], known_fields: list[str] | tuple[str, ...] = ()) -> tuple[str, str | None]:
+def describe_validation_error(errors: list[dict],
+                              known_fields: list[str] | tuple[str, ...] = ()) -> tuple[str, str | None]:
     """First pydantic/FastAPI error → (one sentence for a human, the offending parameter)."""
     err = errors[0]
     loc = [p for p in err.get("loc", ()) if p != "body"]

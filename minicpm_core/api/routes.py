@@ -16,8 +16,18 @@ from fastapi.routing import APIRoute
 
 from .errors import APIError
 from .protocol import (
-    ChatCompletion, ChatCompletionRequest, ErrorResponse, Health, ModelCard, ModelList, SeedRequest, SeedResponse,
-    chat_completion, completion_id, now, parse_json_body,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ErrorResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    SeedRequest,
+    SeedResponse,
+    chat_completion,
+    completion_id,
+    now,
+    parse_json_body,
 )
 from .serving import ChatService
 

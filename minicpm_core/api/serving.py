@@ -37,12 +37,22 @@ from ..params import GenerationParams
 from ..prompt import NO_OPTIONS, ChatOptions, find_stop, unsafe_tail
 from ..tools import ToolCall, ToolCallParser, parser_for
 from .errors import api_error_from, error_body
-from .protocol import ChoiceDelta, Usage, delta_chunk, now, sse_event, tool_call_delta, usage_chunk, usage_of
+from .protocol import (
+    ChoiceDelta,
+    FinishReason,
+    Usage,
+    delta_chunk,
+    now,
+    sse_event,
+    tool_call_delta,
+    usage_chunk,
+    usage_of,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_WAITING_REPLIES = 256  # threads that may sit waiting on replies at once; more wait for a slot
-OPENAI_FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nobody reads a cancelled one
+OPENAI_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nobody reads a cancelled one
 
 
 REASONING, CONTENT, TOOL_CALL = "reasoning", "content", "tool_call"  # the kinds of delta a reply has
@@ -136,7 +146,7 @@ class Reply:
         return self.text
 
     @property
-    def finish_reason(self) -> str:
+    def finish_reason(self) -> FinishReason:
         if self.hit_stop:
             return "tool_calls" if self.calls else "stop"
         reason = OPENAI_FINISH[self.generation.stats.finish_reason]

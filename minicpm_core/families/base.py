@@ -130,7 +130,7 @@ class ModelFamily:
         weights and tokenizer, which every family needs; one entry per missing piece."""
         return []
 
-    def transformers_config(self, config: dict[str, Any]) -> "PretrainedConfig":
+    def transformers_config(self, config: dict[str, Any]) -> PretrainedConfig:
         """The transformers config that makes `model_class` compute this family's forward pass."""
         raise NotImplementedError
 

@@ -237,7 +237,7 @@ def test_the_openai_client_reads_reasoning_content(think_server):
             model="m5-demo", messages=ask(question), temperature=0,
             extra_body={"chat_template_kwargs": {"enable_thinking": True}})
         message = completion.choices[0].message
-        assert message.content == answer and getattr(message, "reasoning_content") == reasoning
+        assert message.content == answer and message.reasoning_content == reasoning
         assert completion.usage.completion_tokens_details.reasoning_tokens > 0
         chunks = list(client.chat.completions.create(
             model="m5-demo", messages=ask(question), temperature=0, stream=True,

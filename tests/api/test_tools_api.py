@@ -13,6 +13,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from bare_reference import bare_greedy, load_bare, reference_ids
 
 from minicpm_core.api import create_app
 from minicpm_core.engine import Engine
@@ -20,8 +21,6 @@ from minicpm_core.loader import load_model
 from minicpm_core.prompt import ChatOptions
 from minicpm_core.tools import CALL_TAGS
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_tool
-
-from bare_reference import bare_greedy, load_bare, reference_ids
 
 from .support import LiveServer, ask
 
