@@ -52,7 +52,8 @@ from .protocol import (
 log = logging.getLogger(__name__)
 
 MAX_WAITING_REPLIES = 256  # threads that may sit waiting on replies at once; more wait for a slot
-OPENAI_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancelled": "stop"}  # nobody reads a cancelled one
+# nobody reads a cancelled one
+OPENAI_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "cancelled": "stop"}
 
 
 REASONING, CONTENT, TOOL_CALL = "reasoning", "content", "tool_call"  # the kinds of delta a reply has
