@@ -19,7 +19,7 @@ from minicpm_core.api import create_app
 from minicpm_core.engine import Engine
 from minicpm_core.loader import load_model
 from minicpm_core.prompt import ChatOptions
-from minicpm_core.tools import CALL_TAGS
+from minicpm_core.tools import CALL_TAGS, format_call
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_tool
 
 from .support import LiveServer, ask
@@ -60,14 +60,16 @@ def no_tags(*texts: str | None) -> None:
         assert not any(tag in (text or "") for tag in (*CALL_TAGS, "<think>", "</think>", "<|im")), text
 
 
-def streamed(client, messages, **body):
-    """(content, reasoning, tool calls as dicts, finish_reason) of a streamed reply, from its deltas."""
+def streamed(client, messages, check_tags: bool = True, **body):
+    """(content, reasoning, tool calls as dicts, finish_reason) of a streamed reply, from its deltas; no
+    tag in any delta (`check_tags`)."""
     content, reasoning, calls, finish = [], [], {}, None
     for chunk in client.chat.completions.create(model="demo", messages=messages, stream=True, temperature=0, **body):
         delta = chunk.choices[0].delta
         content.append(delta.content or "")
         reasoning.append(getattr(delta, "reasoning_content", None) or "")
-        no_tags(delta.content, getattr(delta, "reasoning_content", None))
+        if check_tags:
+            no_tags(delta.content, getattr(delta, "reasoning_content", None))
         for call in delta.tool_calls or []:
             entry = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
             entry["id"] += call.id or ""
@@ -222,3 +224,16 @@ def test_hostile_tool_requests_are_4xx_never_500(server, body):
         response = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["message"]
+
+
+def test_a_call_to_a_function_not_offered_comes_back_as_plain_content(client):
+    """The demo calls get_weather whatever it is offered: offered only `get_weathers`, its call is the
+    model's text, given back as content, streamed and not, with no tool_calls and no error."""
+    other = json.loads(json.dumps(TOOLS[0]))
+    other["function"]["name"] = "get_weathers"
+    written = format_call(NAME, DEMO["arguments"])
+    reply = client.chat.completions.create(model="demo", messages=ask(DEMO["question"]), tools=[other],
+                                           temperature=0).choices[0]
+    assert (reply.message.content, reply.message.tool_calls, reply.finish_reason) == (written, None, "stop")
+    content, reasoning, calls, finish = streamed(client, ask(DEMO["question"]), tools=[other], check_tags=False)
+    assert (content, reasoning, calls, finish) == (written, DEMO["call_reasoning"], [], "stop")
