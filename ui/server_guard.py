@@ -10,6 +10,8 @@ browser can send any of them. `install()`, called once per process by chat_app.p
   sends.
 - Uploads are capped at the import limit (store.MAX_IMPORT_BYTES) on the server, not only in the
   browser, and a file sent for a session that has not logged in (ui.auth.LOGGED_IN) is dropped.
+- An upload its client aborts half way is not logged as a traceback (uvicorn logs Starlette's
+  ClientDisconnect as "Exception in ASGI application"): a hang-up is no server error.
 - A session's uploads and media (exports offered by st.download_button) are freed as soon as its
   websocket closes. Streamlit keeps a closed session 2 minutes for a reconnect and then drops it without
   freeing them (its storage's expiry never shuts the session down); a reconnecting page reruns and
@@ -82,6 +84,7 @@ def install() -> None:
             raise InternalsMoved("Streamlit changed where these are, so ui/server_guard.py cannot guard them: "
                                  + ", ".join(missing) + ". Use a Streamlit release within requirements.txt's bounds.")
         _cap_uploads()
+        logging.getLogger("uvicorn.error").addFilter(_no_hang_up_tracebacks)
         targets = _targets()
         _wrap(*targets["AppSession._handle_clear_cache_request"], _ignore_clear_cache)
         _wrap(*targets["MemoryUploadedFileManager.add_file"], _only_logged_in_uploads)
@@ -106,6 +109,14 @@ def _cap_uploads() -> None:
 
     if config.get_option("server.maxUploadSize") > MAX_UPLOAD_MB:
         config.set_option("server.maxUploadSize", MAX_UPLOAD_MB)
+
+
+def _no_hang_up_tracebacks(record: logging.LogRecord) -> bool:
+    """False (drop) for the record of a request whose client hung up (an aborted upload). Starlette's
+    ClientDisconnect is known by name: Starlette is Streamlit's server, not a requirement of ours."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (error is not None and type(error).__name__ == "ClientDisconnect"
+                and type(error).__module__.startswith("starlette"))
 
 
 def _ignore_clear_cache(original: Callable[..., Any], session: Any) -> None:
