@@ -1,6 +1,6 @@
 """Hostile content in a real browser: what a crafted reply, question or title could make a viewer's
-browser do (fetch a remote image, run a script, follow a `javascript:`/`data:` link), and the
-password's signed login cookie.
+browser do (fetch a remote image, run a script, follow a `javascript:`/`data:` link), the
+password's signed login cookie, and the access token the app prints when it has no password.
 
 The conversation is written into the app's store before the page opens, as an import or an earlier
 reply would have left it. Every request the page makes is seen through Playwright's routing, and
@@ -9,6 +9,8 @@ anything not addressed to the app itself is recorded and refused.
 
 from __future__ import annotations
 
+
+import re
 
 import pytest
 
@@ -139,3 +141,42 @@ def test_a_login_is_remembered_across_reloads_and_tabs_but_not_a_forged_cookie(p
     finally:
         context.close()
     assert "Traceback" not in password_app.log()
+
+
+@pytest.fixture(scope="module")
+def token_app(tiny_ckpt, tmp_path_factory):
+    """As README's command runs it: no password, every interface (0.0.0.0)."""
+    tmp = tmp_path_factory.mktemp("security_token")
+    with StreamlitServer(app_env(tiny_ckpt, tmp / "data"), tmp / "streamlit.log", address="0.0.0.0") as server:
+        yield server
+
+
+def printed_link(server) -> str:
+    found = re.search(r"http://localhost:\d+/\?token=[A-Za-z0-9_-]+", server.log())
+    assert found, server.log()
+    return found.group(0)
+
+
+def test_without_a_password_the_bare_address_asks_and_the_printed_link_chats(token_app, browser):
+    context = browser.new_context(viewport=VIEWPORT, locale="en-US")
+    try:
+        page = context.new_page()
+        open_app(page, token_app.url, STEP_MS * 2)
+        assert asks_for_password(page)  # the token was printed at this first run
+        link = printed_link(token_app)
+        assert token_app.log().count(link) == 1  # printed once, however many sessions
+        page.locator(".st-key-password input").fill("a guess")
+        page.locator(".st-key-login_submit button").click()
+        expect(page.get_by_test_id("stAlertContentError")).to_be_visible()
+
+        tab = context.new_page()
+        open_app(tab, link, STEP_MS * 2)
+        expect(tab.get_by_test_id("stChatInput")).to_be_visible()
+        tab.wait_for_function("!location.search.includes('token=')")  # out of the address bar
+        tab.wait_for_function("document.cookie.includes('minicpm_login=')")
+        tab.goto(link.split("?")[0])  # the bare address (of the link's host): the cookie logs this browser in
+        assert not asks_for_password(tab)
+        assert token_app.log().count("?token=") == 1
+    finally:
+        context.close()
+    assert "Traceback" not in token_app.log()
