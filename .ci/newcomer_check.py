@@ -218,8 +218,9 @@ def check_app_in_chromium(url: str, servers: Servers) -> None:
             page = browser.new_context(viewport=VIEWPORT, locale="en-US").new_page()
             page.set_default_timeout(STEP_MS)
             page.goto(url)  # the bare address: the login form, nothing else
+            page.locator("[data-testid=stChatInput], .st-key-password").first.wait_for()
             wait_idle(page, STEP_MS)
-            if not page.get_by_test_id("stTextInput").count() or page.get_by_test_id("stChatInput").count():
+            if not page.locator(".st-key-password").count() or page.get_by_test_id("stChatInput").count():
                 raise Failed("the bare address did not show the login form alone")
             link = printed_link(servers, "app")
             open_app(page, link, STEP_MS * 2)  # the first view loads the model: cold
