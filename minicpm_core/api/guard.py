@@ -134,8 +134,8 @@ class BodyBudget:
 
 async def _buffered_body(receive, timeout_s: float, budget: BodyBudget):
     """Read the whole body within the limits; return a receive that replays it, or an error."""
-    chunks: list[bytes] = []
-    size, more = 0, True
+    body = bytearray()  # one block: past 128 KB malloc maps it, so freeing it returns it to the system
+    more = True
     deadline = asyncio.get_running_loop().time() + timeout_s
     try:
         while more:
@@ -149,16 +149,13 @@ async def _buffered_body(receive, timeout_s: float, budget: BodyBudget):
                 return receive, APIError(499, "The client closed the connection.", code="client_closed")
             chunk = message.get("body", b"")
             more = message.get("more_body", False)
-            if size + len(chunk) > MAX_BODY_BYTES:
-                return receive, _too_large(size + len(chunk))
+            if len(body) + len(chunk) > MAX_BODY_BYTES:
+                return receive, _too_large(len(body) + len(chunk))
             if not budget.take(len(chunk)):
                 return receive, _busy()
-            size += len(chunk)
-            chunks.append(chunk)
+            body += chunk
     finally:
-        budget.give_back(size)  # the app has the body now, or nobody will
-    body = b"".join(chunks)
-    chunks.clear()
+        budget.give_back(len(body))  # the app has the body now, or nobody will
     replayed = False
 
     async def replay():
@@ -166,7 +163,7 @@ async def _buffered_body(receive, timeout_s: float, budget: BodyBudget):
         if replayed:
             return await receive()
         replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
 
     return replay, None
 
