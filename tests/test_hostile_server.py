@@ -9,10 +9,13 @@ password on 127.0.0.1 (the issue's setup), the demo model on the CPU.
 from __future__ import annotations
 
 import time
-from pathlib import Path
+import urllib.error
+import urllib.request
 
 import psutil
 import pytest
+
+from minicpm_core.store import ConversationStore
 
 from browser_utils import StreamlitServer
 from streamlit_wire import WireSession, put_upload
@@ -100,11 +103,44 @@ def test_wrong_cookies_of_every_shape_show_the_login_form(server):
 
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory):
-    """No password on 127.0.0.1: every session is logged in (the issue's second clear_cache setup)."""
+    """No password on 127.0.0.1: every session is logged in (the issue's second clear_cache setup). Its
+    store holds one conversation, `server.conversation`."""
     work = tmp_path_factory.mktemp("open_server")
+    store = ConversationStore(work / "data" / "conversations.sqlite3")
+    conversation = store.import_json(b'[{"role": "user", "content": "secret question"}, '
+                                     b'{"role": "assistant", "content": "secret answer"}]')
+    store.close()
     env = {"MINICPM_DEMO": "1", "MINICPM_DEVICE": "cpu", "MINICPM_DATA_DIR": str(work / "data")}
     with StreamlitServer(env, work / "app.log") as server:
+        server.conversation = conversation.id
         yield server
+
+
+def export_urls(session: WireSession) -> list[str]:
+    return [msg.delta.new_element.download_button.url for msg in session.received
+            if msg.WhichOneof("type") == "delta" and msg.delta.WhichOneof("type") == "new_element"
+            and msg.delta.new_element.WhichOneof("type") == "download_button"]
+
+
+def http_get(server, path: str) -> int:
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + path, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_an_export_is_not_served_once_its_session_has_ended(open_server):
+    """Row 5: `GET /media/<hash>.json` of an export, still served 60 s after its session closed."""
+    session = WireSession(open_server.url)
+    session.run(query_string=f"c={open_server.conversation}")
+    urls = export_urls(session)
+    assert len(urls) == 2 and all(http_get(open_server, url) == 200 for url in urls)
+    session.close()
+    deadline = time.monotonic() + 30
+    while any(http_get(open_server, url) == 200 for url in urls):
+        assert time.monotonic() < deadline, "an export was still served 30 s after its session closed"
+        time.sleep(0.1)  # nothing announces the session's end to another client
 
 
 def test_a_logged_in_sessions_uploads_are_given_back_when_its_socket_closes(open_server):
