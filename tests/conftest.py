@@ -8,8 +8,8 @@
   decoding, trained afresh (15-45 s, once per session, only when a test asks for it) so that
   tests/test_checkpoint.py can compare it with the shipped one the app's `--demo` loads.
 
-`MINICPM_ALLOW_OPEN=1` for every test: AppTest reads .streamlit/config.toml (0.0.0.0, no cross-site
-checks), where the app refuses to serve without a password; tests/test_open_network.py lifts it.
+`MINICPM_ALLOW_OPEN=1` for every test: AppTest reads .streamlit/config.toml (0.0.0.0), where the app
+asks for its generated access token without a password; tests/test_open_network.py lifts it.
 
 Tests run torch on one thread: the models are tiny, and on a shared 2-core machine a second thread
 spends its time waiting for a busy core (generation measured 5-10x slower with two).

@@ -152,7 +152,8 @@ def test_a_login_is_remembered_across_reloads_and_tabs_but_not_a_forged_cookie(p
 def token_app(tiny_ckpt, tmp_path_factory):
     """As README's command runs it: no password, every interface (0.0.0.0)."""
     tmp = tmp_path_factory.mktemp("security_token")
-    with StreamlitServer(app_env(tiny_ckpt, tmp / "data"), tmp / "streamlit.log", address="0.0.0.0") as server:
+    env = {**app_env(tiny_ckpt, tmp / "data"), "MINICPM_ALLOW_OPEN": "0"}  # whatever the tests' own setting
+    with StreamlitServer(env, tmp / "streamlit.log", address="0.0.0.0") as server:
         yield server
 
 
