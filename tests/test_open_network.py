@@ -96,6 +96,7 @@ def test_a_wrong_token_link_shows_the_form_and_counts_as_a_wrong_try(app_env, se
     at.query_params[auth.TOKEN_PARAM] = "guess"
     at = ok(at.run())
     assert at_login(at) and auth.TOKEN_PARAM not in at.query_params
+    assert at.error[0].value == EN["auth_wrong_token"]
     at.text_input(key="password").input(auth.access_token())
     assert ok(at.button(key="login_submit").click().run()).chat_input(key="chat_input")  # the form still works
 

@@ -47,6 +47,7 @@ PASSWORD_ENV = "MINICPM_PASSWORD"
 AUTHENTICATED = "_authenticated"
 LOGIN_SESSION = "_login_session"  # this session's key in FAILED_LOGINS
 REMEMBER_COOKIE = "_remember_login"  # the cookie value this session's login should leave in the browser
+WRONG_LINK = "_wrong_token_link"  # set when ?token= was wrong: the form says so
 TOKEN_PARAM = "token"  # ?token=... in the printed link
 
 FREE_FAILURES = 5  # wrong tries per session before any wait
@@ -299,6 +300,7 @@ def _try_token_link(expected: str) -> None:
         _log_in(expected)
     else:
         FAILED_LOGINS.failed(session)
+        st.session_state[WRONG_LINK] = True
 
 
 def logged_in() -> bool:
@@ -325,6 +327,8 @@ def login_page() -> None:
     with st.form("login", border=False):
         given = st.text_input(t("auth_token" if token else "auth_password"), type="password", key="password")
         submitted = st.form_submit_button(t("auth_submit"), type="primary", key="login_submit")
+    if st.session_state.pop(WRONG_LINK, False):
+        st.error(t("auth_wrong_token"))
     if not submitted:
         return
     wait = FAILED_LOGINS.wait_s(session)
