@@ -90,7 +90,9 @@ def test_every_hostile_chat_text_is_answered_or_refused_and_the_chat_keeps_worki
         at.sidebar.button(key="new_conversation").click().run()
         at.chat_input(key="chat_input").set_value(text).run()
         assert_rendered_safely(at, name)
-        if text.strip():
+        if len(text) > MAX_MESSAGE_CHARS:  # refused before it is stored
+            assert at.error and f"{MAX_MESSAGE_CHARS:,}" in at.error[0].value and not at.chat_message, name
+        elif text.strip():
             assert at.chat_message and (len(at.chat_message) == 2 or at.error), name  # a reply or a message
     at.sidebar.button(key="new_conversation").click().run()
     question, answer = demo_qa["en"]

@@ -125,13 +125,11 @@ def _ignore_clear_cache(original: Callable[..., Any], session: Any) -> None:
 
 
 def _only_logged_in_uploads(original: Callable[..., Any], manager: Any, session_id: str, file: Any) -> None:
-    """Keep the file only for a logged-in session, and only within the import limit."""
-    size = len(getattr(file, "data", b""))
+    """Keep the file only for a logged-in session. (Its size is server.maxUploadSize's to refuse, with a 413
+    before the body is read; the import then says what is wrong with a file it cannot take.)"""
     if session_id not in auth.LOGGED_IN:
-        _LOG.warning("Dropped an upload of %d bytes for session %s, which has not logged in.", size, session_id)
-        return
-    if size > MAX_IMPORT_BYTES:
-        _LOG.warning("Dropped an upload of %d bytes, over the limit of %d.", size, MAX_IMPORT_BYTES)
+        _LOG.warning("Dropped an upload of %d bytes for session %s, which has not logged in.",
+                     len(getattr(file, "data", b"")), session_id)
         return
     original(manager, session_id, file)
 
