@@ -121,7 +121,7 @@ FAILED_LOGINS = FailedLogins()
 class LoggedInSessions:
     """The ids of the Streamlit sessions that have passed the gate (ui/server_guard.py asks)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ids: set[str] = set()
 
@@ -275,6 +275,8 @@ def is_authenticated() -> bool:
             _try_token_link(expected)
     if not st.session_state.get(AUTHENTICATED):
         return False
+    if TOKEN_PARAM in st.query_params:  # the link opened again by a browser already logged in
+        del st.query_params[TOKEN_PARAM]
     _mark_logged_in()
     if REMEMBER_COOKIE in st.session_state:  # drawn on every run: a rerun must not cut the script short
         _remember_in_browser(st.session_state[REMEMBER_COOKIE])
