@@ -371,6 +371,10 @@ class ConversationStore:
         _check_role(role)
         if not isinstance(content, str):
             raise TypeError(f"content must be a str, not {type(content).__name__}")
+        if len(content) > MAX_MESSAGE_CHARS:  # the browser's limits are not ours: checked where it is stored
+            raise InvalidRequest(f"This message is {len(content):,} characters long, more than the limit of "
+                                 f"{MAX_MESSAGE_CHARS:,}: shorten it or split it.", "content",
+                                 code="message_too_long", length=len(content), limit=MAX_MESSAGE_CHARS)
         now = _now()
         with self._transaction(write=True) as conn:
             self._touch(conn, conv_id, now)
