@@ -34,7 +34,7 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 6006  # the seed tutorial's port (autodl maps it to the outside)
 BACKENDS = ("local", "openai")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # AccessSettings; ui.auth names it on its refusal page
+ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # AccessSettings; the API's warning names it
 
 
 def setting(default: Any, help: str, *, env: str | None = None, flag: bool = True, positional: bool = False,
@@ -132,7 +132,8 @@ class AccessSettings(SettingsGroup):
     """Who may reach the app (read on every run: it is no flag)."""
 
     title = "access"
-    allow_open: bool = setting(False, "serve every interface with no password and no cross-site checks",
+    allow_open: bool = setting(False, "serve every interface with no access token (app) or API key (API) when "
+                                      "no password or key is given",
                                env=ALLOW_OPEN_ENV, flag=False)
 
 

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .backend import Backend
 from .errors import InvalidRequest, MiniCPMError
@@ -174,7 +175,7 @@ class ModelSlot:
             with self._lock:
                 self.load = back
             back.begin()
-            record.end("failed", _message_of(error))
+            record.end("failed", _without_path(_message_of(error), new.settings))
 
         try:
             self._retire(old, record.target)
@@ -204,3 +205,13 @@ def _name_of(load: BackgroundLoad) -> str:
 
 def _message_of(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, MiniCPMError) else f"{type(exc).__name__}: {exc}"
+
+
+def _without_path(message: str, settings: ModelSettings) -> str:
+    """`message` with the model's local path (as given, absolute, or under the cache dir) replaced by its
+    name: every session sees a failed switch's reason, and the server's folders are nobody's business."""
+    given = Path(settings.model).expanduser()
+    paths = {str(given), str(given.resolve()), str(Path(settings.cache_dir) / settings.model)}
+    for path in sorted((p for p in paths if p not in ("", ".")), key=len, reverse=True):
+        message = message.replace(path, settings.name)
+    return message

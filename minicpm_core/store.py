@@ -188,6 +188,17 @@ _MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_tables, _add_
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
+def check_message(content: str) -> None:
+    """Raise InvalidRequest for a message the store refuses (over MAX_MESSAGE_CHARS): the browser's limits
+    are not ours, so it is checked where a message is stored, and before anything else is created for it."""
+    if not isinstance(content, str):
+        raise TypeError(f"content must be a str, not {type(content).__name__}")
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise InvalidRequest(f"This message is {len(content):,} characters long, more than the limit of "
+                             f"{MAX_MESSAGE_CHARS:,}: shorten it or split it.", "content",
+                             code="message_too_long", length=len(content), limit=MAX_MESSAGE_CHARS)
+
+
 class ConversationStore:
     """Conversations and their messages in one SQLite file. Safe to share across threads and processes."""
 
@@ -369,8 +380,7 @@ class ConversationStore:
         """Add a message at the end of the shown path, or, with `after`, as the shown answer to that
         message (a new version of the replies it had: regenerate). NotFound if either is gone."""
         _check_role(role)
-        if not isinstance(content, str):
-            raise TypeError(f"content must be a str, not {type(content).__name__}")
+        check_message(content)
         now = _now()
         with self._transaction(write=True) as conn:
             self._touch(conn, conv_id, now)

@@ -12,8 +12,8 @@
   answers `testkit.minicpm5.demo_qa()`), on the CPU in fp32, one reply at a time.
 (tests/api/conftest.py adds engines and servers on the MiniCPM-2B checkpoints: `m2b_demo_engine`, `tiny_engine`.)
 
-`MINICPM_ALLOW_OPEN=1` for every test: AppTest reads .streamlit/config.toml (0.0.0.0, no cross-site
-checks), where the app refuses to serve without a password; tests/test_open_network.py lifts it.
+`MINICPM_ALLOW_OPEN=1` for every test: AppTest reads .streamlit/config.toml (0.0.0.0), where the app
+asks for its generated access token without a password; tests/test_open_network.py lifts it.
 
 Tests run torch on one thread: the models are tiny, and on a shared 2-core machine a second thread
 spends its time waiting for a busy core (generation measured 5-10x slower with two).

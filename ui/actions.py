@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
-from minicpm_core.store import ConversationStore
+from minicpm_core.store import ConversationStore, check_message
 
 from ui import state
 from ui.history import last_question
@@ -22,7 +22,8 @@ from ui.notices import error_text
 
 def ask(store: ConversationStore, conv_id: str | None, question: str) -> tuple[str, str]:
     """Store the question (creating the conversation if needed) before anything is generated.
-    Returns the conversation's id and the question's."""
+    Returns the conversation's id and the question's. A question the store refuses creates nothing."""
+    check_message(question)
     if conv_id is None or not store.exists(conv_id):
         conv_id = store.create().id
     return conv_id, store.append(conv_id, "user", question).id

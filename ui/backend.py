@@ -54,8 +54,8 @@ def parse_app_options(argv: Sequence[str] | None) -> AppSettings:
 
 
 def allow_open() -> bool:
-    """The user's explicit opt-out of the refusal in ui.auth.refuses_open_network. A value that is not
-    a yes/no counts as no: the refusal page then says what to set."""
+    """The user's explicit opt-out of the access token (ui.auth.uses_token). A value that is not a
+    yes/no counts as no: the token stays."""
     try:
         return resolve(AccessSettings).allow_open
     except InvalidRequest:

@@ -49,12 +49,10 @@ EN: dict[str, str] = {
     "auth_submit": "Enter",
     "auth_wrong": "Wrong password.",
     "auth_wait": "Too many wrong tries: wait {seconds} s, then try again.",
-    "open_title": "Set a password first",
-    "open_why": "This app listens on {address}, reachable from other machines, with no password, and Streamlit's "
-                "cross-site checks (CORS, XSRF) are off so that uploads work behind AutoDL's proxy. Anyone who "
-                "can reach the port, and any web page a visitor opens, could use it. So it serves nothing.",
-    "open_what": "Restart it one of these ways: with a password (recommended on a public machine), only on "
-                 "this machine (127.0.0.1), or, if the network is yours alone, by saying so explicitly:",
+    "auth_token": "Password or access token",
+    "auth_token_help": "No password is set, so the app made an access token when it started: the terminal that "
+                       "runs it prints it, with a link that logs you in.",
+    "auth_wrong_token": "Wrong password or access token.",
     # missing model / load errors
     "setup_title": "The model is not here yet",
     "setup_download_intro": "Download **{model}** from ModelScope into `{target}` now ({size}; this "
@@ -258,12 +256,10 @@ ZH: dict[str, str] = {
     "auth_submit": "进入",
     "auth_wrong": "密码错误。",
     "auth_wait": "错误次数太多：请等 {seconds} 秒后再试。",
-    "open_title": "请先设置密码",
-    "open_why": "应用正在 {address} 上监听（其他机器也能访问），没有密码，而且为了在 AutoDL 的代理后面能上传文件，"
-                "Streamlit 的跨站检查（CORS、XSRF）已关闭。任何能访问这个端口的人，以及访问者打开的任何网页，"
-                "都能使用它。因此应用拒绝提供服务。",
-    "open_what": "请用下列方式之一重新启动：设置密码（公网机器上推荐）、只在本机监听（127.0.0.1），"
-                 "或者如果网络只有你自己能访问，明确表示允许：",
+    "auth_token": "密码或访问令牌",
+    "auth_token_help": "没有设置密码，所以应用启动时生成了一个访问令牌："
+                       "运行应用的终端里打印了它，还有一个能直接登录的链接。",
+    "auth_wrong_token": "密码或访问令牌错误。",
     "setup_title": "还没有模型",
     "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`（{size}，需要一段时间；中断后可以续传）：",
     "setup_size_known": "{gb:g} GB",
@@ -457,6 +453,7 @@ MODEL_NOTES_ZH = {
 _IMPORT_HINT_ZH = ("可以导入的是本应用导出的 JSON（含 \"messages\" 列表），或者一个消息列表，如 "
                    "[{{\"role\": \"user\", \"content\": \"你好\"}}]。")
 ERRORS_ZH: dict[str, str] = {
+    "message_too_long": "这条消息有 {length:,} 个字符，超过了 {limit:,} 的上限：请缩短或分成几次发送。",
     "context_overflow": "这个问题有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或模型的"
                         "上下文长度）。请缩短问题，或者拆成几部分来问。",
     "context_overflow_at_least": "这个问题至少有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或"
