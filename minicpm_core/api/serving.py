@@ -31,8 +31,9 @@ import anyio.to_thread
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from ..backend import template_thinking_default
+from ..backend import Backend, template_thinking_default
 from ..errors import MiniCPMError
+from ..families.base import ModelFamily
 from ..params import GenerationParams
 from ..prompt import NO_OPTIONS, ChatOptions, find_stop, unsafe_tail
 from ..tools import ToolCall, ToolCallParser, parser_for
@@ -243,10 +244,18 @@ def _wake(waiter: asyncio.Future) -> None:
 
 
 class ChatService:
-    def __init__(self, engine, model_name: str, log_prompts: bool):
+    def __init__(self, engine: Backend, model_name: str, log_prompts: bool):
         self.engine, self.model_name, self.log_prompts = engine, model_name, log_prompts
         self._waiters = anyio.CapacityLimiter(MAX_WAITING_REPLIES)
         self._thinking_default: tuple[object, bool | None] = (None, None)  # (model, its template's default)
+
+    @property
+    def family(self) -> ModelFamily:
+        """The served model's family: the API serves a model loaded in this process, whose family is known."""
+        family = self.engine.family
+        if family is None:
+            raise RuntimeError("the API serves a model of its own, whose family is known")
+        return family
 
     @property
     def defaults(self) -> Mapping[str, float]:
@@ -258,22 +267,20 @@ class ChatService:
         mode a request asks: `enable_thinking`, or the template's own default where that is None.
         They stand in for the fields the request leaves unset (MiniCPM5-1B: temperature 0.9 thinking,
         0.7 not)."""
-        lm = self.engine.lm
-        if enable_thinking is None and lm.family.thinking:
+        family = self.family
+        if enable_thinking is None and family.thinking:
             enable_thinking = self._template_thinking_default()
-        model = lm.family.known_model(lm.source)
-        return lm.family.defaults_for(model.id if model else None, enable_thinking)
+        return family.defaults_for(self.engine.model_id, enable_thinking)
 
     def params(self, body, enable_thinking: bool | None) -> GenerationParams:
         """A request's (protocol's SeedRequest or ChatCompletionRequest) GenerationParams: unset fields
         from `defaults_for`, token counts checked against the loaded family's context."""
-        return body.to_params(self.defaults_for(enable_thinking), context=self.engine.lm.family.context_length)
+        return body.to_params(self.defaults_for(enable_thinking), context=self.family.context_length)
 
     def _template_thinking_default(self) -> bool | None:
         """backend.template_thinking_default of the loaded model, encoded once per model."""
-        lm = self.engine.lm
-        if self._thinking_default[0] is not lm:
-            self._thinking_default = (lm, template_thinking_default(self.engine))
+        if self._thinking_default[0] is not self.engine:
+            self._thinking_default = (self.engine, template_thinking_default(self.engine))
         return self._thinking_default[1]
 
     async def submit(self, request: Request, messages: list[dict], params, stops: tuple[str, ...] = (),
@@ -292,7 +299,7 @@ class ChatService:
                 group.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        return Reply(generation, stops, parser_for(self.engine.lm.family.tool_format, options.offered_tools))
+        return Reply(generation, stops, parser_for(self.family.tool_format, options.offered_tools))
 
     async def wait_for(self, func, *args):
         # abandon_on_cancel: a disconnect must not wait for the next token to arrive; the caller
