@@ -10,6 +10,9 @@
 - `m5_ckpt`: random tiny MiniCPM5 (testkit.minicpm5) in OpenBMB's layout. Copy it before changing it.
 - `m5_demo_engine`: an Engine on the shipped MiniCPM5 demo (`--demo-family minicpm5`: thinks, then
   answers `testkit.minicpm5.demo_qa()`), on the CPU in fp32, one reply at a time.
+- `browser` (one headless Chromium per test module, Playwright's step timeout browser_utils.STEP_MS),
+  `context` (a new English-UI browser session that may download; at its end no page of it may show an
+  exception) and `page` (a new tab in it): the browser tests' own, defined once here.
 (tests/api/conftest.py adds engines and servers on the MiniCPM-2B checkpoints: `m2b_demo_engine`, `tiny_engine`.)
 
 `MINICPM_ALLOW_OPEN=1` for every test: AppTest reads .streamlit/config.toml (0.0.0.0), where the app
@@ -84,3 +87,31 @@ def use_local_model(monkeypatch: pytest.MonkeyPatch):
                      "MINICPM_MAX_CONCURRENT", "MINICPM_MAX_QUEUE"):
             monkeypatch.delenv(name, raising=False)
     return use
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from browser_utils import STEP_MS, running_chromium  # Playwright is imported by browser tests only
+
+    with running_chromium(STEP_MS) as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def context(browser):
+    from browser_utils import STEP_MS, VIEWPORT
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport=VIEWPORT, locale="en-US", accept_downloads=True)
+    context.set_default_timeout(STEP_MS)
+    yield context
+    try:
+        for page in context.pages:
+            expect(page.get_by_test_id("stException")).to_have_count(0, timeout=1)
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(context):
+    return context.new_page()

@@ -24,7 +24,7 @@ from testkit.checkpoint import DEMO_QA
 from minicpm_core.params import MODEL_CONTEXT
 
 from browser_utils import (REPLY_RECORDER_JS, SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env,
-                           longest_plain_demo_qa, needs_chromium, open_app, running_chromium, set_greedy,
+                           longest_plain_demo_qa, needs_chromium, open_app, set_greedy,
                            set_slider, slider, slider_value, wait_idle)
 
 pytestmark = needs_chromium()
@@ -40,12 +40,6 @@ CAPITAL_Q = "What is the capital of France?"
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    with running_chromium(STEP_MS) as chromium:
-        yield chromium
-
 
 def serve(model_dir: Path, tmp: Path, browser):
     """A server on `model_dir`, warmed up by one page view (which loads the model) before any test."""
@@ -68,24 +62,6 @@ def demo_app(demo_ckpt, tmp_path_factory, browser):
 @pytest.fixture(scope="module")
 def random_app(tiny_ckpt, tmp_path_factory, browser):
     yield from serve(tiny_ckpt, tmp_path_factory.mktemp("browser_random"), browser)
-
-
-@pytest.fixture
-def context(browser):
-    """A new browser session (English UI); at the end, no page of it shows an exception."""
-    context = browser.new_context(viewport=VIEWPORT, locale="en-US", accept_downloads=True)
-    context.set_default_timeout(STEP_MS)
-    yield context
-    try:
-        for page in context.pages:
-            expect(page.get_by_test_id("stException")).to_have_count(0, timeout=1)
-    finally:
-        context.close()
-
-
-@pytest.fixture
-def page(context):
-    return context.new_page()
 
 
 # --- what a user does ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from minicpm_core.params import MIN_MAX_LENGTH
 from minicpm_core.store import DB_FILENAME, ConversationStore
 
-from browser_utils import STEP_MS, VIEWPORT, needs_chromium, open_app, running_chromium, set_slider, wait_idle
+from browser_utils import STEP_MS, needs_chromium, open_app, set_slider, wait_idle
 from test_browser import (LONG_REPLY_SEED, STORY_Q, bubble_texts, bubbles, conversation_id, send, serve, set_seed,
                           stop_mid_reply)
 
@@ -40,29 +40,11 @@ ACTIONS_WHILE_STREAMING_JS = """() => {
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with running_chromium(STEP_MS) as chromium:
-        yield chromium
-
-
-@pytest.fixture(scope="module")
 def random_app(tiny_ckpt, tmp_path_factory, browser):
     tmp = tmp_path_factory.mktemp("browser_branches")
     for server in serve(tiny_ckpt, tmp, browser):
         server.data_dir = tmp / "data"
         yield server
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport=VIEWPORT, locale="en-US", accept_downloads=True)
-    context.set_default_timeout(STEP_MS)
-    yield context.new_page()
-    try:
-        for page in context.pages:
-            expect(page.get_by_test_id("stException")).to_have_count(0, timeout=1)
-    finally:
-        context.close()
 
 
 def last_reply(page):

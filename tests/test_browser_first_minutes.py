@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from browser_utils import SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app, \
-    running_chromium, wait_idle
+from browser_utils import SHOTS, STEP_MS, StreamlitServer, app_env, needs_chromium, open_app, \
+    wait_idle
 from testkit.checkpoint import DEMO_QA
 
 pytestmark = needs_chromium()
@@ -26,30 +26,12 @@ README_QUESTION = "Which mountain is the highest in Shandong Province?"
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with running_chromium(STEP_MS) as chromium:
-        yield chromium
-
-
-@pytest.fixture(scope="module")
 def demo_app(tmp_path_factory, browser):
     tmp = tmp_path_factory.mktemp("browser_first_minutes")
     env = dict(app_env(tmp / "unused", tmp / "data"), MINICPM_DEMO="1")
     with StreamlitServer(env, tmp / "streamlit.log") as server:
         yield server
         assert "Traceback" not in server.log(), server.log()
-
-
-@pytest.fixture
-def context(browser):
-    context = browser.new_context(viewport=VIEWPORT, locale="en-US")
-    context.set_default_timeout(STEP_MS)
-    yield context
-    try:
-        for page in context.pages:
-            expect(page.get_by_test_id("stException")).to_have_count(0, timeout=1)
-    finally:
-        context.close()
 
 
 def ask(page, question: str) -> str:

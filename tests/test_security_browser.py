@@ -16,7 +16,7 @@ import pytest
 
 from minicpm_core.store import ConversationStore
 
-from browser_utils import STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app, running_chromium
+from browser_utils import STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app
 from hostile_inputs import HOST, MARKDOWN_PAYLOADS
 
 pytestmark = needs_chromium()
@@ -27,12 +27,6 @@ expect = sync_api.expect
 TITLE = (f"Title ![t](http://{HOST}/title.png) <img src=http://{HOST}/t2.png> **bold** :red[x] $x$ "
          f"[a link](http://{HOST}/link) http://{HOST}/auto www.{HOST}")
 PAYLOADS = MARKDOWN_PAYLOADS  # each one tries to load something from HOST or to set window.__pwned
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with running_chromium(STEP_MS) as chromium:
-        yield chromium
 
 
 @pytest.fixture(scope="module")
