@@ -32,6 +32,7 @@ from typing import Annotated, Any, Callable, Iterator, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from . import search as message_search
 from .errors import InvalidRequest, MiniCPMError
 from .paths import DATA_DIR_ENV, data_dir
 from .prompt import MAX_MESSAGES  # a stored conversation is one the model can be asked to continue
@@ -271,6 +272,7 @@ class ConversationStore:
                     if statement.strip():
                         conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            message_search.ensure_index(conn)  # after the schema: indexes what a database holds already
 
     @staticmethod
     def _touch(conn: sqlite3.Connection, conv_id: str, now: str) -> None:
@@ -361,6 +363,12 @@ class ConversationStore:
         with self._transaction(write=True) as conn:
             cursor = conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
         return cursor.rowcount > 0
+
+    def search(self, query: str, owner: str = "", limit: int = message_search.DEFAULT_RESULTS
+               ) -> list[message_search.SearchHit]:
+        """This owner's messages holding every word of `query`, newest first (see minicpm_core.search)."""
+        with self._transaction(write=False) as conn:
+            return message_search.search(conn, query, owner, limit)
 
     # -- messages ------------------------------------------------------------------------------
 
