@@ -6,7 +6,7 @@ Order as in every Streamlit chat: title, history, actions on the last turn, inpu
 
 import streamlit as st
 
-from ui import chat, state
+from ui import chat, search, state
 from ui.backend import active_backend, family_of, get_store, model_label, thinking_default
 from ui.i18n import t
 from ui.markdown_safe import plain_text, safe_markdown
@@ -43,6 +43,7 @@ for message in conversation.messages if conversation else ():
     if message.role == "system":
         continue
     with st.chat_message(message.role):
+        search.mark_target(message.id)  # a search result opened here: scroll to this message (ui/search.py)
         if message.role == "assistant" and message.meta.get("reasoning"):
             with st.status(chat.reasoning_label(message.meta), state="complete", expanded=False):
                 st.markdown(safe_markdown(message.meta["reasoning"]))

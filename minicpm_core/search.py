@@ -89,12 +89,13 @@ def query_terms(query: str) -> list[str]:
     InvalidRequest if it is longer than MAX_QUERY_CHARS or has more than MAX_TERMS words."""
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidRequest(f"A search is at most {MAX_QUERY_CHARS} characters; this one has {len(query)}. "
-                             "Search for a shorter part of the text.", param="query", code="query_too_long")
+                             "Search for a shorter part of the text.", param="query", code="query_too_long",
+                             limit=MAX_QUERY_CHARS, length=len(query))
     cleaned = "".join(char if char.isprintable() else " " for char in query)
     terms = list(dict.fromkeys(cleaned.split()))
     if len(terms) > MAX_TERMS:
         raise InvalidRequest(f"A search has at most {MAX_TERMS} words; this one has {len(terms)}.",
-                             param="query", code="query_too_many_terms")
+                             param="query", code="query_too_many_terms", limit=MAX_TERMS, count=len(terms))
     return terms
 
 
