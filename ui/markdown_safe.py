@@ -12,6 +12,9 @@ Streamlit already drops raw HTML and never runs scripts; what this module adds:
   every Markdown character escaped, so a title is shown as typed and never loads anything.
 - `write_stream(stream)`: `st.write_stream` for text deltas, with the text made safe as it grows.
 
+Its LaTeX is first put in the delimiters Streamlit renders (`\\(x\\)` becomes `$x$`, a stray `$` is
+escaped: ui.markdown_math), also while it streams; the safety rules then apply to that text.
+
 It deliberately does not change how valid text looks: bold, lists, tables, code and LaTeX stay.
 """
 
@@ -23,6 +26,8 @@ from collections.abc import Iterable
 
 import streamlit as st
 from markdown_it import MarkdownIt
+
+from ui.markdown_math import math_for_streamlit
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 SANITIZE_SHARE = 0.2  # while streaming, at most this share of the time goes to making the text safe
@@ -36,7 +41,9 @@ def plain_text(text: str) -> str:
 
 
 def safe_markdown(text: str) -> str:
-    """`text` with images shown as links and links to unsafe schemes shown as text; the rest unchanged."""
+    """`text` with images shown as links and links to unsafe schemes shown as text, its LaTeX in the
+    delimiters Streamlit renders (ui.markdown_math); the rest unchanged."""
+    text = math_for_streamlit(text)
     if "[" not in text and "<" not in text:  # no image, link or autolink possible: the streaming fast path
         return text
     for _ in range(MAX_PASSES):
