@@ -114,13 +114,23 @@ def hit(page, message_id: str):
     return page.locator(f".st-key-search_hit_{message_id}")
 
 
-def open_hit_and_check_scrolled(page, conv_id: str, message_id: str, title: str) -> None:
+# The found message lies wholly inside the window (Playwright's to_be_in_viewport reads 0 for a chat
+# message inside Streamlit's scroll-to-bottom container, even where its box is on screen).
+IN_VIEW_JS = """() => {
+  const box = document.querySelector('[data-search-target=shown]').getBoundingClientRect();
+  return box.height > 0 && box.top >= 0 && box.bottom <= window.innerHeight;
+}"""
+
+
+def open_hit_and_check_scrolled(page, conv_id: str, message_id: str, title: str, text: str) -> None:
     hit(page, message_id).get_by_role("button").click()
     expect(page.get_by_test_id("stMainBlockContainer").locator("h1")).to_have_text(title)
     assert re.search(rf"[?&]c={re.escape(conv_id)}(&|$)", page.url)
-    target = page.locator("[data-testid=stChatMessage][data-search-target=true]")
+    # marked "shown" once the page has stopped moving it (ui/search.py: SCROLL_FOR_MS)
+    target = page.locator("[data-testid=stChatMessage][data-search-target=shown]")
     expect(target).to_have_count(1)
-    expect(target).to_be_in_viewport()
+    expect(target).to_contain_text(text)
+    page.wait_for_function(IN_VIEW_JS, timeout=STEP_MS)
 
 
 @pytest.mark.parametrize("locale, name, query, title, match", [
@@ -140,7 +150,7 @@ def test_a_search_shows_title_snippet_and_date_and_opens_the_conversation_at_tha
     if name == "zh":  # the message's own Markdown is shown as typed, not drawn
         expect(caption).to_contain_text("*不是*")
     expect(page.locator("[data-testid=stSidebar] [class*=st-key-search_hit_]")).to_have_count(1)
-    open_hit_and_check_scrolled(page, conv_id, message_id, title)
+    open_hit_and_check_scrolled(page, conv_id, message_id, title, match)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"search_{name}.png"))
 

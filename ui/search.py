@@ -35,17 +35,42 @@ RESULTS_HEIGHT = 320  # px; more results scroll
 OWNER = ""  # the app has one shared list of conversations (ui/auth.py: one password, no users)
 
 # Runs in st.iframe's srcdoc frame (same origin): the message holding it is its frame's chat message.
+# A chat page opens with an animated scroll to its bottom (Streamlit's stick-to-bottom container). A
+# wheel-up event releases that lock, as a user's would; then the message is brought back into view
+# until the page has held still for STILL_MS (at most SCROLL_FOR_MS, and never after the user
+# scrolls), and marked "shown".
+SCROLL_FOR_MS, STILL_MS = 5000, 500
 _SCROLL_SCRIPT = """<script>
 const message = window.frameElement && window.frameElement.closest('[data-testid="stChatMessage"]');
 if (message) {
-  message.setAttribute('data-search-target', 'true');
+  message.setAttribute('data-search-target', 'scrolling');
   message.style.outline = '2px solid #f5a623';
   message.style.borderRadius = '0.5rem';
-  const show = () => message.scrollIntoView({block: 'center'});
+  const started = Date.now();
+  let userScrolled = false, stillSince = Date.now(), lastTop = null;
+  const stop = (event) => { if (event.isTrusted) userScrolled = true; };
+  for (const kind of ['wheel', 'touchmove', 'keydown']) parent.addEventListener(kind, stop, {capture: true});
+  const scroller = message.closest('[data-testid="stAppScrollToBottomContainer"]');
+  if (scroller) scroller.dispatchEvent(new WheelEvent('wheel', {deltaY: -1, bubbles: true}));
+  const show = () => {
+    if (!message.isConnected) return;
+    const box = message.getBoundingClientRect();
+    if (!userScrolled && (box.top < 0 || box.bottom > parent.innerHeight)) {
+      message.scrollIntoView({block: 'center'});
+    }
+    const top = Math.round(message.getBoundingClientRect().top);
+    if (top !== lastTop) { lastTop = top; stillSince = Date.now(); }
+    const now = Date.now();
+    if (userScrolled || now - stillSince >= %d || now - started >= %d) {
+      message.setAttribute('data-search-target', 'shown');
+      for (const kind of ['wheel', 'touchmove', 'keydown']) parent.removeEventListener(kind, stop, {capture: true});
+    } else {
+      setTimeout(show, 100);
+    }
+  };
   show();
-  setTimeout(show, 300);  // later messages may still be mounting and moving it
 }
-</script>"""
+</script>""" % (STILL_MS, SCROLL_FOR_MS)
 
 
 def browser_timezone() -> tzinfo:
