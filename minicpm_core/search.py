@@ -67,6 +67,9 @@ class SearchHit:
     after: str
 
 
+SearchHits = list[SearchHit]  # what search() returns (a name: ConversationStore's own `list` hides the builtin)
+
+
 def ensure_index(conn: sqlite3.Connection) -> None:
     """Create the index and its triggers where missing; rebuild the index if anything was missing.
     Run inside the caller's write transaction."""
@@ -109,7 +112,7 @@ def like_pattern(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def search(conn: sqlite3.Connection, query: str, owner: str = "", limit: int = DEFAULT_RESULTS) -> list[SearchHit]:
+def search(conn: sqlite3.Connection, query: str, owner: str = "", limit: int = DEFAULT_RESULTS) -> SearchHits:
     """The newest messages of `owner`'s conversations holding every word of `query`, at most `limit`
     (≤ MAX_RESULTS). Words of three characters or more are looked up in the index; shorter ones are
     checked with LIKE among those (or, if no word is that long, among the newest SHORT_QUERY_SCAN messages)."""

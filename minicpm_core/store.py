@@ -365,7 +365,7 @@ class ConversationStore:
         return cursor.rowcount > 0
 
     def search(self, query: str, owner: str = "", limit: int = message_search.DEFAULT_RESULTS
-               ) -> list[message_search.SearchHit]:
+               ) -> message_search.SearchHits:
         """This owner's messages holding every word of `query`, newest first (see minicpm_core.search)."""
         with self._transaction(write=False) as conn:
             return message_search.search(conn, query, owner, limit)

@@ -16,8 +16,8 @@ import pytest
 
 from minicpm_core.store import DB_FILENAME, ConversationStore
 
-from browser_utils import SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app, \
-    running_chromium, set_greedy, wait_idle
+from browser_utils import (SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app,
+                           running_chromium, set_greedy, wait_idle)
 
 pytestmark = needs_chromium()
 

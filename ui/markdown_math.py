@@ -112,13 +112,13 @@ def _convert(text: str, start: int, end: int) -> str:
                 out.append("\\$\\$")
                 i += 2
         elif char == "$":
-            close = _inline_close(text, i, end)
-            if close is None:
+            inline_close = _inline_close(text, i, end)
+            if inline_close is None:
                 out.append("\\$")  # currency, or a formula not yet closed
                 i += 1
             else:
-                out.append(text[i:close + 1])
-                i = close + 1
+                out.append(text[i:inline_close + 1])
+                i = inline_close + 1
         else:
             out.append(char)
             i += 1

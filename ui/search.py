@@ -61,7 +61,7 @@ if (message) {
     const top = Math.round(message.getBoundingClientRect().top);
     if (top !== lastTop) { lastTop = top; stillSince = Date.now(); }
     const now = Date.now();
-    if (userScrolled || now - stillSince >= %d || now - started >= %d) {
+    if (userScrolled || now - stillSince >= STILL_MS || now - started >= SCROLL_FOR_MS) {
       message.setAttribute('data-search-target', 'shown');
       for (const kind of ['wheel', 'touchmove', 'keydown']) parent.removeEventListener(kind, stop, {capture: true});
     } else {
@@ -70,7 +70,7 @@ if (message) {
   };
   show();
 }
-</script>""" % (STILL_MS, SCROLL_FOR_MS)
+</script>""".replace("STILL_MS", str(STILL_MS)).replace("SCROLL_FOR_MS", str(SCROLL_FOR_MS))
 
 
 def browser_timezone() -> tzinfo:
