@@ -6,15 +6,16 @@ Streamlit already drops raw HTML and never runs scripts; what this module adds:
 
 - `safe_markdown(text)`: the same Markdown with every image turned into a link to it (the `!` is
   escaped) and every link whose target is not http(s)/mailto (`data:`, `javascript:`, ...) turned into
-  plain text (that part alone: `safe_links`). Code blocks and code spans are left exactly as they are. Where the positions are found
-  with markdown-it-py (CommonMark, the dialect Streamlit's renderer follows), not with regexes.
+  plain text (that part alone: `safe_links`). Code blocks and code spans are left exactly as they
+  are. Where the positions are found with markdown-it-py (CommonMark, the dialect Streamlit's
+  renderer follows), not with regexes.
 - `plain_text(text)`: any text shown where Streamlit would read Markdown (titles, button labels), with
   every Markdown character escaped, so a title is shown as typed and never loads anything.
 - `write_stream(stream)`: `st.write_stream` for text deltas, with the text made safe as it grows.
 
 `safe_markdown` first puts a message's LaTeX in the delimiters Streamlit renders (`\\(x\\)` becomes
 `$x$`, a stray `$` is escaped: ui.markdown_math), also while it streams; the safety rules then apply
-to that text. Not `safe_links`: text already escaped by plain_text (`\\[x\\]`) must stay as it is.
+to that text. `safe_links` does not: text already escaped by plain_text (`\\[x\\]`) stays as it is.
 
 It deliberately does not change how valid text looks: bold, lists, tables, code and LaTeX stay.
 """
