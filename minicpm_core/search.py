@@ -129,7 +129,7 @@ def search(conn: sqlite3.Connection, query: str, owner: str = "", limit: int = D
             "SELECT m.id, m.role, m.content, m.created_at, c.id AS conversation_id, c.title "
             f"FROM {INDEX_TABLE} f JOIN messages m ON m.seq = f.rowid "
             "JOIN conversations c ON c.id = m.conversation_id "
-            f"WHERE {INDEX_TABLE} MATCH ? AND c.owner = ?{likes} ORDER BY m.seq DESC LIMIT ?",
+            f"WHERE {INDEX_TABLE} MATCH ? AND c.owner = ?{likes} ORDER BY f.rowid DESC LIMIT ?",  # rowid = seq
             (" ".join(fts_phrase(term) for term in long_terms), owner, *patterns, limit),
         ).fetchall()
     else:
