@@ -5,10 +5,10 @@
     streamlit run chat_app.py -- --demo             # a tiny demo model, no download
     streamlit run chat_app.py -- --backend openai --base-url http://HOST:PORT/v1
 
-This file draws the frame every page shares, in order: page config, language switch, the optional
-password, the model (loaded once per process; switched on the Model page), the switch or loading
-notice, the demo banner, the sidebar, notices; then it runs
-the page chosen in st.navigation. Pages (app_pages/*.py) are thin; their logic lives in ui/.
+This file draws the frame every page shares, in order: page config, language switch, the password
+or access token (ui/auth.py; before it, nothing else runs), the model (loaded once per process;
+switched on the Model page), the switch or loading notice, the demo banner, the sidebar, notices;
+then it runs the page chosen in st.navigation. Pages (app_pages/*.py) are thin; their logic lives in ui/.
 """
 
 import sys
@@ -21,17 +21,21 @@ if str(ROOT) not in sys.path:  # `streamlit run` adds it; AppTest and other runn
 import streamlit as st  # noqa: E402
 
 from minicpm_core.errors import MiniCPMError, ModelNotFound  # noqa: E402
-from ui import auth, notices, setup, sidebar  # noqa: E402
+from ui import auth, notices, server_guard, setup, sidebar, widget_texts  # noqa: E402
 from ui.backend import (  # noqa: E402
     activate, get_backend, get_slot, get_store, model_label, parse_app_options, script_argv,
 )
 from ui.i18n import t  # noqa: E402
 
 SIDEBAR_PX = 340
+# The tab's icon ships with the app: Streamlit sends an SVG file as a data: URL, while a :material/…: or an
+# emoji icon makes every browser fetch it from a font or emoji server on the internet (offline: no icon).
+ICON = ROOT / "ui" / "icon.svg"
+server_guard.install()  # once per process: what Streamlit's own endpoints may do (ui/server_guard.py)
 
 # No layout here: each page sets its own, so Compare (wide) does not flicker through "centered".
 # The sidebar's width in pixels: wide enough for the three preset buttons on one row.
-st.set_page_config(page_title="MiniCPM-2B Chat", page_icon=":material/chat:", initial_sidebar_state=SIDEBAR_PX)
+st.set_page_config(page_title="MiniCPM Chat", page_icon=str(ICON), initial_sidebar_state=SIDEBAR_PX)
 sidebar.language_switch()
 
 
@@ -54,9 +58,6 @@ def gate(render, *args) -> None:
 
 
 def main() -> None:
-    if auth.refuses_open_network():
-        gate(auth.open_network_page)
-        return
     if not auth.is_authenticated():
         gate(auth.login_page)
         return
@@ -79,6 +80,7 @@ def main() -> None:
     if backend.gpu_problem:
         notices.gpu_problem_banner(backend.gpu_problem)
     sidebar.render_sidebar(get_store())
+    widget_texts.localize_widgets()
     notices.show_flashes()
     page = st.navigation(app_pages())
     try:

@@ -2,12 +2,15 @@
 torch pin and requirements.txt.
 
 It starts, from that venv (its bin/ first on PATH, as after `source venv/bin/activate`), the README's
-own commands, on free ports of 127.0.0.1, cold (an empty MINICPM_DATA_DIR):
-- `streamlit run chat_app.py -- --demo` (server flags added before `--`);
-- the README's `python -m minicpm_core.api --demo --port 6006` line, its port swapped for a free one.
+own commands as written, on free ports, cold (an empty MINICPM_DATA_DIR), no password set:
+- `streamlit run chat_app.py -- --demo`, only `--server.port` added: it listens on 0.0.0.0, as the
+  shipped config says, so it must print an access token;
+- the README's `python -m minicpm_core.api --demo --host 127.0.0.1 --port 6006` line, its port swapped
+  for a free one.
 Then, from this (the developer's) Python, with Playwright and Debian's Chromium:
-- the app: a demo question, asked with temperature 0 set on the sidebar slider, is answered with
-  its known answer (minicpm_core's DEMO_QA), the bubble's text only ever growing;
+- the app's bare address shows the login form and no chat; the `?token=` link the app printed logs in
+  (and leaves the address bar), and there a demo question, asked with temperature 0 set on the sidebar
+  slider, is answered with its known answer (minicpm_core's DEMO_QA), the bubble's text only ever growing;
 - the API: `POST /` and `/v1/chat/completions` at temperature 0 give the known answer;
 - the README's curl block and its Python `openai` block, cut from README.md, run as written against
   the API (only 127.0.0.1:PORT changes; the Python one with the venv's python, so requirements.txt
@@ -146,7 +149,7 @@ def venv_env(venv: Path, data_dir: Path) -> dict[str, str]:
     """This environment as if `source venv/bin/activate` had run, minus the developer's MINICPM_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINICPM_") and k != "PYTHONPATH"}
     env.update(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-               MINICPM_DATA_DIR=str(data_dir), MINICPM_HOST="127.0.0.1", PYTHONUNBUFFERED="1")
+               MINICPM_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
     return env
 
 
@@ -195,7 +198,18 @@ def check_readme_examples(readme_port: int, port: int, env: dict[str, str], work
     print(f"ok  README openai block (venv python): streamed {out.strip()[:40]!r}...")
 
 
-def check_app_in_chromium(url: str) -> None:
+def printed_link(servers: Servers, name: str) -> str:
+    """The `?token=` link the app printed in its terminal (at its first session's first run)."""
+    deadline = time.monotonic() + STEP_MS / 1000
+    while time.monotonic() < deadline:
+        found = re.search(r"http://localhost:\d+/\?token=[A-Za-z0-9_-]+", servers.log(name))
+        if found:
+            return found.group(0)
+        time.sleep(0.2)  # a log file announces nothing
+    raise Failed(f"the app printed no ?token= link:\n{servers.log(name)}")
+
+
+def check_app_in_chromium(url: str, servers: Servers) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -203,7 +217,16 @@ def check_app_in_chromium(url: str) -> None:
         try:
             page = browser.new_context(viewport=VIEWPORT, locale="en-US").new_page()
             page.set_default_timeout(STEP_MS)
-            open_app(page, url, STEP_MS * 2)  # the first view loads the model: cold
+            page.goto(url)  # the bare address: the login form, nothing else
+            page.locator("[data-testid=stChatInput], .st-key-password").first.wait_for()
+            wait_idle(page, STEP_MS)
+            if not page.locator(".st-key-password").count() or page.get_by_test_id("stChatInput").count():
+                raise Failed("the bare address did not show the login form alone")
+            link = printed_link(servers, "app")
+            open_app(page, link, STEP_MS * 2)  # the first view loads the model: cold
+            if "token=" in page.url:
+                raise Failed(f"the token stayed in the address bar: {page.url}")
+            print("ok  app: the bare address shows the login form; the printed link logs in")
             set_greedy(page, STEP_MS)
             page.evaluate(REPLY_RECORDER_JS)
             box = page.get_by_test_id("stChatInputTextArea")
@@ -250,8 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         if APP_COMMAND not in README.read_text(encoding="utf-8"):
             raise Failed(f"README.md no longer says `{APP_COMMAND}`")
         app_argv = shlex.split(APP_COMMAND)
-        app_argv[app_argv.index("--"):app_argv.index("--")] = [
-            "--server.port", str(app_port), "--server.address", "127.0.0.1", "--server.headless", "true"]
+        app_argv[app_argv.index("--"):app_argv.index("--")] = ["--server.port", str(app_port)]
         servers.start("app", app_argv, env)
 
         api = f"http://127.0.0.1:{api_port}"
@@ -260,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         check_readme_examples(readme_port, api_port, env, work)
         print(f"ok  app serving {servers.wait_healthy('app', f'http://127.0.0.1:{app_port}/_stcore/health'):.1f} s "
               "after start")
-        check_app_in_chromium(f"http://127.0.0.1:{app_port}/")
+        check_app_in_chromium(f"http://127.0.0.1:{app_port}/", servers)
         for name in ("api", "app"):
             if "Traceback" in servers.log(name):
                 raise Failed(f"{name} logged a traceback:\n{servers.log(name)}")

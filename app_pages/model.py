@@ -10,11 +10,15 @@ from ui.i18n import t
 st.set_page_config(layout="centered")
 
 backend = active_backend()
+slot = active_slot()
 st.title(t("model_title"))
 st.button(t("refresh"), key="refresh_model", icon=":material/refresh:")
 
 st.subheader(t("model_loaded"))
-st.table(model_info.info_rows(backend.info()), hide_index=True)  # waits for a model still loading
+info = backend.info()  # waits for a model still loading
+if "load_seconds" in info and slot is not None and slot.load_seconds is not None:
+    info["load_seconds"] = slot.load_seconds  # from the start of the load to ready, as the loading notice showed
+st.table(model_info.info_rows(info), hide_index=True)
 
 st.subheader(t("queue_state"))
 running, waiting = st.columns(2)
@@ -28,4 +32,4 @@ if rows:
 else:
     st.caption(t("no_replies_yet"))
 
-models.model_list(active_slot(), backend)
+models.model_list(slot, backend)

@@ -65,6 +65,9 @@ def compare(page) -> None:
 
 def model(page) -> None:
     go_to(page, "Model")
+    # The page is idle before its elements have replaced the previous page's placeholders: wait for them.
+    page.get_by_test_id("stMainBlockContainer").get_by_test_id("stTable").first.wait_for()
+    page.wait_for_function("() => !document.querySelector('[data-testid=stSkeleton]')")
     page.screenshot(path=str(OUT / "model.png"))
 
 

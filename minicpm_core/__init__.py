@@ -1,6 +1,6 @@
-"""MiniCPM-2B chat: loading, prompting, the streaming engine and the HTTP API.
+"""MiniCPM chat (MiniCPM-2B and MiniCPM5): loading, prompting, the streaming engine and the HTTP API.
 
-This package never imports Streamlit; the app in `chat_app.py` and `pages/` sits on top of it.
+This package never imports Streamlit; the app in `chat_app.py`, `app_pages/` and `ui/` sits on top of it.
 Importing it is cheap: torch and transformers load when a model does.
 """
 

@@ -60,6 +60,12 @@ def choices(current: ModelSettings) -> list[ModelChoice]:
     return known + demos
 
 
+def download_size_gb(model_id: str) -> float | None:
+    """The download size of a published checkpoint of a supported family (decimal GB), None if unknown."""
+    known = (family.known_model(model_id) for family in FAMILIES)
+    return next((model.size_gb for model in known if model is not None), None)
+
+
 def _with(current: ModelSettings, **changes) -> ModelSettings:
     # A demo's `model` is never read, so the running one's is kept: it only takes part in equality.
     return current.model_copy(update=changes)

@@ -2,7 +2,8 @@
 per-token check for stop markers (`StopMarkerWatch`).
 
 Byte-fallback tokens (`<0xE4>`, `<0xBD>`, ...) decode to U+FFFD until the character is complete,
-so a delta is held back while the decoded window ends in U+FFFD. Each step decodes only a short
+so a delta is held back while the decoded window ends in U+FFFD, and the bytes of a character that
+never completes are dropped at the end. Each step decodes only a short
 window (from `prefix_offset`), not the whole reply, so the cost per token stays constant; the
 window is needed because sentencepiece decoding of a token depends on its left neighbour (the
 leading-space rule). Unlike transformers' TextIteratorStreamer, text is released as soon as it is
@@ -42,11 +43,12 @@ class IncrementalDecoder:
         return full_text[len(prefix_text):]
 
     def flush(self) -> str:
-        """Whatever is left at the end (a truly invalid byte sequence decodes to U+FFFD here)."""
+        """Whatever is left at the end. A reply that stopped inside a multi-byte character (max_tokens, a
+        stop, a cancel) ends in its first bytes, which decode to U+FFFD: those are dropped, never shown."""
         prefix_text = self._decode(self.ids[self._prefix_offset:self._read_offset])
         full_text = self._decode(self.ids[self._prefix_offset:])
         self._prefix_offset = self._read_offset = len(self.ids)
-        return full_text[len(prefix_text):]
+        return full_text[len(prefix_text):].rstrip(REPLACEMENT)
 
 
 class StopMarkerWatch:

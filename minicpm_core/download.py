@@ -22,10 +22,10 @@ import threading
 from pathlib import Path
 
 from .errors import InvalidRequest, MiniCPMError, ModelNotFound
-from .families import DEFAULT_FAMILY, FAMILIES
+from .families import FAMILIES
+from .paths import DEFAULT_CACHE_DIR, DEFAULT_MODEL_ID
+from .settings import DownloadCliSettings
 
-DEFAULT_MODEL_ID = DEFAULT_FAMILY.default_model.id
-DEFAULT_CACHE_DIR = "/root/autodl-tmp"  # the seed tutorial's AutoDL data disk
 MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 SINGLE_WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -279,9 +279,9 @@ def latest_download(model_id: str, cache_dir: str | os.PathLike | None) -> Backg
 def _reason(exc: BaseException) -> str:
     """The root cause in one short line ("[Errno -2] Name or service not known"), not the wrapper chain."""
     root, seen = exc, set()
-    while (root.__cause__ or root.__context__) is not None and id(root) not in seen:
+    while (parent := root.__cause__ or root.__context__) is not None and id(root) not in seen:
         seen.add(id(root))
-        root = root.__cause__ or root.__context__
+        root = parent
     text = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
     if root is not exc:
         text = f"{type(root).__name__}: {text}"
@@ -289,8 +289,6 @@ def _reason(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .settings import DownloadCliSettings  # its defaults come from this module
-
     try:
         args = DownloadCliSettings.parse(argv).download
     except InvalidRequest as exc:

@@ -36,6 +36,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import logging
@@ -44,27 +45,34 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import (
-    LogitsProcessor, LogitsProcessorList, MinPLogitsWarper, StoppingCriteria, StoppingCriteriaList,
-    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
-from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.streamers import BaseStreamer
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from . import paths
-from .backend import answer_deltas
+from . import demo, paths
+from .backend import Backend, KvBudget, answer_deltas
 from .detok import IncrementalDecoder, StopMarkerWatch
-from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .errors import RETRY_AFTER_DEFAULT_S, GenerationFailed, InvalidRequest, ModelSwitching, QueueFull
+from .families.base import ModelFamily
 from .loader import LoadedModel, load_model, return_free_heap
 from .params import MODEL_CONTEXT, GenerationParams
 from .prefix_cache import PrefixCache
 from .prompt import MIN_REPLY_ROOM, Prompt, build_prompt, find_stop, unsafe_tail
+from .reasoning import TAGS as THINK_TAGS, ReasoningSplitter, opens_reasoning, split_reasoning
 from .settings import DEFAULT_MAX_QUEUE, ModelSettings
 from .stats import RECENT_STATS, ReplyStats
 
@@ -131,14 +139,14 @@ class Generation:
             return None
         return self._engine._position(self)
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         return answer_deltas(self._parts())
 
-    def parts(self) -> Iterator[tuple[str, str]]:
+    def parts(self) -> Generator[tuple[str, str], None, None]:
         """`(reasoning_delta, answer_delta)` pairs in order, at least one of them non-empty in each."""
         return self._parts()
 
-    def _parts(self) -> Iterator[tuple[str, str]]:
+    def _parts(self) -> Generator[tuple[str, str], None, None]:
         """Split the reply's text deltas into reasoning and answer (a thinking family), else all answer."""
         splitter = self._engine._splitter(self.prompt)
         deltas = self._deltas()
@@ -155,7 +163,11 @@ class Generation:
         finally:
             deltas.close()
 
-    def _deltas(self) -> Iterator[tuple[str, bool]]:
+    def _arrived_beyond(self, read: int) -> bool:
+        """Whether ids beyond the first `read` have arrived, or the reply is over (call with `_cond` held)."""
+        return len(self._token_ids) > read or self._finished
+
+    def _deltas(self) -> Generator[tuple[str, bool], None, None]:
         """The reply's text deltas (stop markers cut off), each with whether it is the last one."""
         decoder = self._engine._decoder()
         decoded, read, searched, stop, shown = "", 0, 0, None, 0
@@ -165,7 +177,7 @@ class Generation:
             while True:
                 # 1. take every id that arrived since the last wake-up (one or many)
                 with self._cond:
-                    self._cond.wait_for(lambda: len(self._token_ids) > read or self._finished)
+                    self._cond.wait_for(functools.partial(self._arrived_beyond, read))
                     new_ids = self._token_ids[read:]
                     finished = self._finished
                 read += len(new_ids)
@@ -324,6 +336,7 @@ class Engine:
 
     ready = True  # loaded: an Engine exists only once its model does
     ignored_controls: tuple[str, ...] = ()  # every GenerationParams field reaches the model
+    base_url: str | None = None  # not a remote server
 
     def __init__(self, lm: LoadedModel, max_concurrent: int = 1, prefix_cache: PrefixCache | None = None,
                  max_queue: int = DEFAULT_MAX_QUEUE):
@@ -375,6 +388,27 @@ class Engine:
         (clients never learn paths), a demo by its family."""
         return paths.model_name(self.lm.source, self.lm.family.name if self.lm.demo else None)
 
+    @property
+    def family(self) -> ModelFamily:
+        return self.lm.family
+
+    @property
+    def model_id(self) -> str | None:
+        """The published id of the loaded checkpoint, known by what --model was; None for a local folder."""
+        known = self.lm.family.known_model(self.lm.source)
+        return known.id if known is not None else None
+
+    @property
+    def loaded_path(self) -> Path:
+        return self.lm.path
+
+    def kv_budget(self) -> KvBudget:
+        """The default max_length the loaded model's KV cache fits in the free memory (see `kv_budget`)."""
+        return kv_budget(self.lm)
+
+    def wait(self) -> Backend:
+        return self  # loaded already
+
     def info(self) -> dict[str, Any]:
         """What the Model page shows about the loaded model."""
         lm = self.lm
@@ -396,8 +430,13 @@ class Engine:
         `enable_thinking` goes to the chat template of a family that thinks; None: its own default."""
         params = params or GenerationParams()
         room = params.max_new_tokens or MIN_REPLY_ROOM
-        return build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
-                            enable_thinking)
+        prompt = build_prompt(messages, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
+                              enable_thinking)
+        routed = demo.route(messages, self.lm.family.name) if self.lm.demo else messages
+        if routed is not messages:  # checked as sent, then asked as the shipped demo knows it (minicpm_core/demo.py)
+            prompt = build_prompt(routed, self.tokenizer, self.budget(params), room, cancelled, self.lm.family,
+                                  enable_thinking)
+        return prompt
 
     def submit(self, messages: list[dict], params: GenerationParams | dict | None = None, *,
                cancelled=None, enable_thinking: bool | None = None) -> Generation:
@@ -422,13 +461,12 @@ class Engine:
             self._cond.notify()
         return generation
 
-    def stream(self, messages: list[dict], params: GenerationParams | dict | None = None) -> Iterator[str]:
-        """Text deltas of one reply; closing the iterator cancels the generation."""
-        yield from self.submit(messages, params)
-
     def chat(self, messages: list[dict], params: GenerationParams | dict | None = None) -> tuple[str, ReplyStats]:
+        """The whole reply and its stats (tests, benchmarks); the app and the API stream."""
         generation = self.submit(messages, params)
-        return generation.result(), generation.stats
+        text = generation.result()
+        assert generation.stats is not None  # set before result() returns
+        return text, generation.stats
 
     @property
     def queue_depth(self) -> int:
@@ -529,7 +567,8 @@ class Engine:
                 self._running.remove(generation)
                 self._cond.notify_all()  # retire() waits for the running list to empty
             generation._finish(*outcome)  # after leaving `running`, so a finished reply is never counted
-            self.recent.append(generation.stats)
+            if generation.stats is not None:  # always, once finished
+                self.recent.append(generation.stats)
 
     # --- generation ---------------------------------------------------------------------------
 
@@ -630,20 +669,6 @@ def load_engine(settings: ModelSettings) -> Engine:
 
 
 KV_MEMORY_SHARE = 0.8  # of the device's free memory, what the default max_length's KV cache may take
-
-
-@dataclass(frozen=True)
-class KvBudget:
-    """The default max_length of a loaded model, and what it was chosen from (the sidebar says so)."""
-
-    max_length: int        # the default: the context, or less where the KV cache would not fit
-    context_length: int
-    bytes_per_token: int   # the KV cache of one token: 2 (K and V) x layers x kv_heads x head_dim x dtype bytes
-    free_bytes: int        # the device's free memory when asked
-
-    @property
-    def limited_by_memory(self) -> bool:
-        return self.max_length < self.context_length
 
 
 def kv_bytes_per_token(config, dtype: torch.dtype) -> int:

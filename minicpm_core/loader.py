@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -97,6 +98,7 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_ids[0] if len(eos_ids) == 1 else list(eos_ids),
         pad_token_id=tokenizer.eos_token_id)
+    warm_up(model, tokenizer)
     loaded = LoadedModel(
         model=model, tokenizer=tokenizer, path=path, source=str(source), device=target_device,
         dtype=target_dtype, attn_implementation=attn,
@@ -108,6 +110,22 @@ def load_model(source: str | Path, device: str = "auto", dtype: str = "auto", *,
     log.info("loaded %s (%s) on %s as %s with %s attention in %.1fs", path, family.label, target_device,
              loaded.dtype_name, attn, loaded.load_seconds)
     return loaded
+
+
+WARM_UP_TOKENS = 2  # new tokens of the warm-up reply: a prefill and a decoding step, each run once
+
+
+@torch.inference_mode()
+def warm_up(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Generate a short reply once while loading: the first `generate` of a process pays for lazy setup
+    (CUDA kernels and cuBLAS handles, attention kernel choice, CPU thread pools), which otherwise made
+    the first user's reply several times slower than every later one."""
+    ids = torch.tensor([tokenizer("hi").input_ids], device=model.device)
+    try:
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=WARM_UP_TOKENS, do_sample=False,
+                       temperature=None, top_p=None, top_k=None)
+    except Exception:  # noqa: BLE001 - only a speed-up: a model that cannot generate says so on its first request
+        log.warning("warming the model up failed; its first reply will be slower", exc_info=True)
 
 
 def end_of_turn_ids(tokenizer: PreTrainedTokenizerBase, family: ModelFamily, config: dict) -> tuple[int, ...]:
@@ -245,7 +263,7 @@ def _load_native_model(path: Path, family: ModelFamily, raw_config: dict, device
     return model, attn
 
 
-def _empty_model(model_class: type, config, dtype: torch.dtype, attn: str) -> PreTrainedModel:
+def _empty_model(model_class: type[PreTrainedModel], config, dtype: torch.dtype, attn: str) -> PreTrainedModel:
     """Parameters on the meta device (no memory, no random init); buffers real."""
     from accelerate import init_empty_weights
 
@@ -343,7 +361,7 @@ def _mapped_safetensors(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
         header_len = struct.unpack("<Q", handle.read(8))[0]
         header = json.loads(handle.read(header_len))
     size = file.stat().st_size
-    storage = torch.UntypedStorage.from_file(str(file), shared=False, nbytes=size)
+    storage = cast(torch.UntypedStorage, torch.UntypedStorage.from_file(str(file), shared=False, nbytes=size))
     base = torch.empty(0, dtype=torch.uint8).set_(storage)
     data_start = 8 + header_len
     for name, info in header.items():

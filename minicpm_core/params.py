@@ -57,20 +57,20 @@ class GenerationParams(BaseModel):
     top_k: int = Field(
         0, ge=0, le=1000,
         description="Sample only among the k most likely tokens; 0 turns the limit off.",
-        json_schema_extra={"wire": "extra", "honoured_by": SERVERS_WITH_SAMPLING_EXTRAS, "send_default": False},
+        json_schema_extra={"wire": "extra", "honoured_by": list(SERVERS_WITH_SAMPLING_EXTRAS), "send_default": False},
     )
     min_p: float = Field(
         0.0, ge=0.0, le=1.0,
         description="Keep only tokens whose probability is at least min_p times the most likely token's; "
         "0 turns it off, 1 leaves only the most likely token.",
-        json_schema_extra={"wire": "extra", "honoured_by": SERVERS_WITH_SAMPLING_EXTRAS, "send_default": False,
+        json_schema_extra={"wire": "extra", "honoured_by": list(SERVERS_WITH_SAMPLING_EXTRAS), "send_default": False,
                            "control": "advanced", "step": 0.01},
     )
     repetition_penalty: float = Field(
         1.02, ge=1.0, le=2.0,
         description="Discourages repeating tokens already in the conversation. 1.0 is off; MiniCPM-2B "
         "answers suffer above about 1.1.",
-        json_schema_extra={"wire": "extra", "honoured_by": SERVERS_WITH_SAMPLING_EXTRAS, "control": "slider",
+        json_schema_extra={"wire": "extra", "honoured_by": list(SERVERS_WITH_SAMPLING_EXTRAS), "control": "slider",
                            "step": 0.01},
     )
     max_length: int = Field(
@@ -98,7 +98,7 @@ class GenerationParams(BaseModel):
     @classmethod
     def parse(cls, values: dict[str, Any] | None = None, *, shown_as: Mapping[str, str] | None = None,
               defaults: Mapping[str, Any] | None = None, context: int | None = None,
-              **overrides: Any) -> "GenerationParams":
+              **overrides: Any) -> GenerationParams:
         """Validate user input; raise InvalidRequest naming the field and its allowed range.
 
         `shown_as` renames fields in that message to the name the caller sent (OpenAI's `max_tokens`).
@@ -112,7 +112,7 @@ class GenerationParams(BaseModel):
             raise invalid_request_from(exc, shown_as or {}, context) from None
         return params if context is None else params.fit(context, shown_as)
 
-    def fit(self, context: int, shown_as: Mapping[str, str] | None = None) -> "GenerationParams":
+    def fit(self, context: int, shown_as: Mapping[str, str] | None = None) -> GenerationParams:
         """These parameters, if every token count fits a model whose context is `context`; else
         InvalidRequest, worded as the schema's own range errors."""
         for name in self.context_fields():
@@ -136,7 +136,7 @@ class GenerationParams(BaseModel):
             low = getattr(rule, "ge", getattr(rule, "gt", low))
             high = getattr(rule, "le", getattr(rule, "lt", high))
         if context is not None and cls.carried(name, "up_to_context"):
-            high = min(high, context)
+            high = context if high is None else min(high, context)
         return low, high
 
     @classmethod
@@ -183,7 +183,7 @@ def invalid_request_from(exc: ValidationError, shown_as: Mapping[str, str] | Non
     shown_as = shown_as or {}
     err = exc.errors()[0]
     field = err["loc"][0] if err["loc"] else None
-    name = ".".join(str(shown_as.get(p, p)) for p in err["loc"]) or "request"
+    name = ".".join(str(shown_as.get(p, p) if isinstance(p, str) else p) for p in err["loc"]) or "request"
     if err["type"] == "extra_forbidden":
         allowed = ", ".join(GenerationParams.model_fields)
         return InvalidRequest(f"Unknown parameter '{name}'. Allowed: {allowed}.", param=name)

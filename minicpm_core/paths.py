@@ -1,5 +1,6 @@
-"""Where the project keeps things on disk: the user's data directory and the shipped demo model;
-and what a model is called outside this machine (`model_name`).
+"""Where the project keeps things on disk: the user's data directory, the shipped demo model and the
+default model's place (DEFAULT_CACHE_DIR / DEFAULT_MODEL_ID); and what a model is called outside this
+machine (`model_name`).
 
 One definition each, so the conversation store, the app and the tools never disagree about a
 fallback. Nothing here creates a directory; the code that writes there does.
@@ -10,6 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .families import DEFAULT_FAMILY
+
+DEFAULT_MODEL_ID = DEFAULT_FAMILY.default_model.id  # what the app, the API and the download get by default
+# where model ids are looked up and downloaded: the seed tutorial's AutoDL data disk
+DEFAULT_CACHE_DIR = "/root/autodl-tmp"
 DATA_DIR_ENV = "MINICPM_DATA_DIR"
 DEFAULT_DATA_DIR = Path("~/.local/share/minicpm-chat")  # XDG's place for user data
 DEMO_DATA = Path(__file__).parent / "demo_data"  # the demo's questions, corpus and trained model

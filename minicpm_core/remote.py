@@ -5,7 +5,8 @@ SGLang or any other OpenAI-compatible server (`transformers serve`, ...) through
 `openai` client, and implements the `backend.Backend` contract an `Engine` does:
 `submit(messages, params)` returns a handle to iterate for text deltas, with `cancel()`, `text`,
 `stats`, `position`; plus `prepare`, `budget`, `context_length`, `queue_depth`, `running`, `recent`,
-`ignored_controls`, `chat`, and `info()` for the Model page.
+`ignored_controls`, `chat`, and `info()` for the Model page. What is loaded is the server's business:
+`family`, `model_id`, `loaded_path` and `kv_budget()` are None, and `retire()` has nothing to free.
 
 What is known remotely, and what is not:
 - `stats` is a `ReplyStats`: token counts from the server's usage (requested with
@@ -43,7 +44,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import httpx
@@ -51,7 +52,13 @@ import openai
 
 from .backend import answer_deltas
 from .errors import (
-    RETRY_AFTER_DEFAULT_S, ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, QueueFull,
+    RETRY_AFTER_DEFAULT_S,
+    ContextOverflow,
+    GenerationFailed,
+    InvalidRequest,
+    MiniCPMError,
+    ModelNotFound,
+    QueueFull,
 )
 from .families import DEFAULT_FAMILY
 from .params import SERVERS_WITH_SAMPLING_EXTRAS, GenerationParams, openai_name
@@ -116,6 +123,7 @@ class RemoteGeneration:
     def __init__(self, backend: RemoteBackend, stream, submitted: float):
         self.text = ""
         self.reasoning = ""
+        self.stopped_for: str | None = None  # a switch never stops a remote reply (RemoteBackend.retire)
         self.stats: ReplyStats | None = None
         self._backend = backend
         self._stream = stream
@@ -148,14 +156,14 @@ class RemoteGeneration:
         if not self._iterated:
             self._finish("cancelled")
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Generator[str, None, None]:
         return answer_deltas(self._parts())
 
-    def parts(self) -> Iterator[tuple[str, str]]:
+    def parts(self) -> Generator[tuple[str, str], None, None]:
         """`(reasoning_delta, answer_delta)` pairs in order, at least one of them non-empty in each."""
         return self._parts()
 
-    def _parts(self) -> Iterator[tuple[str, str]]:
+    def _parts(self) -> Generator[tuple[str, str], None, None]:
         self._iterated = True
         try:
             for chunk in self._stream:
@@ -212,7 +220,7 @@ class RemoteGeneration:
         usage = self._usage
         completion = usage.completion_tokens if usage else self._chunks
         cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
-        decode = (self._last - self._first) if self._first is not None else 0.0
+        decode = (self._last - self._first) if self._first is not None and self._last is not None else 0.0
         details = getattr(usage, "completion_tokens_details", None)
         self.stats = ReplyStats(
             prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=completion,
@@ -232,6 +240,10 @@ class RemoteBackend:
     ready = True  # nothing to load here
     demo = False
     gpu_problem = None  # the server's GPU is the server's business
+    # What is loaded is the server's business too: no family, id, folder or memory budget known here.
+    family = None
+    model_id = None
+    loaded_path = None
 
     def __init__(self, base_url: str, api_key: str | None = None, model: str | None = None, *,
                  timeout: float = 600.0):
@@ -267,17 +279,17 @@ class RemoteBackend:
                 self._refused |= refused  # remembered: the next requests leave them out from the start
                 log.warning("The model server at %s refused %s; asking again without them.", self.base_url,
                             ", ".join(sorted(refused)))
-                stream = self._open_stream(messages, params, enable_thinking)  # once: a second refusal is the user's error
+                # once: a second refusal is the user's error
+                stream = self._open_stream(messages, params, enable_thinking)
         except Exception as exc:  # noqa: BLE001 - every client error becomes one of ours
             raise self._failure(exc) from None
         return RemoteGeneration(self, stream, submitted)
 
-    def stream(self, messages: list[dict], params: GenerationParams | dict | None = None) -> Iterator[str]:
-        yield from self.submit(messages, params)
-
     def chat(self, messages: list[dict], params: GenerationParams | dict | None = None) -> tuple[str, ReplyStats]:
         generation = self.submit(messages, params)
-        return generation.result(), generation.stats
+        text = generation.result()
+        assert generation.stats is not None  # set before result() returns
+        return text, generation.stats
 
     def prepare(self, messages: list[dict], params: GenerationParams | dict | None = None, cancelled=None, *,
                 enable_thinking: bool | None = None) -> None:
@@ -286,6 +298,15 @@ class RemoteBackend:
         if not isinstance(params, GenerationParams):
             GenerationParams.parse(params)
         return None
+
+    def kv_budget(self) -> None:
+        return None  # the server's memory is not ours to budget
+
+    def wait(self) -> RemoteBackend:
+        return self  # nothing to load
+
+    def retire(self, successor: str, drain_s: float) -> None:
+        """Nothing to free: the model lives on the server, and replies under way go on there."""
 
     def budget(self, params: GenerationParams) -> int:
         return min(params.max_length, self.context_length or params.max_length)
@@ -355,8 +376,9 @@ class RemoteBackend:
         arguments = request_arguments(params, self.ignored_controls)
         if enable_thinking is not None and self.takes_template_kwargs:
             arguments.setdefault("extra_body", {})["chat_template_kwargs"] = {"enable_thinking": enable_thinking}
+        # plain dicts, which the server validates: openai's overloads want its TypedDicts
         return self.client.chat.completions.create(model=self.model, messages=messages, stream=True, **usage,
-                                                   **arguments)
+                                                   **arguments)  # type: ignore[call-overload]
 
     @property
     def takes_template_kwargs(self) -> bool:

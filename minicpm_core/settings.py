@@ -21,21 +21,20 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, cast, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from .download import DEFAULT_CACHE_DIR, DEFAULT_MODEL_ID
 from .errors import InvalidRequest
-from .paths import DEFAULT_DEMO_FAMILY, DEMO_FAMILIES, model_name
+from .paths import DEFAULT_CACHE_DIR, DEFAULT_DEMO_FAMILY, DEFAULT_MODEL_ID, DEMO_FAMILIES, model_name
 
 DEFAULT_MAX_QUEUE = 32  # requests that may wait for a free slot; one more is refused (HTTP 429)
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 6006  # the seed tutorial's port (autodl maps it to the outside)
 BACKENDS = ("local", "openai")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # AccessSettings; ui.auth names it on its refusal page
+ALLOW_OPEN_ENV = "MINICPM_ALLOW_OPEN"  # AccessSettings; the API's warning names it
 
 
 def setting(default: Any, help: str, *, env: str | None = None, flag: bool = True, positional: bool = False,
@@ -52,6 +51,8 @@ class SettingsGroup(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     title: ClassVar[str]
 
+
+Group = TypeVar("Group", bound=SettingsGroup)
 
 # Declared once, used by two groups each.
 CacheDir = Annotated[str, setting(DEFAULT_CACHE_DIR, "the folder where model ids are looked up and downloaded, "
@@ -131,7 +132,8 @@ class AccessSettings(SettingsGroup):
     """Who may reach the app (read on every run: it is no flag)."""
 
     title = "access"
-    allow_open: bool = setting(False, "serve every interface with no password and no cross-site checks",
+    allow_open: bool = setting(False, "serve every interface with no access token (app) or API key (API) when "
+                                      "no password or key is given",
                                env=ALLOW_OPEN_ENV, flag=False)
 
 
@@ -143,15 +145,16 @@ def flag_of(name: str) -> str:
 
 def _extra(field: FieldInfo, key: str) -> Any:
     """What `setting()` recorded about a field: "env", "flag" or "positional"."""
-    return (field.json_schema_extra or {}).get(key)
+    extra = field.json_schema_extra
+    return extra.get(key) if isinstance(extra, dict) else None
 
 
 def env_of(field: FieldInfo) -> str | None:
     return _extra(field, "env")
 
 
-def resolve(group: type[SettingsGroup], flags: Mapping[str, Any] | None = None,
-            environ: Mapping[str, str] | None = None) -> SettingsGroup:
+def resolve(group: type[Group], flags: Mapping[str, Any] | None = None,
+            environ: Mapping[str, str] | None = None) -> Group:
     """The group's values: `flags` (field name -> value, only those given) over the environment
     (an empty variable counts as unset) over the defaults. InvalidRequest names a bad value's source."""
     flags = flags or {}
@@ -205,7 +208,7 @@ class ProgramSettings(BaseModel):
 
     @classmethod
     def groups(cls) -> dict[str, type[SettingsGroup]]:
-        return {name: field.annotation for name, field in cls.model_fields.items()}
+        return {name: cast("type[SettingsGroup]", field.annotation) for name, field in cls.model_fields.items()}
 
     @classmethod
     def parser(cls, *, exit_on_error: bool = True) -> argparse.ArgumentParser:
@@ -253,7 +256,7 @@ def help_of(field: FieldInfo) -> str:
     notes = [f"env {env}=1" if is_flag else f"env {env}"] if env else []
     if not is_flag and field.default not in (None, ""):
         notes.append(f"default {_shown(field.default)}")
-    return field.description + (f" ({'; '.join(notes)})" if notes else "")
+    return (field.description or "") + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _add_argument(section, dest: str, name: str, field: FieldInfo) -> None:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .backend import Backend
 from .errors import InvalidRequest, MiniCPMError
@@ -45,10 +46,11 @@ class BackgroundLoad(threading.Thread):
         if gate_open:
             self.gate.set()
         self.started: float | None = None
+        self.seconds: float | None = None  # from begin() to ready, what the Model page calls its load time
         self._start_lock = threading.Lock()
         self.backend: Backend | None = None
         self.error: BaseException | None = None
-        self.on_failure: Callable[[], None] | None = None
+        self.on_failure: Callable[[BaseException], None] | None = None
         self.done = threading.Event()
 
     def begin(self) -> None:
@@ -62,10 +64,11 @@ class BackgroundLoad(threading.Thread):
         try:
             self.gate.wait()
             self.backend = self._build(self.settings)
+            self.seconds = time.monotonic() - (self.started or time.monotonic())
         except BaseException as exc:  # noqa: BLE001 - handed to the callers, raised there
             self.error = exc
             if self.on_failure is not None:
-                self.on_failure()  # before `done`: whoever wakes then finds what replaces this load
+                self.on_failure(exc)  # before `done`: whoever wakes then finds what replaces this load
         finally:
             self.done.set()
 
@@ -81,6 +84,8 @@ class BackgroundLoad(threading.Thread):
     def result(self) -> Backend:
         if self.error is not None:
             raise self.error
+        if self.backend is None:  # cancelled before it began: the slot has a newer load to hand out
+            raise RuntimeError(f"the load of {self.settings.name} was cancelled before it began")
         return self.backend
 
 
@@ -117,6 +122,11 @@ class ModelSlot:
         return self.load.settings
 
     @property
+    def load_seconds(self) -> float | None:
+        """How long the current model took from the start of its load to ready (None while loading)."""
+        return self.load.seconds
+
+    @property
     def last_switch(self) -> Switch | None:
         return self.switches[-1] if self.switches else None
 
@@ -129,9 +139,10 @@ class ModelSlot:
         """Switch to the model `settings` name (called `target` in notices) in the background. Refused
         (InvalidRequest) while another switch is under way, and for the model already loaded."""
         with self._lock:
-            if self.switching:
-                raise InvalidRequest(f"The server is already switching to {self.last_switch.target}; wait until "
-                                     "it has loaded.", code="switch_under_way", model=self.last_switch.target)
+            last = self.last_switch
+            if self.switching and last is not None:
+                raise InvalidRequest(f"The server is already switching to {last.target}; wait until "
+                                     "it has loaded.", code="switch_under_way", model=last.target)
             if settings == self.load.settings:
                 raise InvalidRequest(f"{target} is the model loaded now.", code="switch_same_model", model=target)
             old = self.load
@@ -159,12 +170,12 @@ class ModelSlot:
                 return load.result()
 
     def _carry_out(self, old: BackgroundLoad, new: BackgroundLoad, record: Switch) -> None:
-        def go_back() -> None:  # the previous model again: the server must not be left without one
+        def go_back(error: BaseException) -> None:  # the previous model again: never left without one
             back = BackgroundLoad(old.settings, self._build)
             with self._lock:
                 self.load = back
             back.begin()
-            record.end("failed", _message_of(new.error))
+            record.end("failed", _without_path(_message_of(error), new.settings))
 
         try:
             self._retire(old, record.target)
@@ -184,14 +195,23 @@ class ModelSlot:
         if old.cancel_unstarted():
             return  # never begun: nothing was loaded
         old.done.wait()
-        retire = getattr(old.backend, "retire", None)  # a remote backend holds no model
-        if retire is not None:
-            retire(successor, self.drain_s)
+        if old.backend is not None:  # None: its load failed, nothing was loaded
+            old.backend.retire(successor, self.drain_s)
 
 
 def _name_of(load: BackgroundLoad) -> str:
-    return getattr(load.backend, "model_name", None) or load.settings.name
+    return load.backend.model_name if load.backend is not None else load.settings.name
 
 
 def _message_of(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, MiniCPMError) else f"{type(exc).__name__}: {exc}"
+
+
+def _without_path(message: str, settings: ModelSettings) -> str:
+    """`message` with the model's local path (as given, absolute, or under the cache dir) replaced by its
+    name: every session sees a failed switch's reason, and the server's folders are nobody's business."""
+    given = Path(settings.model).expanduser()
+    paths = {str(given), str(given.resolve()), str(Path(settings.cache_dir) / settings.model)}
+    for path in sorted((p for p in paths if p not in ("", ".")), key=len, reverse=True):
+        message = message.replace(path, settings.name)
+    return message

@@ -6,15 +6,19 @@ only under a lock, so calls from different threads run one at a time; every call
 and writes begin with `BEGIN IMMEDIATE`, so another process using the same file waits (busy timeout)
 instead of failing or interleaving. WAL mode lets that other process read while we write.
 
-It also exports a conversation as JSON or Markdown and imports JSON, validating every field against
-the named limits below (declared as the pydantic models ImportFile and ImportMessage), so a bad file
-is refused with a message that says what is wrong.
+It also exports a conversation as JSON or Markdown and imports JSON; what an import file may hold
+is checked first, by `store_import.parse_import`, so a bad file is refused with a message that says
+what is wrong and nothing is half-stored.
+
+A conversation is a tree of messages, so that no version is ever lost: regenerating a reply adds a
+sibling of it (a new version), and editing a question adds a sibling of the question (a new branch).
+Each message has a `parent_id` (None for the first messages), and each parent remembers which of its
+children is shown (`chosen`, the highest wins). The shown path, from the first message following the
+chosen children, is `Conversation.messages`: what the page draws and what the model reads next.
 
 It deliberately does not know about Streamlit, the model or prompts: messages are (role, content,
-meta), and `meta` is a JSON object stored as given. The keys the app reads from it (a reply's token
-counts, speed, finish reason, settings) follow one schema, `MessageMeta`: an import whose meta breaks
-it is refused, and a stored meta that breaks it (an old or hand-edited database) reads back without
-the bad keys, so a page never meets a count that is not a number.
+meta), and `meta` is a JSON object stored as given. The keys the app reads from it follow one schema
+(`message_meta.MessageMeta`); a stored meta that breaks it reads back without the bad keys.
 """
 
 from __future__ import annotations
@@ -28,95 +32,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Literal
-
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from typing import Any, Callable, Iterator
 
 from . import search as message_search
 from .errors import InvalidRequest, MiniCPMError
+from .message_meta import MessageMeta, readable_meta  # noqa: F401  (MessageMeta: part of the store's API)
 from .paths import DATA_DIR_ENV, data_dir
-from .prompt import MAX_MESSAGES  # a stored conversation is one the model can be asked to continue
-from .stats import FINISH_REASONS
+from .prompt import MAX_MESSAGES  # noqa: F401  (the limit of a stored conversation, as before)
+# The import file's limits and errors, re-exported: callers keep importing them from the store.
+from .store_import import (  # noqa: F401
+    EXPORT_FORMAT, IMPORT_PROBLEMS, MAX_IMPORT_BYTES, MAX_MESSAGE_CHARS, ROLES, InvalidImport, parse_import,
+)
 
 DB_FILENAME = "conversations.sqlite3"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 10.0
-
-ROLES = ("user", "assistant", "system")
-EXPORT_FORMAT = "minicpm-chat/v1"
 
 AUTO_TITLE_CHARS = 40  # titles derived from the first question
 MAX_TITLE_CHARS = 200
-MAX_IMPORT_BYTES = 5 * 1024 * 1024
-MAX_MESSAGE_CHARS = 200_000
-MAX_MODEL_NAME = 300  # a model's name in meta: an id or a folder name, far below this
-MAX_META_COUNT = 10**9  # token counts in meta: far above any context, far below SQLite's integer limit
 
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-_VALID_IMPORT_HINT = (
-    f"A valid file is a JSON export from this app, "
-    f'{{"format": "{EXPORT_FORMAT}", "title": "...", "messages": [{{"role": "user", "content": "Hi"}}, ...]}}, '
-    f'or a JSON list of messages, [{{"role": "user", "content": "Hi"}}, '
-    f'{{"role": "assistant", "content": "Hello!"}}]. Roles are {", ".join(ROLES)}.'
-)
-_LONE_SURROGATES = 'contains an invalid character escape (a lone surrogate such as "\\ud800")'
-
-
-class InvalidImport(InvalidRequest):
-    """An imported file is not a conversation we can read; the message says why and what is valid."""
-
-    def __init__(self, problem: str, code: str, **details: Any):
-        super().__init__(f"Cannot import this file: {problem}. {_VALID_IMPORT_HINT}", param="file",
-                         code=f"import_{code}", **details)
-
-
-_Count = Field(default=None, ge=0, le=MAX_META_COUNT, strict=True)
-
-
-class MessageMeta(BaseModel):
-    """The keys of a message's meta that the app reads; other keys are kept as they are."""
-
-    model_config = ConfigDict(extra="allow")
-
-    prompt_tokens: int | None = _Count
-    completion_tokens: int | None = _Count
-    turns_dropped: int | None = _Count
-    tokens_per_second: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
-    finish_reason: Literal[FINISH_REASONS] | None = None  # type: ignore[valid-type]
-    params: dict[str, Any] | None = None  # the GenerationParams that produced a reply
-    model: str | None = Field(default=None, strict=True, max_length=MAX_MODEL_NAME)  # which model wrote it
-    stopped_for: str | None = Field(default=None, strict=True, max_length=MAX_MODEL_NAME)  # a switch cut it: the new model
-    # A thinking family's reply: what it thought before answering (never sent back to the model), how
-    # many tokens and seconds that took, and whether max_length cut it before the answer began.
-    reasoning: str | None = Field(default=None, strict=True)
-    reasoning_tokens: int | None = _Count
-    reasoning_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=True)
-    ended_in_reasoning: bool | None = Field(default=None, strict=True)
-
-
-def meta_problem(meta: dict[str, Any]) -> tuple[str, str] | None:
-    """(key, what is wrong) for the first key of `meta` that breaks MessageMeta; None if it is valid."""
-    try:
-        MessageMeta.model_validate(meta)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        return str(error["loc"][0]), error["msg"]
-    return None
-
-
-def readable_meta(stored: str) -> dict[str, Any]:
-    """A stored meta as the app may read it: the keys that break MessageMeta are left out."""
-    try:
-        meta = json.loads(stored)
-    except (ValueError, RecursionError):
-        return {}
-    if not isinstance(meta, dict):
-        return {}
-    while (problem := meta_problem(meta)) is not None:  # one bad key less each time: it ends
-        meta = {key: value for key, value in meta.items() if key != problem[0]}
-    return meta
 
 
 class NotFound(MiniCPMError):
@@ -130,6 +66,7 @@ class Message:
     content: str
     meta: dict[str, Any]
     created_at: str  # UTC ISO 8601, like every timestamp here
+    parent_id: str | None = None  # the message it answers or follows; None for a first message
 
 
 @dataclass(frozen=True)
@@ -138,8 +75,22 @@ class Conversation:
     title: str
     created_at: str
     updated_at: str
-    messages: list[Message] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)  # the shown path, first message first
     owner: str = ""
+    # For each shown message: the ids of its versions (it and its siblings), oldest first.
+    versions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def version(self, message_id: str) -> tuple[int, int]:
+        """(n, of): the shown message is version n (from 1) of `of`."""
+        ids = self.versions.get(message_id, (message_id,))
+        return ids.index(message_id) + 1, len(ids)
+
+    def up_to(self, message_id: str) -> list[Message]:
+        """The shown path up to and including `message_id` (all of it if that is not on it)."""
+        for index, message in enumerate(self.messages):
+            if message.id == message_id:
+                return self.messages[:index + 1]
+        return list(self.messages)
 
 
 @dataclass(frozen=True)
@@ -184,9 +135,16 @@ def _dump_meta(meta: dict[str, Any] | None) -> str:
     return json.dumps(meta or {}, ensure_ascii=False)
 
 
-# Migration i upgrades a database from user_version i to i + 1; append, never edit.
-_MIGRATIONS = [
-    """
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the migration's transaction first.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    """Schema 1: conversations and their messages in order."""
+    _run_script(conn, """
     CREATE TABLE conversations (
         id         TEXT PRIMARY KEY,
         title      TEXT NOT NULL DEFAULT '',
@@ -209,9 +167,37 @@ _MIGRATIONS = [
         created_at      TEXT NOT NULL
     );
     CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
-    """,
-]
+    """)
+
+
+def _add_branches(conn: sqlite3.Connection) -> None:
+    """Schema 2: messages form a tree (regenerate and edit keep every version). Each existing message
+    becomes the child of the one before it, so every conversation reads back exactly as before."""
+    _run_script(conn, """
+    ALTER TABLE messages ADD COLUMN parent_id TEXT;  -- NULL: a first message
+    -- Among a parent's children the one with the highest `chosen` is shown (ties: the newest).
+    ALTER TABLE messages ADD COLUMN chosen INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET parent_id = (
+        SELECT p.id FROM messages p WHERE p.conversation_id = messages.conversation_id AND p.seq < messages.seq
+        ORDER BY p.seq DESC LIMIT 1);
+    CREATE INDEX messages_by_parent ON messages (conversation_id, parent_id);
+    """)
+
+
+# Migration i upgrades a database from user_version i to i + 1; append, never edit.
+_MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_create_tables, _add_branches]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+def check_message(content: str) -> None:
+    """Raise InvalidRequest for a message the store refuses (over MAX_MESSAGE_CHARS): the browser's limits
+    are not ours, so it is checked where a message is stored, and before anything else is created for it."""
+    if not isinstance(content, str):
+        raise TypeError(f"content must be a str, not {type(content).__name__}")
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise InvalidRequest(f"This message is {len(content):,} characters long, more than the limit of "
+                             f"{MAX_MESSAGE_CHARS:,}: shorten it or split it.", "content",
+                             code="message_too_long", length=len(content), limit=MAX_MESSAGE_CHARS)
 
 
 class ConversationStore:
@@ -267,10 +253,7 @@ class ConversationStore:
                     f"this one reads {SCHEMA_VERSION}). Upgrade the app, or set {DATA_DIR_ENV} to another folder."
                 )
             for migration in _MIGRATIONS[version:]:
-                # Statement by statement: executescript() would commit our transaction first.
-                for statement in migration.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                migration(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             message_search.ensure_index(conn)  # after the schema: indexes what a database holds already
 
@@ -298,13 +281,18 @@ class ConversationStore:
 
     @staticmethod
     def _insert_message(conn: sqlite3.Connection, conv_id: str, role: str, content: str,
-                        meta: dict[str, Any] | None, now: str) -> Message:
+                        meta: dict[str, Any] | None, now: str, parent_id: str | None,
+                        chosen: int | None = None) -> Message:
+        """Insert a child of `parent_id`; shown among its siblings unless `chosen` says otherwise."""
         stored_meta = _dump_meta(meta)
         # Meta as it will read back (tuples become lists), so the returned Message equals get()'s.
-        message = Message(_new_id(), role, content, json.loads(stored_meta), now)
+        message = Message(_new_id(), role, content, json.loads(stored_meta), now, parent_id)
+        if chosen is None:
+            chosen = _newest_choice(conn, conv_id, parent_id)
         conn.execute(
-            "INSERT INTO messages (id, conversation_id, role, content, meta, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (message.id, conv_id, role, content, stored_meta, now),
+            "INSERT INTO messages (id, conversation_id, role, content, meta, created_at, parent_id, chosen) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (message.id, conv_id, role, content, stored_meta, now, parent_id, chosen),
         )
         if role == "user":  # an untitled conversation is named after its first question
             conn.execute(
@@ -315,7 +303,22 @@ class ConversationStore:
 
     @staticmethod
     def _message_from_row(row: sqlite3.Row) -> Message:
-        return Message(row["id"], row["role"], row["content"], readable_meta(row["meta"]), row["created_at"])
+        return Message(row["id"], row["role"], row["content"], readable_meta(row["meta"]), row["created_at"],
+                       row["parent_id"])
+
+    @staticmethod
+    def _tree(conn: sqlite3.Connection, conv_id: str, columns: str = "id, parent_id, chosen, seq") -> "_Tree":
+        rows = conn.execute(f"SELECT {columns} FROM messages WHERE conversation_id = ? ORDER BY seq",
+                            (conv_id,)).fetchall()
+        return _Tree(rows)
+
+    @staticmethod
+    def _message_row(conn: sqlite3.Connection, conv_id: str, message_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM messages WHERE id = ? AND conversation_id = ?",
+                           (message_id, conv_id)).fetchone()
+        if row is None:
+            raise NotFound(f"Message {message_id!r} is not in conversation {conv_id!r}.")
+        return row
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -337,20 +340,28 @@ class ConversationStore:
         return [ConversationSummary(r["id"], r["title"], r["updated_at"], r["message_count"]) for r in rows]
 
     def get(self, conv_id: str) -> Conversation | None:
-        """The conversation with its messages in order; None for an unknown or malformed id (e.g. from a URL)."""
+        """The conversation with its shown path of messages (and each one's versions); None for an unknown
+        or malformed id (e.g. from a URL)."""
         if not _is_id(conv_id):
             return None
         with self._transaction(write=False) as conn:
             row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conv_id,)).fetchone()
             if row is None:
                 return None
-            messages = conn.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY seq", (conv_id,)
-            ).fetchall()
+            tree = self._tree(conn, conv_id, "*")
+        path = tree.shown_path()
         return Conversation(
             row["id"], row["title"], row["created_at"], row["updated_at"],
-            [self._message_from_row(m) for m in messages], row["owner"],
+            [self._message_from_row(m) for m in path], row["owner"],
+            {m["id"]: tuple(sibling["id"] for sibling in tree.children[m["parent_id"]]) for m in path},
         )
+
+    def exists(self, conv_id: str) -> bool:
+        """Whether the conversation is there (without reading its messages)."""
+        if not _is_id(conv_id):
+            return False
+        with self._transaction(write=False) as conn:
+            return conn.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is not None
 
     def rename(self, conv_id: str, title: str) -> bool:
         """Set the title (cleaned to one line, ≤ MAX_TITLE_CHARS). Does not move it up the list. False if unknown."""
@@ -372,48 +383,76 @@ class ConversationStore:
 
     # -- messages ------------------------------------------------------------------------------
 
-    def append(self, conv_id: str, role: str, content: str, meta: dict[str, Any] | None = None) -> Message:
-        """Add a message at the end; NotFound if the conversation is gone."""
+    def append(self, conv_id: str, role: str, content: str, meta: dict[str, Any] | None = None,
+               after: str | None = None) -> Message:
+        """Add a message at the end of the shown path, or, with `after`, as the shown answer to that
+        message (a new version of the replies it had: regenerate). NotFound if either is gone."""
         _check_role(role)
+        check_message(content)
+        now = _now()
+        with self._transaction(write=True) as conn:
+            self._touch(conn, conv_id, now)
+            if after is None:
+                path = self._tree(conn, conv_id).shown_path()
+                parent_id = path[-1]["id"] if path else None
+            else:
+                parent_id = self._message_row(conn, conv_id, after)["id"]
+            return self._insert_message(conn, conv_id, role, content, meta, now, parent_id)
+
+    def add_version(self, conv_id: str, message_id: str, content: str,
+                    meta: dict[str, Any] | None = None) -> Message:
+        """A new version of a message (an edited question): a sibling with the same role, shown from now on.
+        The old version and everything after it stay, one ‹ › away."""
         if not isinstance(content, str):
             raise TypeError(f"content must be a str, not {type(content).__name__}")
         now = _now()
         with self._transaction(write=True) as conn:
+            old = self._message_row(conn, conv_id, message_id)
             self._touch(conn, conv_id, now)
-            return self._insert_message(conn, conv_id, role, content, meta, now)
+            return self._insert_message(conn, conv_id, old["role"], content, meta, now, old["parent_id"])
+
+    def select(self, conv_id: str, message_id: str) -> None:
+        """Show this message: it, and each message before it, becomes the shown version among its
+        siblings (the path then follows the versions last shown below it). NotFound if it is gone."""
+        with self._transaction(write=True) as conn:
+            self._message_row(conn, conv_id, message_id)
+            tree = self._tree(conn, conv_id)
+            for row in tree.ancestry(message_id):
+                shown = tree.shown_child(row["parent_id"])
+                if shown is None or shown["id"] != row["id"]:
+                    conn.execute("UPDATE messages SET chosen = ? WHERE id = ?",
+                                 (_newest_choice(conn, conv_id, row["parent_id"]), row["id"]))
 
     def update_message(self, conv_id: str, message_id: str, content: str | None = None,
                        meta: dict[str, Any] | None = None) -> Message:
         """Replace the content and/or merge keys into meta (e.g. when a streamed reply finishes)."""
         with self._transaction(write=True) as conn:
-            row = conn.execute(
-                "SELECT * FROM messages WHERE id = ? AND conversation_id = ?", (message_id, conv_id)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"Message {message_id!r} is not in conversation {conv_id!r}.")
-            old = self._message_from_row(row)
+            old = self._message_from_row(self._message_row(conn, conv_id, message_id))
             if content is not None and not isinstance(content, str):
                 raise TypeError(f"content must be a str, not {type(content).__name__}")
             stored_meta = _dump_meta({**old.meta, **(meta or {})})
             new = Message(old.id, old.role, old.content if content is None else content,
-                          json.loads(stored_meta), old.created_at)
+                          json.loads(stored_meta), old.created_at, old.parent_id)
             conn.execute("UPDATE messages SET content = ?, meta = ? WHERE id = ?", (new.content, stored_meta, new.id))
             self._touch(conn, conv_id, _now())
         return new
 
     def delete_messages_from(self, conv_id: str, message_id: str) -> int:
-        """Drop this message and every later one (regenerate, edit the last question). Returns how many."""
+        """Drop this message and everything after it, on every branch below it. Returns how many."""
         with self._transaction(write=True) as conn:
-            row = conn.execute(
-                "SELECT seq FROM messages WHERE id = ? AND conversation_id = ?", (message_id, conv_id)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"Message {message_id!r} is not in conversation {conv_id!r}.")
-            cursor = conn.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND seq >= ?", (conv_id, row["seq"])
-            )
+            self._message_row(conn, conv_id, message_id)
+            doomed = self._tree(conn, conv_id).subtree(message_id)
+            for start in range(0, len(doomed), _DELETE_BATCH):
+                batch = doomed[start:start + _DELETE_BATCH]
+                conn.execute(f"DELETE FROM messages WHERE id IN ({', '.join('?' * len(batch))})", batch)
             self._touch(conn, conv_id, _now())
-        return cursor.rowcount
+        return len(doomed)
+
+    def clear_messages(self, conv_id: str) -> int:
+        """Drop every message of every branch; the conversation stays. Returns how many."""
+        with self._transaction(write=True) as conn:
+            self._touch(conn, conv_id, _now())
+            return conn.execute("DELETE FROM messages WHERE conversation_id = ?", (conv_id,)).rowcount
 
     # -- export / import -----------------------------------------------------------------------
 
@@ -424,14 +463,21 @@ class ConversationStore:
         return conversation
 
     def export_json(self, conv_id: str) -> str:
+        """Every message of every branch, oldest first: each with its id, its parent's id and whether it
+        is the shown version among its siblings, so an import rebuilds the same tree and the same path."""
         conversation = self._get_or_raise(conv_id)
+        with self._transaction(write=False) as conn:
+            tree = self._tree(conn, conv_id, "*")
+        shown = {child["id"] for parent in tree.children if (child := tree.shown_child(parent)) is not None}
+        messages = [{"id": m["id"], "parent": m["parent_id"], "role": m["role"], "content": m["content"],
+                     "meta": readable_meta(m["meta"]), "shown": m["id"] in shown} for m in tree.rows]
         return json.dumps(
             {
                 "format": EXPORT_FORMAT,
                 "id": conversation.id,
                 "title": conversation.title,
                 "created_at": conversation.created_at,
-                "messages": [{"role": m.role, "content": m.content, "meta": m.meta} for m in conversation.messages],
+                "messages": messages,
             },
             ensure_ascii=False,
             indent=2,
@@ -461,203 +507,67 @@ class ConversationStore:
         """Validate an export (or a bare OpenAI-style message list) and store it as a NEW conversation."""
         title, messages = parse_import(text)
         now = _now()
+        new_ids: dict[int, str] = {}  # a message's place in the file -> its id here
         with self._transaction(write=True) as conn:
             conv_id = self._insert_conversation(conn, title, owner, now)
-            for role, content, meta in messages:
-                self._insert_message(conn, conv_id, role, content, meta, now)
+            for index, message in enumerate(messages):
+                parent_id = None if message.parent is None else new_ids[message.parent]
+                # the file's order decides among siblings (the newest shown), unless one is marked shown
+                chosen = index + 1 + (len(messages) if message.shown else 0)
+                new_ids[index] = self._insert_message(conn, conv_id, message.role, message.content, message.meta,
+                                                      now, parent_id, chosen).id
         return self._get_or_raise(conv_id)
 
 
-def parse_import(text: str | bytes) -> tuple[str, list[tuple[str, str, dict[str, Any]]]]:
-    """(title, [(role, content, meta)]) from an import file; InvalidImport naming the first problem."""
-    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_IMPORT_BYTES:
-        raise InvalidImport(f"it is {size:,} bytes, more than the limit of {MAX_IMPORT_BYTES:,} bytes",
-                            "too_big", size=size, limit=MAX_IMPORT_BYTES)
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InvalidImport(f"it is not UTF-8 text (bad byte at position {exc.start})", "not_utf8",
-                                position=exc.start) from None
-    if not text.strip():
-        raise InvalidImport("it is empty", "empty")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidImport(f"it is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
-                            "not_json", line=exc.lineno, column=exc.colno) from None
-    except RecursionError:
-        raise InvalidImport("its JSON is nested too deeply to be a conversation", "too_deep") from None
-
-    if isinstance(data, list):  # a bare OpenAI-style message list
-        data = {"messages": data}
-    elif not isinstance(data, dict):
-        raise InvalidImport(f"it holds {_kind(data)}, not a conversation", "not_conversation")
-    try:
-        imported = ImportFile.model_validate(data)
-    except ValidationError as exc:
-        raise _invalid_import(exc.errors(include_url=False)[0]) from None
-    return imported.title, [(m.role, m.content, m.meta) for m in imported.messages]
+_DELETE_BATCH = 500  # ids per DELETE: below SQLite's limit on bound parameters
 
 
-# --- what an import file may hold -------------------------------------------------------------------
-# Declared as pydantic models. A failed check is a problem code: the validators below raise theirs (_Problem),
-# _PYDANTIC_PROBLEMS names pydantic's own complaints (a wrong type, a missing key, a limit passed) by
-# where they are, and IMPORT_PROBLEMS words each code. Pydantic reports fields in declaration order
-# and messages in file order; the first problem is the one the user is told.
-
-IMPORT_PROBLEMS = {  # code -> what is wrong; {where} is "message N", {kind} the kind of the bad value
-    "wrong_format": 'its "format" is {found!r}; this app reads {expected!r}',
-    "no_messages": 'the JSON object has no "messages" list',
-    "title_type": 'its "title" is {kind}, not a string',
-    "title_surrogates": f'its "title" {_LONE_SURROGATES}',
-    "messages_type": 'its "messages" is {kind}, not a list',
-    "too_many_messages": "it has {count} messages, more than the limit of {limit}",
-    "message_type": "{where} is {kind}, not an object with a role and content",
-    "message_no_role": '{where} has no "role"',
-    "message_bad_role": "{where} has role {role!r}, which is not one of {roles}",
-    "message_no_content": '{where} has no "content"',
-    "message_content_parts": '{where} has content parts that are not text ({{"type": "text", "text": ...}})',
-    "message_content_type": '{where} has "content" that is {kind}, not a string',
-    "message_content_surrogates": f'{{where}} has "content" that {_LONE_SURROGATES}',
-    "message_too_long": "{where} is {length} characters long, more than the limit of {limit}",
-    "message_meta_type": '{where} has "meta" that is {kind}, not an object',
-    "message_meta_surrogates": f'{{where}} has "meta" that {_LONE_SURROGATES}',
-    "message_meta_invalid": '{where} has "meta" whose "{key}" is wrong ({reason})',
-}
+def _newest_choice(conn: sqlite3.Connection, conv_id: str, parent_id: str | None) -> int:
+    """A `chosen` above every sibling's: the message that gets it is shown."""
+    return conn.execute("SELECT COALESCE(MAX(chosen), 0) + 1 FROM messages WHERE conversation_id = ? "
+                        "AND parent_id IS ?", (conv_id, parent_id)).fetchone()[0]
 
 
-def _bad_role(value: Any) -> dict[str, Any]:
-    return {"role": value, "roles": ", ".join(ROLES)}
+class _Tree:
+    """A conversation's messages as a tree: rows (oldest first) with id, parent_id, chosen and seq."""
 
+    def __init__(self, rows: list[sqlite3.Row]):
+        self.rows = rows
+        self.by_id = {row["id"]: row for row in rows}
+        self.children: dict[str | None, list[sqlite3.Row]] = {}
+        for row in rows:
+            self.children.setdefault(row["parent_id"], []).append(row)
 
-# (where pydantic complains, its error type) -> (our code, the details its message needs from the bad value)
-_PYDANTIC_PROBLEMS: dict[tuple[str, str], tuple[str, Callable[[Any], dict[str, Any]] | None]] = {
-    ("format", "literal_error"): ("wrong_format", lambda value: {"found": value, "expected": EXPORT_FORMAT}),
-    ("title", "string_type"): ("title_type", None),
-    ("messages", "missing"): ("no_messages", None),
-    ("messages", "list_type"): ("messages_type", None),
-    ("messages", "too_long"): ("too_many_messages", lambda value: {"count": len(value), "limit": MAX_MESSAGES}),
-    ("messages.*", "model_type"): ("message_type", None),
-    ("messages.*.role", "missing"): ("message_no_role", None),
-    ("messages.*.role", "literal_error"): ("message_bad_role", _bad_role),
-    ("messages.*.role", "string_unicode"): ("message_bad_role", _bad_role),  # a lone surrogate
-    ("messages.*.content", "missing"): ("message_no_content", None),
-    ("messages.*.content", "string_type"): ("message_content_type", None),
-    ("messages.*.content", "string_unicode"): ("message_content_surrogates", None),
-    ("messages.*.content", "string_too_long"): ("message_too_long",
-                                                lambda value: {"length": len(value), "limit": MAX_MESSAGE_CHARS}),
-    ("messages.*.meta", "dict_type"): ("message_meta_type", None),
-}
+    def shown_child(self, parent_id: str | None) -> sqlite3.Row | None:
+        children = self.children.get(parent_id)
+        return max(children, key=lambda row: (row["chosen"], row["seq"])) if children else None
 
+    def shown_path(self) -> list[sqlite3.Row]:
+        """From the first message, the shown child of each: what the page shows and the model reads."""
+        path: list[sqlite3.Row] = []
+        while (child := self.shown_child(path[-1]["id"] if path else None)) is not None:
+            path.append(child)
+        return path
 
-class _Problem(ValueError):
-    """A failed check inside a validator; pydantic carries it to `_invalid_import` as a value_error."""
+    def ancestry(self, message_id: str) -> list[sqlite3.Row]:
+        """The message and every message before it, up to the first (a hand-made cycle ends the walk)."""
+        chain, seen = [], set()
+        row = self.by_id.get(message_id)
+        while row is not None and row["id"] not in seen:
+            chain.append(row)
+            seen.add(row["id"])
+            row = self.by_id.get(row["parent_id"])
+        return chain
 
-    def __init__(self, code: str, **details: Any):
-        super().__init__(code)
-        self.code, self.details = code, details
-
-
-def _storable(code: str) -> AfterValidator:
-    """Refuse, as `code`, text that SQLite cannot store: a lone surrogate (in a meta's keys too)."""
-    def check(value: Any) -> Any:
-        if not _is_utf8(value if isinstance(value, str) else _dump_meta(value)):
-            raise _Problem(code)
-        return value
-    return AfterValidator(check)
-
-
-def _null_as(empty: Any) -> BeforeValidator:
-    """An explicit null reads as the empty value (pydantic copies it: a {} here is never shared)."""
-    return BeforeValidator(lambda value: empty if value is None else value)
-
-
-def _text_content(content: Any) -> Any:
-    """OpenAI content parts: the text ones joined; images and the like refused."""
-    if content is None:
-        raise _Problem("message_no_content")
-    if isinstance(content, list):
-        if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                   for p in content):
-            raise _Problem("message_content_parts")
-        return "".join(p["text"] for p in content)
-    return content
-
-
-def _true_to_message_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """The keys the app reads must follow MessageMeta; the dict is kept as given."""
-    problem = meta_problem(meta)
-    if problem is not None:
-        key, reason = problem
-        raise _Problem("message_meta_invalid", key=key, reason=reason)
-    return meta
-
-
-class ImportMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI's "name" and the like
-
-    role: Literal[ROLES]  # type: ignore[valid-type]
-    content: Annotated[str, Field(strict=True, max_length=MAX_MESSAGE_CHARS), BeforeValidator(_text_content),
-                       _storable("message_content_surrogates")]
-    meta: Annotated[dict[str, Any], _null_as({}), _storable("message_meta_surrogates"),
-                    AfterValidator(_true_to_message_meta)] = {}
-
-
-class ImportFile(BaseModel):
-    """This app's export; a bare message list is read as {"messages": [...]}."""
-
-    model_config = ConfigDict(extra="ignore")  # "id", "created_at": a new conversation gets its own
-
-    format: Literal[EXPORT_FORMAT] = EXPORT_FORMAT  # type: ignore[valid-type]
-    title: Annotated[str, Field(strict=True), _null_as(""), _storable("title_surrogates")] = ""
-    messages: Annotated[list[ImportMessage], Field(max_length=MAX_MESSAGES)]
-
-
-def _invalid_import(error: dict[str, Any]) -> InvalidImport:
-    """Pydantic's first complaint about an import file as the InvalidImport that says it in our words."""
-    loc = error["loc"]
-    path = ".".join("*" if isinstance(part, int) else str(part) for part in loc)
-    details: dict[str, Any] = {"number": loc[1] + 1} if len(loc) > 1 and isinstance(loc[1], int) else {}
-    failed = (error.get("ctx") or {}).get("error")
-    if isinstance(failed, _Problem):  # one of the validators above
-        code = failed.code
-        details |= failed.details
-    elif (path, error["type"]) in _PYDANTIC_PROBLEMS:
-        code, details_of = _PYDANTIC_PROBLEMS[(path, error["type"])]
-        details |= details_of(error["input"]) if details_of else {}
-    else:  # a complaint the tables do not foresee: still a clear refusal, in pydantic's words
-        subject = f"message {details['number']}" if "number" in details else "it"
-        return InvalidImport(f"{subject} is not valid at {path} ({error['msg']})", "invalid", **details)
-    message = IMPORT_PROBLEMS[code].format(where=f"message {details.get('number')}", kind=_kind(error.get("input")),
-                                           **details)
-    return InvalidImport(message, code, **details)
-
-
-def _is_utf8(text: str) -> bool:
-    """False for strings holding lone surrogates (JSON allows "\\ud800"; SQLite cannot store them)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    def subtree(self, message_id: str) -> list[str]:
+        """The ids of the message and of everything below it."""
+        ids, todo = [], [message_id]
+        while todo:
+            current = todo.pop()
+            ids.append(current)
+            todo.extend(row["id"] for row in self.children.get(current, ()))
+        return ids
 
 
 def _open_code_fence(markdown: str) -> bool:
     return sum(1 for line in markdown.splitlines() if line.lstrip().startswith("```")) % 2 == 1
-
-
-def _kind(value: Any) -> str:
-    """'a number', 'a list', ... for error messages about JSON values."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"

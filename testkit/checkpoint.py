@@ -67,6 +67,10 @@ DEMO_WARMUP_STEPS = 10
 DEMO_DECAY_STEPS = 100  # cosine decay to a tenth of DEMO_LR, then constant
 DEMO_MAX_STEPS = 600
 DEMO_MARGIN = 2.0  # logit gap between each answer token and the runner-up, so bf16 rounding keeps it
+# Sampling at the app's defaults (temperature 0.5, top_p 0.8) keeps only the top token when it is at least
+# this many nats above the log-sum-exp of all others: exp(-2m) <= 0.25 needs m >= 0.7; the rest is headroom
+# for repetition_penalty (1.02) and bf16.
+DEMO_SAMPLING_MARGIN = 2.0
 
 _REMOTE_CODE_TRAP = 'raise RuntimeError("remote code was executed")\n'
 _ST_DTYPES = {torch.bfloat16: "BF16", torch.float16: "F16", torch.float32: "F32"}
@@ -401,6 +405,14 @@ def min_margin(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return (target - others).min().item()
 
 
+def min_sampling_margin(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Smallest gap between the target's logit and the log-sum-exp of all other logits: above ~0.7, sampling
+    at temperature 0.5 and top_p 0.8 can only draw the target (see DEMO_SAMPLING_MARGIN)."""
+    target = logits.gather(1, targets[:, None])[:, 0]
+    others = logits.scatter(1, targets[:, None], float("-inf")).logsumexp(dim=1)
+    return (target - others).min().item()
+
+
 @torch.no_grad()
 def _survives_rounding(model: Any, batches: list, dtype: torch.dtype) -> bool:
     """Whether greedy decoding still reproduces every answer once the weights are stored in `dtype`,
@@ -424,7 +436,8 @@ def demo_lr_factor(step: int) -> float:
 @functools.lru_cache(maxsize=None)
 def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Train the tiny model on DEMO_QA until greedy decoding reproduces every answer, in fp32 and once
-    stored and computed in bf16; return (config, fp32 state dict without lm_head)."""
+    stored and computed in bf16, and sampling at the app's defaults can draw nothing else; return
+    (config, fp32 state dict without lm_head)."""
     proto = train_tokenizer()
     vocab = _vocab_size(proto)
     config = make_config(vocab_size=vocab)
@@ -443,13 +456,15 @@ def _train_demo() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     try:
         for _ in range(DEMO_MAX_STEPS):
             optimizer.zero_grad()
-            margin = math.inf
+            margin = sampling_margin = math.inf
             for ids, mask, targets in batches:
                 logits = _answer_logits(model, ids, mask)
                 loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / answer_tokens
                 loss.backward()
                 margin = min(margin, min_margin(logits.detach(), targets))
-            if margin > DEMO_MARGIN and _survives_rounding(model, batches, torch.bfloat16):
+                sampling_margin = min(sampling_margin, min_sampling_margin(logits.detach(), targets))
+            if margin > DEMO_MARGIN and sampling_margin > DEMO_SAMPLING_MARGIN \
+                    and _survives_rounding(model, batches, torch.bfloat16):
                 break
             optimizer.step()
             schedule.step()

@@ -84,7 +84,8 @@ class StreamlitServer:
     `env` is added to this process's environment (minus APP_ENV_DROPPED); `args` go after `--`.
     """
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, args: list[str] | None = None):
+    def __init__(self, env: Mapping[str, str], log_path: Path, args: list[str] | None = None,
+                 address: str = "127.0.0.1"):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = Path(log_path)
@@ -92,7 +93,7 @@ class StreamlitServer:
         full_env.update(env)
         command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "chat_app.py"),
                    "--server.headless", "true", "--server.port", str(self.port),
-                   "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+                   "--server.address", address, "--browser.gatherUsageStats", "false",
                    "--server.fileWatcherType", "none"]
         if args:
             command += ["--", *args]

@@ -7,9 +7,13 @@
 - `demo_ckpt`: the tiny model trained to answer `testkit.checkpoint.DEMO_QA` under greedy
   decoding, trained afresh (15-45 s, once per session, only when a test asks for it) so that
   tests/test_checkpoint.py can compare it with the shipped one the app's `--demo` loads.
+- `m5_ckpt`: random tiny MiniCPM5 (testkit.minicpm5) in OpenBMB's layout. Copy it before changing it.
+- `m5_demo_engine`: an Engine on the shipped MiniCPM5 demo (`--demo-family minicpm5`: thinks, then
+  answers `testkit.minicpm5.demo_qa()`), on the CPU in fp32, one reply at a time.
+(tests/api/conftest.py adds engines and servers on the MiniCPM-2B checkpoints: `m2b_demo_engine`, `tiny_engine`.)
 
-`MINICPM_ALLOW_OPEN=1` for every test: AppTest reads .streamlit/config.toml (0.0.0.0, no cross-site
-checks), where the app refuses to serve without a password; tests/test_open_network.py lifts it.
+`MINICPM_ALLOW_OPEN=1` for every test: AppTest reads .streamlit/config.toml (0.0.0.0), where the app
+asks for its generated access token without a password; tests/test_open_network.py lifts it.
 
 Tests run torch on one thread: the models are tiny, and on a shared 2-core machine a second thread
 spends its time waiting for a busy core (generation measured 5-10x slower with two).
@@ -17,11 +21,15 @@ spends its time waiting for a busy core (generation measured 5-10x slower with t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from minicpm_core.engine import Engine
+from minicpm_core.loader import load_model
+from testkit import minicpm5
 from testkit.checkpoint import write_checkpoint, write_demo_checkpoint
 from ui.backend import ALLOW_OPEN_ENV
 
@@ -49,6 +57,17 @@ def tiny_ckpt_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_demo_checkpoint(tmp_path_factory.mktemp("demo_ckpt"))
 
+
+@pytest.fixture(scope="session")
+def m5_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return minicpm5.write_checkpoint(tmp_path_factory.mktemp("m5_ckpt"))
+
+
+@pytest.fixture(scope="session")
+def m5_demo_engine() -> Iterator[Engine]:
+    engine = Engine(load_model(minicpm5.DEMO_MODEL_DIR, device="cpu", dtype="float32"))
+    yield engine
+    engine.close()
 
 
 @pytest.fixture

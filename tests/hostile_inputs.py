@@ -79,7 +79,7 @@ def _import_files() -> dict[str, bytes]:
         "lone surrogate role": b'[{"role": "\\ud800", "content": "a"}]',
     }
     files.update({f"raw: {name}": data for name, data in raw.items()})
-    for fmt in ("", "minicpm-chat/v2", "MINICPM-CHAT/V1", "openai", " minicpm-chat/v1"):
+    for fmt in ("", "minicpm-chat/v3", "MINICPM-CHAT/V1", "openai", " minicpm-chat/v1"):
         files[f"format tag {fmt!r}"] = _encode(_export(format=fmt))
     for name, value in WRONG_TYPES.items():
         if value is not None:

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from minicpm_core import download, loader, paths
 from minicpm_core.store import ConversationStore, default_db_path
 from testkit import checkpoint
+from ui import chat
 from ui.markdown_safe import plain_text
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
@@ -199,24 +200,52 @@ def test_unknown_conversation_in_the_url_starts_a_new_one(app_env):
     assert "c" not in at.query_params
 
 
-def test_regenerate_replaces_the_last_reply(app_env, demo_qa):
+def test_regenerate_adds_a_version_of_the_reply_and_keeps_the_old_one(app_env, demo_qa):
     question, answer = demo_qa["en"]
     at = ask(greedy(start()), question)
     old_reply = stored(at.query_params["c"]).messages[1]
     at.button(key="regenerate").click().run()
     assert bubbles(ok(at)) == [("user", question), ("assistant", answer)]
-    messages = stored(at.query_params["c"]).messages
-    assert len(messages) == 2 and messages[1].id != old_reply.id
+    conversation = stored(at.query_params["c"])
+    new_reply = conversation.messages[1]
+    assert len(conversation.messages) == 2 and new_reply.id != old_reply.id
+    assert conversation.versions[new_reply.id] == (old_reply.id, new_reply.id)
+    assert at.button(key=f"newer_{new_reply.id}").disabled
+    at.button(key=f"older_{new_reply.id}").click().run()
+    assert stored(at.query_params["c"]).messages[1].id == old_reply.id  # the shown path is the old version
+    assert not at.button(key=f"newer_{old_reply.id}").disabled
 
 
-def test_editing_the_last_question_replaces_it_and_answers_again(app_env, demo_qa):
+def test_editing_the_last_question_starts_a_branch_and_keeps_the_old_one(app_env, demo_qa):
     at = ask(greedy(start()), demo_qa["en"][0])
-    edit_box = at.text_area(key=f"edit_text_{stored(at.query_params['c']).messages[0].id}")
+    old_question = stored(at.query_params["c"]).messages[0]
+    edit_box = at.text_area(key=f"edit_text_{old_question.id}")
     assert edit_box.value == demo_qa["en"][0]
     edit_box.input(demo_qa["zh"][0])
     at.button(key="edit_send").click().run()
     assert bubbles(ok(at)) == [("user", demo_qa["zh"][0]), ("assistant", demo_qa["zh"][1])]
-    assert len(stored(at.query_params["c"]).messages) == 2
+    conversation = stored(at.query_params["c"])
+    assert len(conversation.messages) == 2
+    at.button(key=f"older_{conversation.messages[0].id}").click().run()
+    assert bubbles(ok(at)) == [("user", demo_qa["en"][0]), ("assistant", demo_qa["en"][1])]
+
+
+def test_a_long_conversation_draws_its_newest_messages_and_shows_earlier_ones_on_request(app_env):
+    store = ConversationStore(default_db_path())
+    conv_id = store.create("long").id
+    for i in range(25):
+        store.append(conv_id, "user", f"question {i}")
+        store.append(conv_id, "assistant", f"answer {i}")
+    store.close()
+    at = ok(start(query={"c": conv_id}))
+    shown = bubbles(at)
+    assert len(shown) == chat.RECENT_MESSAGES and shown[-1] == ("assistant", "answer 24")
+    assert shown[0] == ("user", f"question {25 - chat.RECENT_MESSAGES // 2}")
+    at.button(key="show_earlier").click().run()
+    assert len(bubbles(ok(at))) == 2 * chat.RECENT_MESSAGES
+    at.button(key="show_earlier").click().run()
+    assert bubbles(ok(at))[0] == ("user", "question 0") and len(bubbles(at)) == 50
+    assert "show_earlier" not in [button.key for button in at.button]
 
 
 def test_clear_removes_every_message(app_env, demo_qa):

@@ -19,9 +19,13 @@ from minicpm_core.engine import Engine, failure
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.loader import load_model
 from minicpm_core.params import PRESETS, GenerationParams, matching_preset
+from minicpm_core.prompt import MAX_MESSAGES, validate_messages
 from minicpm_core.store import ConversationStore
 from testkit import checkpoint
-from ui import chat, i18n, notices, state
+from ui import actions, examples, i18n, notices, state
+from ui import streaming as chat_streaming
+from ui.captions import reply_caption
+from ui.history import prompt_messages
 
 
 # --- strings ----------------------------------------------------------------------------------------
@@ -93,9 +97,9 @@ def test_a_preset_matches_itself_and_nothing_else(preset):
 
 def test_demo_examples_are_questions_the_demo_model_knows():
     known = {question for question, _ in checkpoint.DEMO_QA}
-    for language, examples in chat.DEMO_EXAMPLES.items():
-        assert set(examples) <= known, language
-        assert all(bool(re.search(r"[\u4e00-\u9fff]", q)) == (language == "zh") for q in examples), language
+    for language, questions in examples.DEMO_EXAMPLES.items():
+        assert set(questions) <= known, language
+        assert all(bool(re.search(r"[\u4e00-\u9fff]", q)) == (language == "zh") for q in questions), language
 
 
 def test_default_settings_are_the_default_parameters():
@@ -126,10 +130,10 @@ GREEDY = GenerationParams(temperature=0.0)
 
 
 def _recorder(store, engine, question, on_queue=None):
-    conv_id = chat.ask(store, None, question)
-    generation = engine.submit(chat.prompt_messages(store.get(conv_id)), GREEDY)
-    message = store.append(conv_id, "assistant", "", chat.reply_meta(None, GREEDY))
-    return conv_id, generation, chat.ReplyRecorder(store, conv_id, message.id, generation, GREEDY, on_queue)
+    conv_id, _ = actions.ask(store, None, question)
+    generation = engine.submit(prompt_messages(store.get(conv_id)), GREEDY)
+    message = store.append(conv_id, "assistant", "", chat_streaming.reply_meta(None, GREEDY))
+    return conv_id, generation, chat_streaming.ReplyRecorder(store, conv_id, message.id, generation, GREEDY, on_queue)
 
 
 def test_a_finished_reply_is_stored_with_its_numbers(store, demo_engine):
@@ -154,7 +158,7 @@ def test_leaving_mid_reply_keeps_the_partial_text_marked_stopped_and_frees_the_e
     assert [m.role for m in messages] == ["user", "assistant"] and messages[0].content == question
     assert messages[1].content == first and answer.startswith(first) and first != answer
     assert messages[1].meta["finish_reason"] == "cancelled"
-    assert "stopped" in chat.reply_caption(messages[1].meta)
+    assert "stopped" in reply_caption(messages[1].meta)
 
 
 def test_leaving_while_queued_withdraws_the_request(store, demo_engine):
@@ -242,3 +246,14 @@ def test_model_errors_in_chinese_keep_the_path_and_the_command(in_chinese, tmp_p
         assert says in text and str(error.details.get("path") or error.details["target"]) in text
         assert f"    {error.details['command']}" in text  # drawn as a code line
     assert "tokenizer.model" in i18n.error_message(incomplete_dir)  # says what is missing
+
+
+def test_the_prompt_of_a_conversation_longer_than_a_request_may_be_keeps_its_newest_messages(store):
+    conv = store.create()
+    for i in range(MAX_MESSAGES // 2):
+        store.append(conv.id, "user", f"q{i}")
+        store.append(conv.id, "assistant", f"a{i}")
+    store.append(conv.id, "user", "the new question")
+    messages = prompt_messages(store.get(conv.id), "Be brief.")
+    assert len(messages) == MAX_MESSAGES and messages[0]["content"] == "Be brief."
+    assert messages[-1]["content"] == "the new question" and validate_messages(messages)

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from minicpm_core.store import ConversationStore, default_db_path
+from ui.chat import RECENT_MESSAGES, SHOWN_COUNTS
 from ui.search import SEARCH_TARGET
 from ui.sidebar import CONVERSATIONS_SHOWN, date_group
 
@@ -51,6 +52,38 @@ def test_a_search_lists_title_snippet_and_date_and_a_click_opens_that_message(ap
     assert at.query_params["c"] == conv.id
     assert at.session_state[SEARCH_TARGET] == found.id
     assert at.title[0].value == "Physics"
+
+
+def open_first_hit(at: AppTest, query: str) -> AppTest:
+    ok(at.sidebar.text_input(key="search_query").set_value(query).run())
+    return ok(next(b for b in at.sidebar.button if b.key.startswith("search_open_")).click().run())
+
+
+def shown_texts(at: AppTest) -> list[str]:
+    return [m.markdown[0].value for m in at.chat_message]
+
+
+def test_a_hit_on_an_older_version_shows_that_version(app_env):
+    store = ConversationStore(default_db_path())
+    conv = store.create("Versions")
+    store.append(conv.id, "user", "question")
+    first = store.append(conv.id, "assistant", "the first answer mentions walruses")
+    store.add_version(conv.id, first.id, "the second answer mentions otters")
+    at = start()
+    assert shown_texts(ok(at)) == []  # no conversation open yet
+    at = open_first_hit(at, "walruses")
+    assert shown_texts(at) == ["question", "the first answer mentions walruses"]
+    assert at.session_state[SEARCH_TARGET] == first.id
+
+
+def test_a_hit_older_than_the_newest_messages_drawn_is_drawn(app_env):
+    store = ConversationStore(default_db_path())
+    conv = store.create("Long")
+    for i in range(RECENT_MESSAGES * 2):
+        store.append(conv.id, "user" if i % 2 == 0 else "assistant", "the needle" if i == 3 else f"hay {i}")
+    at = open_first_hit(start(), "needle")
+    assert "the needle" in shown_texts(at)
+    assert at.session_state[SHOWN_COUNTS][conv.id] == RECENT_MESSAGES * 2 - 3
 
 
 def test_a_search_with_no_match_says_so(app_env):

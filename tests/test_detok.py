@@ -92,3 +92,10 @@ def test_marker_watch_needs_no_decoding_for_most_tokens(tokenizer):
     watch = StopMarkerWatch(tokenizer, MARKERS)
     assert tokenizer("<AI>", add_special_tokens=False)["input_ids"][-1] in watch.closers
     assert len(watch.closers) < len(tokenizer) // 4
+
+
+def test_a_character_cut_off_at_the_end_is_dropped_not_shown(tokenizer):
+    ids = tokenizer("好的😀", add_special_tokens=False)["input_ids"]
+    decoder = IncrementalDecoder(tokenizer)
+    text = decoder.push(ids[:-2]) + decoder.flush()  # the emoji's last two bytes never came
+    assert text == "好的"

@@ -180,7 +180,7 @@ def test_question_longer_than_context_is_rejected(engine):
 def stream_until_tokens(generation, n):
     it = iter(generation)
     with generation._cond:
-        generation._cond.wait_for(lambda: len(generation._token_ids) >= n or generation.done)
+        assert generation._cond.wait_for(lambda: len(generation._token_ids) >= n or generation.done, timeout=120)
     return it
 
 

@@ -14,7 +14,6 @@ from minicpm_core.families.minicpm2b import MINICPM_2B
 from minicpm_core.families.minicpm5 import MINICPM5
 from minicpm_core.loader import load_model
 from minicpm_core.params import MAX_CONTEXT, PRESETS, GenerationParams, matching_preset
-from testkit.minicpm5 import DEMO_MODEL_DIR
 
 QUESTION = [{"role": "user", "content": "hello"}]  # the thinking demo answers it and stops, greedy
 
@@ -24,13 +23,6 @@ MINICPM_2B_PRESETS = {
     "balanced": {"temperature": 0.5, "top_p": 0.8, "repetition_penalty": 1.02},
     "creative": {"temperature": 0.9, "top_p": 0.95, "repetition_penalty": 1.05},
 }
-
-
-@pytest.fixture(scope="module")
-def m5_engine():
-    engine = Engine(load_model(DEMO_MODEL_DIR, device="cpu", dtype="float32"))
-    yield engine
-    engine.close()
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +58,12 @@ def test_parse_with_a_context_refuses_beyond_it_in_the_schema_wording():
         "max_tokens must be between 1 and 4096; got 1000000."
 
 
-def test_a_minicpm5_engine_takes_8192_new_tokens_and_refuses_one_past_its_context(m5_engine):
+def test_a_minicpm5_engine_takes_8192_new_tokens_and_refuses_one_past_its_context(m5_demo_engine):
     greedy = {"temperature": 0.0, "max_new_tokens": 8192}
-    generation = m5_engine.submit(QUESTION, greedy, enable_thinking=True)
+    generation = m5_demo_engine.submit(QUESTION, greedy, enable_thinking=True)
     assert generation.result() and generation.stats.finish_reason == "stop"
-    m5_engine.submit(QUESTION, GenerationParams(max_length=MAX_CONTEXT, **greedy)).result()
-    assert refusal(lambda: m5_engine.submit(QUESTION, {"max_new_tokens": MAX_CONTEXT + 1})) == \
+    m5_demo_engine.submit(QUESTION, GenerationParams(max_length=MAX_CONTEXT, **greedy)).result()
+    assert refusal(lambda: m5_demo_engine.submit(QUESTION, {"max_new_tokens": MAX_CONTEXT + 1})) == \
         f"max_new_tokens must be between 1 and {MAX_CONTEXT}; got {MAX_CONTEXT + 1}."
 
 

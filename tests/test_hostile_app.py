@@ -12,7 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import element_tree
 
-from minicpm_core.store import IMPORT_PROBLEMS, ConversationStore, InvalidImport
+from minicpm_core.errors import InvalidRequest
+from minicpm_core.store import IMPORT_PROBLEMS, MAX_MESSAGE_CHARS, ConversationStore, InvalidImport
 from ui import i18n
 from ui.markdown_safe import safe_links, safe_markdown
 
@@ -89,7 +90,9 @@ def test_every_hostile_chat_text_is_answered_or_refused_and_the_chat_keeps_worki
         at.sidebar.button(key="new_conversation").click().run()
         at.chat_input(key="chat_input").set_value(text).run()
         assert_rendered_safely(at, name)
-        if text.strip():
+        if len(text) > MAX_MESSAGE_CHARS:  # refused before it is stored
+            assert at.error and f"{MAX_MESSAGE_CHARS:,}" in at.error[0].value and not at.chat_message, name
+        elif text.strip():
             assert at.chat_message and (len(at.chat_message) == 2 or at.error), name  # a reply or a message
     at.sidebar.button(key="new_conversation").click().run()
     question, answer = demo_qa["en"]
@@ -100,3 +103,25 @@ def test_every_hostile_chat_text_is_answered_or_refused_and_the_chat_keeps_worki
 @pytest.mark.parametrize("payload", MARKDOWN_PAYLOADS)
 def test_payloads_render_with_no_image_and_no_unsafe_link(payload):
     assert safe_markdown(safe_markdown(payload)) == safe_markdown(payload)
+
+
+def test_a_message_over_the_limit_is_refused_by_the_store_itself(tmp_path):
+    """What a client that skips the browser's own limits sends reaches store.append unchecked: it checks."""
+    store = ConversationStore(tmp_path / "store.sqlite3")
+    conversation = store.create()
+    with pytest.raises(InvalidRequest) as info:
+        store.append(conversation.id, "user", "x" * (MAX_MESSAGE_CHARS + 1))
+    assert info.value.code == "message_too_long" and f"{MAX_MESSAGE_CHARS:,}" in str(info.value)
+    i18n.ERRORS_ZH["message_too_long"].format(**info.value.details)
+    assert store.get(conversation.id).messages == []
+    assert store.append(conversation.id, "user", "x" * MAX_MESSAGE_CHARS).content  # the limit itself is fine
+
+
+def test_a_3_mb_question_in_the_chat_gets_a_message_and_is_not_stored(app_env):
+    at = ok(AppTest.from_file(str(APP), default_timeout=TIMEOUT).run())
+    at.chat_input(key="chat_input").set_value("q" * (3 << 20)).run()
+    assert at.error and f"{MAX_MESSAGE_CHARS:,}" in at.error[0].value
+    store = ConversationStore(app_env / "data" / "conversations.sqlite3")
+    assert store.list(limit=100) == []  # not even an empty conversation is left behind
+    at.chat_input(key="chat_input").set_value("still fine?").run()
+    assert ok(at).chat_message[0].markdown[0].value == "still fine?"

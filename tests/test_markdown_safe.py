@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from markdown_it import MarkdownIt
 
-from ui.markdown_safe import plain_text, safe_markdown
+from ui.markdown_safe import WORD_JOINER, plain_text, safe_markdown
 
 
 def rendered(text: str) -> str:
@@ -77,4 +77,10 @@ def test_plain_text_shows_markdown_literally_on_one_line():
     title = "**a** ![x](http://h/i.png)\n<b>:red[x]</b> $x$"
     html = rendered(plain_text(title))
     assert "<img" not in html and "<strong>" not in html and "<a" not in html
-    assert html == "<p>**a** ![x](http://h/i.png) &lt;b&gt;:red[x]&lt;/b&gt; $x$</p>\n"
+    assert html.replace(WORD_JOINER, "") == "<p>**a** ![x](http://h/i.png) &lt;b&gt;:red[x]&lt;/b&gt; $x$</p>\n"
+
+
+def test_plain_text_breaks_every_bare_link_gfm_would_make():
+    for text in ("http://h/x", "HTTPS://h", "www.h.org", "me@h.io", "ftp://h"):
+        shown = plain_text(text)
+        assert WORD_JOINER in shown and shown.replace(WORD_JOINER, "").replace("\\", "") == text

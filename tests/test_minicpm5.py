@@ -21,16 +21,11 @@ from minicpm_core.reasoning import ReasoningSplitter, Split, opens_reasoning, sp
 from testkit import minicpm5
 from testkit.minicpm5 import (
     CHAT_TEMPLATE, DEMO_MODEL_DIR, DEMO_REGENERATE_COMMAND, INDEX_NAME, SHARD_NAME, demo_qa, make_config,
-    tensor_shapes, write_checkpoint, write_demo_checkpoint,
+    tensor_shapes, write_demo_checkpoint,
 )
 
 QUESTION = [{"role": "user", "content": "你好"}]
 STALE = f"the shipped MiniCPM5 demo is stale: regenerate it with `{DEMO_REGENERATE_COMMAND}`"
-
-
-@pytest.fixture(scope="module")
-def m5_ckpt(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("m5_tiny"))
 
 
 @pytest.fixture(scope="module")

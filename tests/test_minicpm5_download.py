@@ -16,14 +16,9 @@ from minicpm_core.download import check_model_dir, download_model, missing_files
 from minicpm_core.errors import ModelNotFound
 from minicpm_core.families.minicpm5 import MINICPM5
 from minicpm_core.loader import load_model
-from testkit.minicpm5 import INDEX_NAME, SHARD_NAME, write_checkpoint
+from testkit.minicpm5 import INDEX_NAME, SHARD_NAME
 
 MODEL_ID = "OpenBMB/MiniCPM5-2B"
-
-
-@pytest.fixture(scope="module")
-def m5_ckpt(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("m5_download"))
 
 
 def fake_modelscope(monkeypatch, snapshot_download):

@@ -27,7 +27,7 @@ from minicpm_core.families.minicpm5 import IM_END, MINICPM5
 from minicpm_core.loader import load_model
 from minicpm_core.params import GenerationParams
 from minicpm_core.reasoning import THINK_CLOSE, THINK_OPEN, opens_reasoning, split_reasoning
-from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, demo_reply, write_checkpoint
+from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, demo_reply
 
 from bare_reference import bare_greedy, load_bare
 
@@ -39,20 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def m5_ckpt(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("m5_engine_tiny"))
-
-
-@pytest.fixture(scope="module")
 def m5_engine(m5_ckpt):
     engine = Engine(load_model(m5_ckpt, device="cpu", dtype="float32"))
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
-def demo_engine():
-    engine = Engine(load_model(DEMO_MODEL_DIR, device="cpu", dtype="float32"))
     yield engine
     engine.close()
 
@@ -171,12 +159,12 @@ def test_greedy_reply_equals_bare_generate_on_random_weights(m5_engine, m5_ckpt,
 
 
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
-def test_demo_replies_equal_bare_generate_and_split_into_reasoning_and_answer(demo_engine, bare, mode):
+def test_demo_replies_equal_bare_generate_and_split_into_reasoning_and_answer(m5_demo_engine, bare, mode):
     model, tok = bare(DEMO_MODEL_DIR)
     im_end = tok.convert_tokens_to_ids(IM_END)
     for question, reasoning, answer in demo_qa():
         prompt, expected = bare_greedy(model, tok, ask(question), mode, 200)
-        generation, parts = engine_reply(demo_engine, ask(question), mode)
+        generation, parts = engine_reply(m5_demo_engine, ask(question), mode)
         assert generation._token_ids == expected and expected[-1] == im_end  # <|im_end|> ended it
         assert generation.stats.finish_reason == "stop" and not generation.stats.ended_in_reasoning
         shown_reasoning = "" if mode is False else reasoning
@@ -192,12 +180,12 @@ def test_demo_replies_equal_bare_generate_and_split_into_reasoning_and_answer(de
 
 
 @pytest.mark.parametrize("mode", [True, None], ids=["thinking-on", "thinking-not-given"])
-def test_iterating_gives_only_the_answer_and_result_the_same(demo_engine, mode):
+def test_iterating_gives_only_the_answer_and_result_the_same(m5_demo_engine, mode):
     question, reasoning, answer = demo_qa()[1]
-    generation = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), enable_thinking=mode)
+    generation = m5_demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), enable_thinking=mode)
     assert "".join(generation) == answer == generation.text
     assert generation.reasoning == reasoning
-    again = demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), enable_thinking=mode)
+    again = m5_demo_engine.submit(ask(question), GenerationParams.parse(GREEDY), enable_thinking=mode)
     assert again.result() == answer and again.reasoning == reasoning
 
 
@@ -212,9 +200,9 @@ def test_closing_either_iterator_cancels_the_generation(m5_engine, consume, mode
     assert generation.wait(60) and generation.stats.finish_reason == "cancelled"
 
 
-def test_a_reply_cut_by_max_length_inside_think_says_so(demo_engine):
+def test_a_reply_cut_by_max_length_inside_think_says_so(m5_demo_engine):
     question, reasoning, _ = demo_qa()[0]
-    generation, parts = engine_reply(demo_engine, ask(question), True, max_new_tokens=4)
+    generation, parts = engine_reply(m5_demo_engine, ask(question), True, max_new_tokens=4)
     assert generation.stats.finish_reason == "length" and generation.stats.ended_in_reasoning
     assert generation.stats.reasoning_tokens == generation.stats.completion_tokens == 4
     shown = generation.reasoning.rstrip("\ufffd")  # a cut inside a character ends in U+FFFD, as on MiniCPM-2B
@@ -222,26 +210,26 @@ def test_a_reply_cut_by_max_length_inside_think_says_so(demo_engine):
     assert all(content == "" for _, content in parts)
 
 
-def test_a_reply_cut_after_think_closed_did_not_end_in_reasoning(demo_engine, bare):
+def test_a_reply_cut_after_think_closed_did_not_end_in_reasoning(m5_demo_engine, bare):
     question, reasoning, answer = demo_qa()[0]
     tok = bare(DEMO_MODEL_DIR)[1]
     full = tok(demo_reply(reasoning, answer, True), add_special_tokens=False).input_ids
-    generation, _ = engine_reply(demo_engine, ask(question), True, max_new_tokens=len(full) - 2)
+    generation, _ = engine_reply(m5_demo_engine, ask(question), True, max_new_tokens=len(full) - 2)
     assert generation.stats.finish_reason == "length" and not generation.stats.ended_in_reasoning
     assert generation.reasoning == reasoning and answer.startswith(generation.text) and generation.text
     assert generation.stats.reasoning_tokens == len(tok(f"{reasoning}\n", add_special_tokens=False).input_ids)
 
 
-def test_earlier_turns_reasoning_is_never_sent_back(demo_engine):
+def test_earlier_turns_reasoning_is_never_sent_back(m5_demo_engine):
     messages = [*ask("q1"), {"role": "assistant", "content": "<think>\nsecret plan\n</think>\n\nA1"}, *ask("q2")]
     for mode in MODES:
-        prompt = demo_engine.tokenizer.decode(demo_engine.prepare(messages, enable_thinking=mode).ids)
+        prompt = m5_demo_engine.tokenizer.decode(m5_demo_engine.prepare(messages, enable_thinking=mode).ids)
         assert "secret" not in prompt
         assert "<|im_start|>assistant\n<think>\n\n</think>\n\nA1<|im_end|>\n<|im_start|>user\nq2<|im_end|>\n" in prompt
 
 
-def test_enable_thinking_reaches_the_template_only_when_given(demo_engine):
-    tails = {mode: demo_engine.tokenizer.decode(demo_engine.prepare(ask("你好"), enable_thinking=mode).ids)
+def test_enable_thinking_reaches_the_template_only_when_given(m5_demo_engine):
+    tails = {mode: m5_demo_engine.tokenizer.decode(m5_demo_engine.prepare(ask("你好"), enable_thinking=mode).ids)
              for mode in MODES}
     assert tails[True].endswith("<|im_start|>assistant\n<think>\n")
     assert tails[False].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
@@ -266,8 +254,8 @@ def with_special_flags(source: Path, target: Path, flags: dict[str, bool]) -> Pa
     return target
 
 
-def test_the_shipped_tokenizer_needs_no_special_decoding(demo_engine):
-    assert hidden_token_ids(demo_engine.tokenizer, demo_engine.stop_token_ids) is None
+def test_the_shipped_tokenizer_needs_no_special_decoding(m5_demo_engine):
+    assert hidden_token_ids(m5_demo_engine.tokenizer, m5_demo_engine.stop_token_ids) is None
 
 
 @pytest.mark.parametrize("flags", [

@@ -26,6 +26,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -129,15 +130,17 @@ class RewritingProxy:
             pass
 
     def wait_for(self, kind: str) -> int:
-        while True:
-            got, status = self.events.get(timeout=EVENT_WAIT_S)
+        deadline = time.monotonic() + EVENT_WAIT_S
+        while True:  # each get waits at most until the deadline; queue.Empty past it
+            got, status = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
             if got == kind:
                 return status
 
     def __enter__(self) -> RewritingProxy:
         self.thread.start()
+        deadline = time.monotonic() + EVENT_WAIT_S
         while not self.server.started:
-            if not self.thread.is_alive():
+            if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the proxy did not start")
             threading.Event().wait(0.05)  # uvicorn offers no start event to wait on
         return self

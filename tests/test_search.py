@@ -146,9 +146,7 @@ def test_short_queries_scan_only_the_newest_messages(store, monkeypatch):
 def write_schema_v1_database(path, messages):
     """A database as today's main writes it (schema 1, before search): no index, no triggers."""
     conn = sqlite3.connect(path)
-    for statement in store_module._MIGRATIONS[0].split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    store_module._MIGRATIONS[0](conn)
     conn.execute("PRAGMA user_version = 1")
     conn.execute("INSERT INTO conversations VALUES ('c1', 'Old chat', '', '2026-01-01T00:00:00+00:00', "
                  "'2026-01-01T00:00:00+00:00', 1)")

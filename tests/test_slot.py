@@ -4,7 +4,6 @@ families: what is loaded afterwards, what happens to replies under way, memory, 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -12,15 +11,9 @@ from minicpm_core.engine import load_engine
 from minicpm_core.errors import InvalidRequest, ModelSwitching
 from minicpm_core.settings import ModelSettings
 from minicpm_core.slot import ModelSlot
-from testkit.minicpm5 import write_checkpoint as write_minicpm5
 
 QUESTION = [{"role": "user", "content": "hello"}]
 LONG = {"temperature": 0.0, "max_new_tokens": 2000, "max_length": 4096}  # random weights: never ends by itself
-
-
-@pytest.fixture(scope="module")
-def m5_ckpt(tmp_path_factory) -> Path:
-    return write_minicpm5(tmp_path_factory.mktemp("slot_m5"))
 
 
 def settings(path) -> ModelSettings:
@@ -92,7 +85,8 @@ def test_a_failed_switch_puts_the_previous_model_back(build, tiny_ckpt, tmp_path
     slot.wait(timeout=120)
     missing = tmp_path / "not-a-model"
     record, back = switched(slot, missing)
-    assert record.state == "failed" and str(missing) in record.error
+    assert record.state == "failed" and "not-a-model" in record.error
+    assert str(tmp_path) not in record.error  # every session sees it: the model's name, never its path
     assert slot.settings == settings(tiny_ckpt) and back.lm.family.name == "minicpm-2b"
     assert "".join(back.submit(QUESTION, {"temperature": 0.0, "max_new_tokens": 3}))
     assert build.built == [str(tiny_ckpt), str(missing), str(tiny_ckpt)]

@@ -248,7 +248,7 @@ def test_concurrent_appends_from_threads_lose_nothing(db_path, instances):
 
     def worker(n):
         try:
-            barrier.wait()
+            barrier.wait(timeout=60)
             for i in range(per_thread):
                 stores[n % instances].append(conversation.id, "user", f"{n}:{i}")
         except Exception as exc:  # surfaced below: a thread's exception would otherwise vanish
@@ -258,8 +258,8 @@ def test_concurrent_appends_from_threads_lose_nothing(db_path, instances):
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-    assert errors == []
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads) and errors == []
     texts = [m.content for m in store.get(conversation.id).messages]
     assert sorted(texts) == sorted(f"{n}:{i}" for n in range(threads_n) for i in range(per_thread))
     for n in range(threads_n):  # each thread's own messages stay in the order it wrote them
@@ -333,7 +333,8 @@ BAD_IMPORTS = {
     "not json": ("role: user\ncontent: hi", "not valid JSON"),
     "json number": ("42", "holds a number"),
     "json string": ('"hello"', "holds a string"),
-    "wrong format": (json.dumps({"format": "other/v9", "messages": []}), "this app reads 'minicpm-chat/v1'"),
+    "wrong format": (json.dumps({"format": "other/v9", "messages": []}),
+                     "this app reads 'minicpm-chat/v2' (and the older 'minicpm-chat/v1')"),
     "object without messages": (json.dumps({"title": "t"}), 'no "messages"'),
     "messages not a list": (json.dumps({"messages": {"role": "user"}}), '"messages" is an object, not a list'),
     "title not a string": (json.dumps({"title": 3, "messages": []}), '"title" is a number'),

@@ -105,7 +105,7 @@ def server(served_checkpoint, tmp_path_factory):
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.wait(timeout=30)
         log.close()
 
 

@@ -28,11 +28,18 @@ from typing import Any
 
 import streamlit as st
 
-from minicpm_core.backend import Backend, template_thinking_default
+from minicpm_core.backend import Backend, KvBudget, template_thinking_default
 from minicpm_core.errors import InvalidRequest
-from minicpm_core.settings import ALLOW_OPEN_ENV  # noqa: F401 - ui.auth and the tests read it here
-from minicpm_core.settings import AccessSettings, AppSettings, ModelSettings, resolve
+from minicpm_core.families import DEFAULT_FAMILY, ModelFamily, by_name
+from minicpm_core.settings import (
+    ALLOW_OPEN_ENV,  # noqa: F401 - ui.auth and the tests read it here
+    AccessSettings,
+    AppSettings,
+    ModelSettings,
+    resolve,
+)
 from minicpm_core.slot import ModelSlot
+from minicpm_core.stats import ReplyStats
 from minicpm_core.store import ConversationStore, default_db_path
 from ui.i18n import t
 
@@ -47,8 +54,8 @@ def parse_app_options(argv: Sequence[str] | None) -> AppSettings:
 
 
 def allow_open() -> bool:
-    """The user's explicit opt-out of the refusal in ui.auth.refuses_open_network. A value that is not
-    a yes/no counts as no: the refusal page then says what to set."""
+    """The user's explicit opt-out of the access token (ui.auth.uses_token). A value that is not a
+    yes/no counts as no: the token stays."""
     try:
         return resolve(AccessSettings).allow_open
     except InvalidRequest:
@@ -62,7 +69,7 @@ def script_argv(script: str) -> list[str]:
     return []
 
 
-def build_backend(options: AppSettings, model: ModelSettings):
+def build_backend(options: AppSettings, model: ModelSettings) -> Backend:
     """The RemoteBackend the options name, else the Engine of `model` (the start options' model, or the
     one a switch chose): each is a Backend itself."""
     from minicpm_core.remote import make_remote_backend
@@ -113,7 +120,7 @@ def wait_for(slot: ModelSlot) -> Backend:
     """The slot's model once loaded (or its load's error), starting the load if no session has yet.
     Meanwhile a line says how long it has taken; each update is also where Streamlit can stop this run
     for a newer one (a click, a question) instead of holding it."""
-    line = []
+    line: list[Any] = []  # the caption's place, made at the first tick
 
     def tick(load) -> None:
         if not line:
@@ -131,28 +138,19 @@ def forget_backend() -> None:
     _slot_for.clear()
 
 
-def model_label(backend) -> str:
+def model_label(backend: Backend) -> str:
     """What the pages call the model: its family's label, the default family's while unknown."""
-    from minicpm_core.families import DEFAULT_FAMILY
-
     return (family_of(backend) or DEFAULT_FAMILY).label
 
 
-def family_of(backend):
+def family_of(backend: Backend) -> ModelFamily | None:
     """The loaded model's family (families.ModelFamily); a demo still loading: its demo's family;
-    None when unknown (a remote server, a model still loading)."""
-    lm = getattr(backend, "lm", None)
-    if lm is not None:
-        return lm.family
-    slot = getattr(backend, "slot", None)
-    if slot is not None and slot.settings.demo:
-        from minicpm_core.families import by_name
-
-        return by_name(slot.settings.demo_family)
-    return None
+    None when unknown (a remote server, a model still loading). `Backend.family`, kept by this name
+    for the pages that ask it."""
+    return backend.family
 
 
-def identity(backend) -> int:
+def identity(backend: Backend) -> int:
     """A number for this backend object, never reused in the process (unlike id(), whose value a
     switched-away model's successor may get): the key of what is asked once per model."""
     if backend not in _IDENTITIES:
@@ -164,7 +162,7 @@ _IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SERIALS = itertools.count(1)
 
 
-def thinking_default(backend) -> bool | None:
+def thinking_default(backend: Backend) -> bool | None:
     """What the checkpoint's chat template does when enable_thinking is not passed: True or False if
     its prompt for one question is the one it builds with that value, None if neither (the model
     decides, as in MiniCPM5's template). Asked once per backend."""
@@ -177,20 +175,17 @@ def thinking_default(backend) -> bool | None:
 _THINKING_DEFAULT: dict[int, bool | None] = {}
 
 
-def kv_budget_of(backend):
-    """engine.kv_budget of a loaded local model (asked once per model), else None."""
-    lm = getattr(backend, "lm", None)
-    if lm is None:
+def kv_budget_of(backend: Backend) -> KvBudget | None:
+    """`Backend.kv_budget()` of a loaded local model (asked once per model: it measures free memory), else None."""
+    if not backend.ready:
         return None
     key = identity(backend)
     if key not in _KV_BUDGETS:
-        from minicpm_core.engine import kv_budget
-
-        _KV_BUDGETS[key] = kv_budget(lm)
+        _KV_BUDGETS[key] = backend.kv_budget()
     return _KV_BUDGETS[key]
 
 
-_KV_BUDGETS: dict[int, Any] = {}
+_KV_BUDGETS: dict[int, KvBudget | None] = {}
 
 
 class PendingBackend:
@@ -203,10 +198,14 @@ class PendingBackend:
 
     ready = False
     gpu_problem = None  # known once loaded: the next run shows its banner
-    ignored_controls = ()
+    ignored_controls: tuple[str, ...] = ()
     context_length = None
     queue_depth = running = 0
-    recent = ()
+    recent: tuple[ReplyStats, ...] = ()
+    # known once loaded
+    model_id = None
+    loaded_path = None
+    base_url = None  # a remote backend needs no load, so it never waits behind this stand-in
 
     def __init__(self, slot: ModelSlot):
         self.slot = slot
@@ -216,8 +215,21 @@ class PendingBackend:
     def model_name(self) -> str:
         return self.slot.settings.name
 
+    @property
+    def family(self) -> ModelFamily | None:
+        """A demo's family is known before it loads (its sliders are drawn with its defaults); others' not."""
+        if not self.slot.settings.demo:
+            return None
+        return by_name(self.slot.settings.demo_family)
+
+    def kv_budget(self) -> None:
+        return None  # no model in memory yet
+
     def wait(self) -> Backend:
         return wait_for(self.slot)
+
+    def retire(self, successor: str, drain_s: float) -> None:
+        """Nothing to retire: the slot retires the backend it loaded, never this stand-in."""
 
     def submit(self, messages, params=None, *, cancelled=None, enable_thinking=None):
         return self.wait().submit(messages, params, cancelled=cancelled, enable_thinking=enable_thinking)

@@ -10,17 +10,17 @@ session state, not in the conversation store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
-
-from ui import chat, markdown_safe, state
+from ui import markdown_safe, state
+from ui.captions import reasoning_label, reply_caption
 from ui.i18n import t
 from ui.notices import error_text
+from ui.streaming import Thinking, ThinkingBlock, final_stats, follow_with_reasoning, queue_notice, reply_meta
 
 RESULTS = "_compare_results"
 SIDES = ("a", "b")
@@ -55,8 +55,8 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
             with columns[side]:
                 header(side, params[side])
                 generation = generations[side]
-                thinking, block = chat.Thinking(), chat.ThinkingBlock(st.empty())  # block above the answer
-                stream = follow_with_reasoning(generation, chat.queue_notice(st.empty()), thinking, block)
+                thinking, block = Thinking(), ThinkingBlock(st.empty())  # block above the answer
+                stream = follow_with_reasoning(generation, queue_notice(st.empty()), thinking, block)
                 try:
                     with st.container(key=f"compare_reply_{side}"):
                         markdown_safe.write_stream(stream)
@@ -64,46 +64,18 @@ def run_both(backend, prompt: str, params: dict[str, GenerationParams], system_p
                     st.error(error_text(exc))
                 finally:
                     stream.close()
-                if getattr(generation, "stats", None) is None and hasattr(generation, "wait"):
-                    generation.wait(chat.STATS_WAIT_S)
-                meta = chat.reply_meta(generation.stats, params[side], thinking=thinking,
-                                       model=backend.model_name)  # a later switch leaves it true
+                meta = reply_meta(final_stats(generation), params[side], thinking=thinking,
+                                  model=backend.model_name)  # a later switch leaves it true
                 if block.status is not None:  # its final label: time and token count, as the chat's
-                    block.status.update(label=chat.reasoning_label(meta), state="complete", expanded=False)
+                    block.status.update(label=reasoning_label(meta), state="complete", expanded=False)
                 cut_in_thinking_note(meta)
                 results[side] = {"text": generation.text, "meta": meta}
-                st.caption(chat.reply_caption(meta))
+                st.caption(reply_caption(meta))
     finally:
         for generation in generations.values():
-            if not getattr(generation, "done", False):
+            if not generation.done:
                 generation.cancel()  # interrupted while A streamed: B must not generate for nobody
     return results
-
-
-def follow_with_reasoning(generation, on_queue: Callable[[int | None], None], thinking: "chat.Thinking",
-                          block: "chat.ThinkingBlock") -> Iterator[str]:
-    """The answer's deltas, queue position reported first; the reasoning goes into `thinking` and
-    is drawn in `block`, which collapses at the answer's first delta. Leaving early cancels."""
-    parts = chat.reasoning_and_answers(generation)
-    finished = False
-    try:
-        chat.wait_in_queue(generation, on_queue)
-        for reasoning, answer in parts:
-            if reasoning:
-                thinking.add(reasoning)
-                block.show(thinking)
-            if answer:
-                thinking.end()
-                block.collapse(thinking)
-                yield answer
-        finished = True
-    finally:
-        thinking.end()
-        if not finished:
-            close = getattr(parts, "close", None)
-            if close is not None:
-                close()
-            generation.cancel()
 
 
 def cut_in_thinking_note(meta: dict[str, Any]) -> None:
@@ -125,9 +97,9 @@ def show_results(results: dict[str, Any], columns: dict[str, Any]) -> None:
             meta = results[side]["meta"]
             header(side, GenerationParams.parse(meta["params"]))
             if meta.get("reasoning"):
-                with st.status(chat.reasoning_label(meta), state="complete", expanded=False):
+                with st.status(reasoning_label(meta), state="complete", expanded=False):
                     st.markdown(markdown_safe.safe_markdown(meta["reasoning"]))
                 cut_in_thinking_note(meta)
             with st.container(key=f"compare_reply_{side}"):
                 st.markdown(markdown_safe.safe_markdown(results[side]["text"]) or " ")
-            st.caption(chat.reply_caption(results[side]["meta"]))
+            st.caption(reply_caption(results[side]["meta"]))

@@ -37,25 +37,28 @@ EN: dict[str, str] = {
                      "as it is ready.",
     "loading_model_for": "Waiting for the model: loading for {seconds:.0f} s…",
     "demo_banner": "Demo model: a tiny model that comes with the app — answers are canned. It knows only a few "
-                   "questions (try the examples), each only as the first question of a conversation. Start the "
-                   "app with a real {model} checkpoint to chat for real.",
+                   "questions (try the examples) and does not follow a conversation. Start the app with a real "
+                   "{model} checkpoint to chat for real.",
     "gpu_unusable": "This machine has an NVIDIA GPU, but PyTorch cannot use it: the model runs on the CPU.",
+    # Streamlit's own texts in the import uploader (ui/widget_texts.py)
+    "uploader_button": "Upload",
+    "uploader_limit": "{mb} MB per file • JSON",
     # password
     "auth_title": "MiniCPM-2B Chat",
     "auth_password": "Password",
     "auth_submit": "Enter",
     "auth_wrong": "Wrong password.",
     "auth_wait": "Too many wrong tries: wait {seconds} s, then try again.",
-    "open_title": "Set a password first",
-    "open_why": "This app listens on {address}, reachable from other machines, with no password, and Streamlit's "
-                "cross-site checks (CORS, XSRF) are off so that uploads work behind AutoDL's proxy. Anyone who "
-                "can reach the port, and any web page a visitor opens, could use it. So it serves nothing.",
-    "open_what": "Restart it one of these ways: with a password (recommended on a public machine), only on "
-                 "this machine (127.0.0.1), or, if the network is yours alone, by saying so explicitly:",
+    "auth_token": "Password or access token",
+    "auth_token_help": "No password is set, so the app made an access token when it started: the terminal that "
+                       "runs it prints it, with a link that logs you in.",
+    "auth_wrong_token": "Wrong password or access token.",
     # missing model / load errors
     "setup_title": "The model is not here yet",
-    "setup_download_intro": "Download **{model}** from ModelScope into `{target}` now (about 5–11 GB; this "
+    "setup_download_intro": "Download **{model}** from ModelScope into `{target}` now ({size}; this "
                             "takes a while, and the download resumes if interrupted):",
+    "setup_size_known": "{gb:g} GB",
+    "setup_size_unknown": "its size is not known here",
     "setup_download": "Download the model",
     "setup_or_command": "Or run this in a terminal, then reload this page:",
     "setup_local_dir": "`{path}` is a folder path, not a model id, so the app cannot download into it. Point "
@@ -128,7 +131,7 @@ EN: dict[str, str] = {
                           "system role; it reads this as context.",
     "reset_settings": "Reset to defaults",
     # chat page
-    "chat_title": "MiniCPM-2B Chat",
+    "chat_title": "{model} Chat",  # the loaded model's family: MiniCPM-2B, MiniCPM5
     "chat_placeholder": "Ask {model} anything…",
     "chat_welcome": "Ask anything, in Chinese or English. Replies appear as they are written; Stop keeps what "
                     "was said so far. The sidebar tunes how the model samples.",
@@ -145,6 +148,10 @@ EN: dict[str, str] = {
     "edit_send": "Send edited question",
     "edit_empty": "The edited question is empty; nothing was changed.",
     "clear_conversation": "Clear conversation",
+    "version_older": "Previous version",
+    "version_newer": "Next version",
+    "version_of": "{n} / {of}",
+    "show_earlier": "Show earlier messages ({n} more)",
     "queue_position": "Waiting in the queue: {n} ahead of you…",
     "stat_tokens": "{n} tokens",
     "stat_speed": "{speed:.1f} tokens/s",
@@ -186,7 +193,6 @@ EN: dict[str, str] = {
     "model_downloaded_now": "{model} is downloaded: you can use it now.",
     "models_remote": "This app uses the model server at {url}: models are chosen there.",
     "models_login_to_switch": "Log in to switch models.",
-    "switch_asked": "Switching the server to {model}.",
     "switching_banner": "The server is switching from {source} to {target} (asked at {time}). Replies under way "
                         "finish or stop within {drain:.0f} s; then {target} loads. You can ask now: the reply "
                         "starts once it has loaded.",
@@ -249,21 +255,24 @@ ZH: dict[str, str] = {
     "loading_model": "正在加载模型（每个服务进程只加载一次）……现在就可以提问：模型就绪后立即开始回答。",
     "loading_model_for": "正在等待模型：已加载 {seconds:.0f} 秒…",
     "demo_banner": "演示模型：随应用附带的微型模型——回答是预设的。它只认识几个问题（可以点示例试试），"
-                   "而且只能作为对话的第一个问题。用真正的 {model} 权重启动应用才能真正聊天。",
+                   "也不会联系上下文。用真正的 {model} 权重启动应用才能真正聊天。",
     "gpu_unusable": "这台机器有 NVIDIA 显卡，但 PyTorch 用不了它：模型正在 CPU 上运行（很慢）。",
+    # Streamlit's own texts in the import uploader (ui/widget_texts.py)
+    "uploader_button": "上传",
+    "uploader_limit": "单个文件不超过 {mb} MB · JSON",
     "auth_title": "MiniCPM-2B 聊天",
     "auth_password": "密码",
     "auth_submit": "进入",
     "auth_wrong": "密码错误。",
     "auth_wait": "错误次数太多：请等 {seconds} 秒后再试。",
-    "open_title": "请先设置密码",
-    "open_why": "应用正在 {address} 上监听（其他机器也能访问），没有密码，而且为了在 AutoDL 的代理后面能上传文件，"
-                "Streamlit 的跨站检查（CORS、XSRF）已关闭。任何能访问这个端口的人，以及访问者打开的任何网页，"
-                "都能使用它。因此应用拒绝提供服务。",
-    "open_what": "请用下列方式之一重新启动：设置密码（公网机器上推荐）、只在本机监听（127.0.0.1），"
-                 "或者如果网络只有你自己能访问，明确表示允许：",
+    "auth_token": "密码或访问令牌",
+    "auth_token_help": "没有设置密码，所以应用启动时生成了一个访问令牌："
+                       "运行应用的终端里打印了它，还有一个能直接登录的链接。",
+    "auth_wrong_token": "密码或访问令牌错误。",
     "setup_title": "还没有模型",
-    "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`（约 5–11 GB，需要一段时间；中断后可以续传）：",
+    "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`（{size}，需要一段时间；中断后可以续传）：",
+    "setup_size_known": "{gb:g} GB",
+    "setup_size_unknown": "大小未知",
     "setup_download": "下载模型",
     "setup_or_command": "或者在终端里运行下面的命令，然后刷新本页：",
     "setup_local_dir": "`{path}` 是文件夹路径而不是模型 ID，应用无法自动下载到这里。"
@@ -333,7 +342,7 @@ ZH: dict[str, str] = {
     "system_prompt_placeholder": "可选：放在对话之前的说明",
     "system_prompt_help": "每次请求时放在第一个问题之前的纯文本。MiniCPM-2B 没有 system 角色，会把它当作上下文来读。",
     "reset_settings": "恢复默认",
-    "chat_title": "MiniCPM-2B 聊天",
+    "chat_title": "{model} 聊天",
     "chat_placeholder": "向 {model} 提问…",
     "chat_welcome": "用中文或英文随便问。回答边生成边显示；点“停止”会保留已生成的部分。侧边栏可以调整采样参数。",
     "examples": "试试这些问题",
@@ -349,6 +358,10 @@ ZH: dict[str, str] = {
     "edit_send": "发送修改后的问题",
     "edit_empty": "修改后的问题是空的，未做任何更改。",
     "clear_conversation": "清空对话",
+    "version_older": "上一个版本",
+    "version_newer": "下一个版本",
+    "version_of": "{n} / {of}",
+    "show_earlier": "显示更早的消息（还有 {n} 条）",
     "queue_position": "正在排队：前面还有 {n} 个请求…",
     "stat_tokens": "{n} 个 token",
     "stat_speed": "{speed:.1f} token/秒",
@@ -387,7 +400,6 @@ ZH: dict[str, str] = {
     "model_downloaded_now": "{model} 已下载，现在可以使用。",
     "models_remote": "本应用使用 {url} 上的模型服务器：模型在那里选择。",
     "models_login_to_switch": "登录后才能切换模型。",
-    "switch_asked": "正在把服务器切换到 {model}。",
     "switching_banner": "服务器正在从 {source} 切换到 {target}（{time} 发起）。正在生成的回答会在 {drain:.0f} 秒内完成或"
                         "停止，然后加载 {target}。现在就可以提问：加载好后立即开始回答。",
     "switched_notice": "服务器现在运行 **{target}**（{time} 从 {source} 切换而来）。",
@@ -442,11 +454,23 @@ ZH: dict[str, str] = {
 
 STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
 
+# The Model page's notes on known models (families' KnownModel.note, English) in Chinese; a test checks
+# that every note has one.
+MODEL_NOTES_ZH = {
+    "the seed tutorial's model": "教程所用的模型",
+    "for GPUs without bfloat16 (V100, T4)": "适合不支持 bfloat16 的显卡（V100、T4）",
+    "the same architecture, smaller": "同样的架构，更小",
+    "thinking on or off; approx. 2.5B parameters": "可开关思考；约 25 亿参数",
+    "thinking on or off; the smallest": "可开关思考；最小的一个",
+    "before RL: supervised fine-tuning only": "强化学习之前：只做了监督微调",
+}
+
 # Chinese for the core's error messages, by MiniCPMError.code, filled from the error's details. In
 # English the app shows the core's own message, so only the translations live here.
 _IMPORT_HINT_ZH = ("可以导入的是本应用导出的 JSON（含 \"messages\" 列表），或者一个消息列表，如 "
                    "[{{\"role\": \"user\", \"content\": \"你好\"}}]。")
 ERRORS_ZH: dict[str, str] = {
+    "message_too_long": "这条消息有 {length:,} 个字符，超过了 {limit:,} 的上限：请缩短或分成几次发送。",
     "context_overflow": "这个问题有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或模型的"
                         "上下文长度）。请缩短问题，或者拆成几部分来问。",
     "context_overflow_at_least": "这个问题至少有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或"
@@ -491,6 +515,9 @@ ERRORS_ZH: dict[str, str] = {
     "import_message_meta_surrogates": "第 {number} 条消息的 \"meta\" 含有无效的字符转义（单独的代理项，如 "
                                       "\"\\ud800\"）。" + _IMPORT_HINT_ZH,
     "import_message_meta_invalid": "第 {number} 条消息的 \"meta\" 里的 \"{key}\" 不对（{reason}）。" + _IMPORT_HINT_ZH,
+    "import_message_duplicate_id": "第 {number} 条消息的 \"id\" {id!r} 与前面某条消息重复。" + _IMPORT_HINT_ZH,
+    "import_message_bad_parent": "第 {number} 条消息的 \"parent\" {parent!r} 不是前面某条消息的 \"id\"。"
+                                 + _IMPORT_HINT_ZH,
     # search (minicpm_core/search.py)
     "query_too_long": "搜索最多 {limit} 个字符，这次有 {length} 个。请搜索其中较短的一段。",
     "query_too_many_terms": "搜索最多 {limit} 个词，这次有 {count} 个。",
@@ -515,6 +542,11 @@ def current_language() -> str:
 
 def has(key: str) -> bool:
     return key in EN
+
+
+def model_note(note: str) -> str:
+    """A known model's note in the current language (English as the family wrote it)."""
+    return MODEL_NOTES_ZH.get(note, note) if current_language() == "zh" else note
 
 
 def error_message(exc: MiniCPMError) -> str:

@@ -10,7 +10,9 @@ Streamlit already drops raw HTML and never runs scripts; what this module adds:
   are. Where the positions are found with markdown-it-py (CommonMark, the dialect Streamlit's
   renderer follows), not with regexes.
 - `plain_text(text)`: any text shown where Streamlit would read Markdown (titles, button labels), with
-  every Markdown character escaped, so a title is shown as typed and never loads anything.
+  every Markdown character escaped, so a title is shown as typed and never loads anything. GFM's bare
+  links (`http://…`, `www.…`, `a@b.c`) are found in the text after escapes are undone, so escaping
+  cannot stop them: an invisible WORD JOINER (U+2060) breaks each one instead.
 - `write_stream(stream)`: `st.write_stream` for text deltas, with the text made safe as it grows.
 
 `safe_markdown` first puts a message's LaTeX in the delimiters Streamlit renders (`\\(x\\)` becomes
@@ -22,6 +24,7 @@ It deliberately does not change how valid text looks: bold, lists, tables, code 
 
 from __future__ import annotations
 
+import re
 import string
 import time
 from collections.abc import Iterable
@@ -35,11 +38,14 @@ SAFE_SCHEMES = ("http:", "https:", "mailto:")
 SANITIZE_SHARE = 0.2  # while streaming, at most this share of the time goes to making the text safe
 MAX_PASSES = 8  # an escaped image becomes a link, which may need escaping in turn: a few passes
 _MARKDOWN_PUNCTUATION = set(string.punctuation)
+WORD_JOINER = "\u2060"
+_BARE_LINK = re.compile(r"(?i)(https?|ftp|www)(?=[:.])|(?=@)")  # where a GFM autolink literal would start
 
 
 def plain_text(text: str) -> str:
     """`text` escaped so that Markdown shows it literally (every ASCII punctuation escaped, one line)."""
-    return "".join(f"\\{char}" if char in _MARKDOWN_PUNCTUATION else char for char in " ".join(text.split()))
+    text = _BARE_LINK.sub(lambda m: (m.group(1) or "") + WORD_JOINER, " ".join(text.split()))
+    return "".join(f"\\{char}" if char in _MARKDOWN_PUNCTUATION else char for char in text)
 
 
 def safe_markdown(text: str) -> str:

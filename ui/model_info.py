@@ -6,8 +6,10 @@ unknown ones (a remote backend's extras) are shown as given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from minicpm_core.stats import ReplyStats
 from ui.i18n import has, t
 
 INFO_ORDER = ("backend", "source", "path", "base_url", "model", "reachable", "error", "served_models", "owned_by",
@@ -53,11 +55,11 @@ def info_rows(info: dict[str, Any]) -> list[dict[str, str]]:
             for key in keys]
 
 
-def recent_rows(recent: list[Any]) -> list[dict[str, Any]]:
+def recent_rows(recent: Sequence[ReplyStats]) -> list[dict[str, Any]]:
     """The last replies' numbers, newest first, with translated column names."""
     rows = []
     for stats in reversed(list(recent)):  # a copy: engine workers append to it meanwhile
-        data = stats.as_dict() if hasattr(stats, "as_dict") else dict(stats)
+        data = stats.as_dict()
         row = {}
         for column in RECENT_COLUMNS:
             value = data.get(column)

@@ -13,11 +13,12 @@ import re
 import streamlit as st
 
 from minicpm_core import catalog, download
+from minicpm_core.backend import Backend
 from minicpm_core.catalog import ModelChoice
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.families import FAMILIES
 from ui import auth, state
-from ui.i18n import t
+from ui.i18n import model_note, t
 from ui.notices import error_text, show_error
 
 GB = 1e9  # KnownModel.size_gb is in decimal gigabytes, as ModelScope shows sizes
@@ -28,16 +29,16 @@ def may_switch() -> bool:
     return auth.logged_in()
 
 
-def model_list(slot, backend) -> None:
+def model_list(slot, backend: Backend) -> None:
     """The list, by family, then the demos; downloads under way are followed at the end of the page."""
     st.subheader(t("models_header"))
-    if getattr(backend, "base_url", None) is not None:  # a remote server chooses its own models
+    if backend.base_url is not None:  # a remote server chooses its own models
         st.caption(t("models_remote", url=backend.base_url))
         return
     st.caption(t("models_intro"))
     if not may_switch():
         st.caption(t("models_login_to_switch"))
-    loaded_path = getattr(getattr(backend, "lm", None), "path", None)
+    loaded_path = backend.loaded_path
     every = catalog.choices(slot.settings)
     progress: dict[str, object] = {}  # a progress bar's place, by the name of the model it downloads
     for family in FAMILIES:
@@ -93,7 +94,8 @@ def facts(choice: ModelChoice) -> str:
         text = t("model_facts_demo", context=context)
     else:
         text = t("model_facts", size=f"{choice.size_gb:g} GB", dtype=choice.dtype, context=context)
-    extras = [text] + ([t("model_thinks")] if choice.family.thinking else []) + ([choice.note] if choice.note else [])
+    extras = [text] + ([t("model_thinks")] if choice.family.thinking else [])
+    extras += [model_note(choice.note)] if choice.note else []
     return " · ".join(extras)
 
 
@@ -111,7 +113,7 @@ def row_button(choice: ModelChoice, slot, slug: str, downloaded: bool) -> None:
 
 def switch_to(choice: ModelChoice, slot) -> None:
     """Ask the slot to switch (it carries it out in the background), then redraw: the entrypoint shows
-    the switching notice and waits for the new model."""
+    the switching notice (the one notice of it: no flash here saying the same) and waits for the new model."""
     if not may_switch():
         return
     try:
@@ -119,7 +121,6 @@ def switch_to(choice: ModelChoice, slot) -> None:
     except MiniCPMError as exc:
         show_error(exc)
         return
-    state.flash("info", t("switch_asked", model=choice.name))
     st.rerun()
 
 

@@ -4,7 +4,8 @@
   and captions in a scrolling container of fixed height. The text of a result is user or model text,
   so it is shown escaped (`plain_text`): never read as Markdown or HTML. The search itself is
   minicpm_core.search (SQLite FTS5, trigram), scoped to the store's owner "" like the conversation list.
-- `open_hit`: a result's click: that conversation in the URL, its message id as this session's target.
+- `open_hit`: a result's click: that conversation in the URL, the message's branch shown and drawn
+  (ui.chat draws the newest messages first), its id as this session's target.
 - `mark_target(message_id)`: the chat page's hook, called inside each drawn message. For the target
   message it adds a hidden frame whose script scrolls that message into view and outlines it. A frame
   (st.iframe: same origin, scripts allowed), because Streamlit has no API to scroll and st.html runs no
@@ -22,7 +23,7 @@ import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.search import MAX_QUERY_CHARS, SearchHit
-from minicpm_core.store import ConversationStore
+from minicpm_core.store import ConversationStore, NotFound
 
 from ui import state
 from ui.i18n import t
@@ -108,8 +109,21 @@ def hit_caption(hit: SearchHit, zone: tzinfo) -> str:
     return f"{text}  \n{hit_date(hit.created_at, zone)}"
 
 
-def open_hit(conv_id: str, message_id: str) -> None:
-    """A result's on_click: show its conversation, at its message."""
+def open_hit(store: ConversationStore, conv_id: str, message_id: str) -> None:
+    """A result's on_click: show its conversation at its message. A message on another branch (an
+    older version) becomes the shown path; one older than the newest messages drawn gets drawn."""
+    from ui.chat import RECENT_MESSAGES, SHOWN_COUNTS  # here, not above: ui.chat calls mark_target
+
+    try:
+        store.select(conv_id, message_id)
+    except NotFound:  # deleted in another tab since the search
+        state.flash("error", t("conversation_gone"))
+        return
+    conversation = store.get(conv_id)
+    path = [message.id for message in conversation.messages if message.role != "system"] if conversation else []
+    if message_id in path:
+        shown = st.session_state.setdefault(SHOWN_COUNTS, {})
+        shown[conv_id] = max(shown.get(conv_id, RECENT_MESSAGES), len(path) - path.index(message_id))
     state.set_conversation(conv_id)
     st.session_state[SEARCH_TARGET] = message_id
 
@@ -151,5 +165,5 @@ def search_box(store: ConversationStore) -> None:
         for hit in hits:
             with st.container(border=True, key=f"search_hit_{hit.message_id}"):
                 st.button(plain_text(hit.title) or t("untitled"), key=f"search_open_{hit.message_id}",
-                          type="tertiary", on_click=open_hit, args=(hit.conversation_id, hit.message_id))
+                          type="tertiary", on_click=open_hit, args=(store, hit.conversation_id, hit.message_id))
                 st.caption(hit_caption(hit, zone))

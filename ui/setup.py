@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from minicpm_core import download
+from minicpm_core import catalog, download
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.settings import AppSettings
 
@@ -27,22 +27,27 @@ def looks_like_model_id(model: str) -> bool:
     return not Path(model).expanduser().is_dir() and download.MODEL_ID_PATTERN.fullmatch(model) is not None
 
 
+def download_size(model_id: str) -> str:
+    gb = catalog.download_size_gb(model_id)
+    return t("setup_size_unknown") if gb is None else t("setup_size_known", gb=gb)
+
+
 def missing_model_page(options: AppSettings, error: MiniCPMError) -> None:
     model = options.model
     st.title(t("setup_title"))
     show_error(error)
     if looks_like_model_id(model.model):
-        st.markdown(t("setup_download_intro", model=model.model,
+        st.markdown(t("setup_download_intro", model=model.model, size=download_size(model.model),
                       target=download.default_model_dir(model.model, model.cache_dir)))
         if st.button(t("setup_download"), key="download_model", type="primary", icon=":material/download:"):
             download_here(options)
         st.markdown(t("setup_or_command"))
-        st.code(download.download_command(model.model, model.cache_dir), language="bash")
+        st.code(download.download_command(model.model, model.cache_dir), language="bash", wrap_lines=True)
     else:
         st.markdown(t("setup_local_dir", path=model.model))
         target = download.default_model_dir(download.DEFAULT_MODEL_ID, download.DEFAULT_CACHE_DIR)
         st.code(f"{download.download_command()}\nstreamlit run chat_app.py -- --model {shlex.quote(str(target))}",
-                language="bash")
+                language="bash", wrap_lines=True)
     st.info(t("setup_try_demo"), icon=":material/science:")
     st.code("streamlit run chat_app.py -- --demo", language="bash")
 

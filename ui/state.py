@@ -25,8 +25,8 @@ from minicpm_core.params import MODEL_CONTEXT, GenerationParams
 
 KEEP = "_keep"  # {widget key: value} that survives page switches
 FLASH = "_flash"  # notices to show once on the next run: [(kind, text)]
-PENDING_REPLY = "_pending_reply"  # conversation id whose last question awaits a reply
-STREAMING_REPLY = "_streaming_reply"  # the reply a run of this session is streaming (ui.chat.StreamingReply)
+PENDING_REPLY = "_pending_reply"  # (conversation id, question id): a question that awaits a (new) reply
+STREAMING_REPLY = "_streaming_reply"  # the reply a run of this session is streaming (ui.streaming.StreamingReply)
 CURRENT_CONVERSATION = "_conversation"  # mirror of ?c=, for when a page switch drops the query string
 CONVERSATION_PARAM = "c"
 LANGUAGE_PARAM = "lang"
@@ -54,6 +54,8 @@ def slider_spec(name: str) -> SliderSpec:
     step = GenerationParams.carried(name, "step")
     model = model_defaults()
     low, high = GenerationParams.field_range(name, None if model else MODEL_CONTEXT)
+    if low is None or high is None:
+        raise ValueError(f"{name} has no range for a slider")  # every field with a slider has both bounds
     if any(getattr(rule, "gt", None) is not None for rule in field.metadata):
         low = low + step
     if any(getattr(rule, "lt", None) is not None for rule in field.metadata):

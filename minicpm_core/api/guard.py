@@ -1,14 +1,25 @@
-"""The API's door: the API key and the body size, checked before the app reads a byte.
+"""The API's door: the API key, the body's size, time and memory, checked before the app reads a byte.
 
 `RequestGuard` is pure ASGI, so it never wraps a streamed response (Starlette's BaseHTTPMiddleware
-would). A body sent without Content-Length (chunked) is read here up to `MAX_BODY_BYTES` and
-replayed to the app. `check_api_key` refuses, at startup, a key no HTTP client could send.
+would). The key is checked on the headers alone, so a caller without it never gets a body read.
+Every body is then read here, and replayed to the app:
+- up to `MAX_BODY_BYTES` (Content-Length or not);
+- within `BODY_TIMEOUT_S` from the request's start: a body trickled in (1 byte per 2 s) gets a 408;
+- within `BODIES_BUDGET_BYTES` for all bodies not yet complete at once: 60 clients stalling at 7 of
+  8 MB would otherwise hold 420 MB; past the budget a body gets a 503 with Retry-After. A body's bytes
+  are counted until the app has it, or given back at once if its client hangs up.
+`check_api_key` refuses, at startup, a key no HTTP client could send. `JsonErrorHTTP` is the uvicorn
+protocol that answers broken framing (uvicorn's own "Invalid HTTP request received.", sent before any
+app runs) in OpenAI's JSON error shape instead of plain text.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
+import threading
 
 from ..errors import InvalidRequest
 from .errors import APIError, error_response
@@ -17,22 +28,30 @@ from .protocol import MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = ("/health", "/docs", "/redoc", "/openapi.json")  # readable without the API key
+BODY_TIMEOUT_S = 30.0  # a whole body must arrive within this (8 MB at 2.2 Mbit/s)
+BODIES_BUDGET_BYTES = 64 << 20  # the bytes of all unfinished bodies at once
+BUSY_RETRY_S = 5
 
 
 class RequestGuard:
     """Checks the API key and the body size before the app reads anything."""
 
-    def __init__(self, app, api_key: str | None):
+    def __init__(self, app, api_key: str | None, *, body_timeout_s: float = BODY_TIMEOUT_S,
+                 budget: BodyBudget | None = None):
         self.app, self.api_key = app, api_key
+        self.body_timeout_s = body_timeout_s
+        self.budget = budget or BodyBudget(BODIES_BUDGET_BYTES)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         err = self.refusal(scope)
-        if err is None and _header(scope, "transfer-encoding"):
-            receive, err = await _buffered_body(receive)
+        if err is None and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            receive, err = await _buffered_body(receive, self.body_timeout_s, self.budget)
         if err is None:
             return await self.app(scope, receive, send)
+        if err.status == 499:  # the client hung up: nobody to answer
+            return None
         log.info("%s %s -> %d %s", scope["method"], scope["path"], err.status, err.message)
         await error_response(err, scope["path"])(scope, receive, send)
 
@@ -86,17 +105,57 @@ def _too_large(size: int) -> APIError:
                     code="request_too_large")
 
 
-async def _buffered_body(receive):
-    """Read a body of unknown length up to the limit; return a receive that replays it, or an error."""
-    body, more = bytearray(), True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-        if len(body) > MAX_BODY_BYTES:
-            return receive, _too_large(len(body))
+def _busy() -> APIError:
+    err = APIError(503, f"The server is receiving too many request bodies at once; retry in {BUSY_RETRY_S} s.",
+                   code="server_busy", type="server_error")
+    err.retry_after = BUSY_RETRY_S
+    return err
+
+
+class BodyBudget:
+    """The bytes held by bodies still arriving, across all requests; `take` refuses past the limit."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self.held -= size
+
+
+async def _buffered_body(receive, timeout_s: float, budget: BodyBudget):
+    """Read the whole body within the limits; return a receive that replays it, or an error."""
+    body = bytearray()  # one block: past 128 KB malloc maps it, so freeing it returns it to the system
+    more = True
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    try:
+        while more:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.001))
+            except asyncio.TimeoutError:
+                return receive, APIError(408, f"The request body did not arrive within {timeout_s:g} s; send it "
+                                         "at once.", code="request_timeout")
+            if message["type"] != "http.request":
+                return receive, APIError(499, "The client closed the connection.", code="client_closed")
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) + len(chunk) > MAX_BODY_BYTES:
+                return receive, _too_large(len(body) + len(chunk))
+            if not budget.take(len(chunk)):
+                return receive, _busy()
+            body += chunk
+    finally:
+        budget.give_back(len(body))  # the app has the body now, or nobody will
     replayed = False
 
     async def replay():
@@ -107,3 +166,27 @@ async def _buffered_body(receive):
         return {"type": "http.request", "body": bytes(body), "more_body": False}
 
     return replay, None
+
+
+def json_error_http() -> type:
+    """uvicorn's HTTP protocol (httptools if installed, else h11) with JSON 400s: `uvicorn.run(http=...)`."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    return json_400_protocol(AutoHTTPProtocol)
+
+
+def json_400_protocol(base: type) -> type:
+    """`base` (a uvicorn HTTP protocol class) answering broken framing with OpenAI's JSON error shape."""
+
+    class JsonErrorHTTP(base):  # type: ignore[misc, valid-type]
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": {"message": f"{msg} The request's HTTP framing is broken (request line, "
+                                                    "headers, Content-Length or chunks).",
+                                         "type": "invalid_request_error", "param": None,
+                                         "code": "bad_http_framing"}}).encode()
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+
+    JsonErrorHTTP.__name__ = f"JsonError{base.__name__}"
+    return JsonErrorHTTP

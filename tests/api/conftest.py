@@ -1,7 +1,8 @@
 """Fixtures for the HTTP API tests: engines on the tests' own checkpoints and live uvicorn servers.
 
-- `demo_engine`: the demo model (answers DEMO_QA readably, stops at EOS), two replies at once.
-- `tiny_engine`: random weights; greedy replies never reach EOS, so they are long enough to cut.
+- `m2b_demo_engine`: the MiniCPM-2B demo model (answers DEMO_QA readably, stops at EOS), two replies at once.
+- `tiny_engine`: random tiny MiniCPM-2B weights; greedy replies never reach EOS, so they are long enough to cut.
+(The MiniCPM5 ones, `m5_ckpt` and `m5_demo_engine`, are in tests/conftest.py.)
 Each has a live server on 127.0.0.1 (a free port, uvicorn in a thread) and a TestClient.
 """
 
@@ -22,7 +23,7 @@ def _engine(path, max_concurrent: int = 1):
 
 
 @pytest.fixture(scope="session")
-def demo_engine(demo_ckpt):
+def m2b_demo_engine(demo_ckpt):
     engine = _engine(demo_ckpt, max_concurrent=2)
     yield engine
     engine.close()
@@ -36,8 +37,8 @@ def tiny_engine(tiny_ckpt):
 
 
 @pytest.fixture(scope="session")
-def demo_server(demo_engine):
-    server = LiveServer(create_app(demo_engine, model_name="minicpm-demo")).start()
+def demo_server(m2b_demo_engine):
+    server = LiveServer(create_app(m2b_demo_engine, model_name="minicpm-demo")).start()
     yield server
     server.stop()
 
@@ -50,8 +51,8 @@ def tiny_server(tiny_engine):
 
 
 @pytest.fixture(scope="session")
-def demo_client(demo_engine):
-    with TestClient(create_app(demo_engine, model_name="minicpm-demo")) as client:
+def demo_client(m2b_demo_engine):
+    with TestClient(create_app(m2b_demo_engine, model_name="minicpm-demo")) as client:
         yield client
 
 

@@ -26,9 +26,9 @@ def ask(text: str) -> list[dict]:
 class LiveServer(uvicorn.Server):
     """uvicorn in a daemon thread; `url` is valid once start() returns."""
 
-    def __init__(self, app):
+    def __init__(self, app, **config):
         super().__init__(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                        timeout_graceful_shutdown=5))
+                                        timeout_graceful_shutdown=5, **config))
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self.run, name="api-test-server", daemon=True)
 

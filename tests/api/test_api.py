@@ -84,21 +84,21 @@ def test_seed_requests_example_works_unchanged(demo_server):
     assert isinstance(answer, str) and answer.strip()
 
 
-def test_seed_reply_carries_status_time_and_history(demo_client, demo_engine):
+def test_seed_reply_carries_status_time_and_history(demo_client, m2b_demo_engine):
     reply = demo_client.post("/", json={"prompt": "What is 2+3?", "temperature": 0})
     assert reply.status_code == 200
     body = reply.json()
     assert list(body) == ["response", "status", "time", "history"]
-    assert body["response"] == demo_engine.chat(ask("What is 2+3?"), GREEDY)[0] and body["status"] == 200
+    assert body["response"] == m2b_demo_engine.chat(ask("What is 2+3?"), GREEDY)[0] and body["status"] == 200
     assert TIME_FORMAT.match(body["time"])
     assert body["history"] == [{"role": "user", "content": "What is 2+3?"},
                                {"role": "assistant", "content": body["response"]}]
 
 
-def test_seed_history_as_pairs_or_messages_is_the_same_conversation(demo_client, demo_engine):
+def test_seed_history_as_pairs_or_messages_is_the_same_conversation(demo_client, m2b_demo_engine):
     earlier = ["hello", QA["hello"]]
     messages = [{"role": "user", "content": earlier[0]}, {"role": "assistant", "content": earlier[1]}]
-    expected, _ = demo_engine.chat(messages + ask("What is 2+3?"), GREEDY)
+    expected, _ = m2b_demo_engine.chat(messages + ask("What is 2+3?"), GREEDY)
     for history in ([earlier], messages):
         body = demo_client.post("/", json={"prompt": "What is 2+3?", "history": history, "temperature": 0}).json()
         assert body["response"] == expected
@@ -114,9 +114,9 @@ def test_seed_max_length_bounds_prompt_plus_reply(tiny_client, idle_tiny_engine)
 
 # --- OpenAI protocol --------------------------------------------------------------------------------
 
-def test_openai_client_non_streamed_matches_engine_greedy(demo_server, demo_engine):
+def test_openai_client_non_streamed_matches_engine_greedy(demo_server, m2b_demo_engine):
     question = "Who are you?"
-    expected, stats = demo_engine.chat(ask(question), GREEDY)
+    expected, stats = m2b_demo_engine.chat(ask(question), GREEDY)
     completion = openai_client(demo_server).chat.completions.create(
         model="any-name", messages=ask(question), temperature=0)
     assert completion.choices[0].message.content == expected
@@ -129,9 +129,9 @@ def test_openai_client_non_streamed_matches_engine_greedy(demo_server, demo_engi
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-def test_openai_client_streamed_matches_engine_greedy(demo_server, demo_engine):
+def test_openai_client_streamed_matches_engine_greedy(demo_server, m2b_demo_engine):
     question = "Tell me a story."
-    expected, stats = demo_engine.chat(ask(question), GREEDY)
+    expected, stats = m2b_demo_engine.chat(ask(question), GREEDY)
     chunks = list(openai_client(demo_server).chat.completions.create(
         model="minicpm-demo", messages=ask(question), temperature=0, stream=True,
         stream_options={"include_usage": True}))
@@ -143,7 +143,7 @@ def test_openai_client_streamed_matches_engine_greedy(demo_server, demo_engine):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == stats.completion_tokens
 
 
-def test_stream_is_server_sent_events_ending_in_done(demo_client, demo_engine):
+def test_stream_is_server_sent_events_ending_in_done(demo_client, m2b_demo_engine):
     body = {"messages": ask("谢谢"), "temperature": 0, "stream": True}
     with demo_client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -153,12 +153,12 @@ def test_stream_is_server_sent_events_ending_in_done(demo_client, demo_engine):
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-1]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
     assert all("usage" not in c for c in chunks)  # only with stream_options.include_usage
-    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == demo_engine.chat(
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == m2b_demo_engine.chat(
         ask("谢谢"), GREEDY)[0]
 
 
-def test_max_tokens_and_max_completion_tokens_cap_the_reply(demo_client, demo_engine):
-    full = demo_engine.chat(ask("Tell me a story."), GREEDY)[0]
+def test_max_tokens_and_max_completion_tokens_cap_the_reply(demo_client, m2b_demo_engine):
+    full = m2b_demo_engine.chat(ask("Tell me a story."), GREEDY)[0]
     for field in ("max_tokens", "max_completion_tokens"):
         body = demo_client.post("/v1/chat/completions", json={
             "messages": ask("Tell me a story."), "temperature": 0, field: 5}).json()
@@ -166,8 +166,8 @@ def test_max_tokens_and_max_completion_tokens_cap_the_reply(demo_client, demo_en
         assert full.startswith(body["choices"][0]["message"]["content"])
 
 
-def test_stop_strings_end_the_reply_streamed_and_not(demo_client, demo_engine):
-    answer = demo_engine.chat(ask("Tell me a story."), GREEDY)[0]
+def test_stop_strings_end_the_reply_streamed_and_not(demo_client, m2b_demo_engine):
+    answer = m2b_demo_engine.chat(ask("Tell me a story."), GREEDY)[0]
     stop = answer[20:24]
     expected = answer[:answer.index(stop)]
     request = {"messages": ask("Tell me a story."), "temperature": 0, "stop": [stop, "never appears"]}
@@ -190,11 +190,11 @@ def test_extra_body_parameters_and_seed_are_honoured(demo_server):
     assert sample(7) == sample(7)
 
 
-def test_models_lists_the_served_model(demo_server, demo_engine):
+def test_models_lists_the_served_model(demo_server, m2b_demo_engine):
     client = openai_client(demo_server)
     models = client.models.list().data
     assert [m.id for m in models] == ["minicpm-demo"]
-    assert models[0].object == "model" and models[0].model_dump()["max_model_len"] == demo_engine.context_length
+    assert models[0].object == "model" and models[0].model_dump()["max_model_len"] == m2b_demo_engine.context_length
     assert client.models.retrieve("minicpm-demo").id == "minicpm-demo"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-4o")
@@ -311,9 +311,9 @@ def test_wrong_method_is_405_in_error_shape(demo_client):
     assert reply.status_code == 405 and "GET is not allowed" in reply.json()["error"]["message"]
 
 
-def test_server_still_answers_after_bad_requests(demo_client, demo_engine):
+def test_server_still_answers_after_bad_requests(demo_client, m2b_demo_engine):
     body = demo_client.post("/", json={"prompt": "What is the capital of France?", "temperature": 0}).json()
-    assert body["response"] == demo_engine.chat(ask("What is the capital of France?"), GREEDY)[0]
+    assert body["response"] == m2b_demo_engine.chat(ask("What is the capital of France?"), GREEDY)[0]
 
 
 def test_generation_failure_is_500_with_its_message(tiny_client, tiny_server, idle_tiny_engine, monkeypatch):
@@ -329,8 +329,8 @@ def test_generation_failure_is_500_with_its_message(tiny_client, tiny_server, id
 
 # --- API key -------------------------------------------------------------------------------------------
 
-def test_api_key_is_required_when_set(demo_engine):
-    with TestClient(create_app(demo_engine, api_key="s3cret")) as client:
+def test_api_key_is_required_when_set(m2b_demo_engine):
+    with TestClient(create_app(m2b_demo_engine, api_key="s3cret")) as client:
         body = {"messages": ask("谢谢"), "temperature": 0}
         missing = client.post(CHAT, json=body)
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
@@ -356,9 +356,9 @@ def test_log_line_has_counts_and_timings_but_no_text_by_default(demo_client, cap
     assert "France" not in caplog.text and reply["response"] not in caplog.text
 
 
-def test_log_prompts_adds_the_text(demo_engine, caplog):
+def test_log_prompts_adds_the_text(m2b_demo_engine, caplog):
     caplog.set_level(logging.INFO, logger="minicpm_core.api")
-    with TestClient(create_app(demo_engine, log_prompts=True)) as client:
+    with TestClient(create_app(m2b_demo_engine, log_prompts=True)) as client:
         reply = client.post(CHAT, json={"messages": ask("What is the capital of France?"), "temperature": 0})
     assert "What is the capital of France?" in caplog.text
     assert repr(reply.json()["choices"][0]["message"]["content"]) in caplog.text
@@ -366,16 +366,16 @@ def test_log_prompts_adds_the_text(demo_engine, caplog):
 
 # --- concurrency and cancellation ------------------------------------------------------------------------
 
-def test_sixteen_concurrent_streams_each_get_their_own_reply(demo_server, demo_engine):
+def test_sixteen_concurrent_streams_each_get_their_own_reply(demo_server, m2b_demo_engine):
     questions = list(QA)[:16]
     params = {"temperature": 0, "max_new_tokens": 16}
-    expected = {q: demo_engine.chat(ask(q), params)[0] for q in questions}
+    expected = {q: m2b_demo_engine.chat(ask(q), params)[0] for q in questions}
     assert len(set(expected.values())) == 16
     client = openai_client(demo_server)
     replies, start = {}, threading.Barrier(len(questions))
 
     def converse(question):
-        start.wait()
+        start.wait(timeout=60)
         stream = client.chat.completions.create(model="m", messages=ask(question), temperature=0, max_tokens=16,
                                                 stream=True)
         replies[question] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)

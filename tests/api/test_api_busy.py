@@ -30,7 +30,7 @@ def busy_engine(tiny_ckpt):
 def occupy(engine):
     generation = engine.submit(ask("hello"), LONG)
     with generation._cond:
-        generation._cond.wait_for(lambda: generation._token_ids or generation.done)
+        assert generation._cond.wait_for(lambda: generation._token_ids or generation.done, timeout=120)
     return generation
 
 

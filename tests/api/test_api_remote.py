@@ -23,8 +23,8 @@ def remote(demo_server):
     backend.close()
 
 
-def test_greedy_reply_and_stats_match_the_local_engine(remote, demo_engine):
-    expected, local = demo_engine.chat(ask("What is 2+3?"), GREEDY)
+def test_greedy_reply_and_stats_match_the_local_engine(remote, m2b_demo_engine):
+    expected, local = m2b_demo_engine.chat(ask("What is 2+3?"), GREEDY)
     generation = remote.submit(ask("What is 2+3?"), GREEDY)
     assert generation.position == 0 and generation.stats is None
     deltas = list(generation)
@@ -89,10 +89,10 @@ def test_info_names_the_served_models_when_ours_is_not_there(demo_server):
     assert info["reachable"] is True and "has no model 'gpt-4o'; it serves minicpm-demo" in info["error"]
 
 
-def test_info_and_status_come_from_the_server(remote, demo_engine):
+def test_info_and_status_come_from_the_server(remote, m2b_demo_engine):
     info = remote.info()
     assert info["reachable"] and info["model"] == "minicpm-demo" and info["base_url"].endswith("/v1")
-    assert info["context_length"] == remote.context_length == demo_engine.context_length
+    assert info["context_length"] == remote.context_length == m2b_demo_engine.context_length
     assert info["health"]["status"] == "ok"
     assert remote.queue_depth == 0 and remote.running == 0
     assert remote.ignored_controls == () and info["ignored_controls"] is None  # ours honours every control

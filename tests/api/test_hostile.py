@@ -16,9 +16,12 @@ import threading
 import httpx
 import pytest
 
+from fastapi.testclient import TestClient
+
 from minicpm_core.api import create_app
 from minicpm_core.api.__main__ import exposure_warning
 from minicpm_core.api.__main__ import main as api_main
+from minicpm_core.api.guard import json_error_http
 from minicpm_core.errors import InvalidRequest
 from minicpm_core.api.protocol import MAX_BODY_BYTES, MAX_NAME_LENGTH, MAX_STOP_STRINGS
 from minicpm_core.prompt import MAX_MESSAGES
@@ -36,7 +39,7 @@ HUGE = "x" * (7 << 20)  # a 7 MB string: under the body limit, far over any cont
 
 @pytest.fixture(scope="module")
 def hostile_server(tiny_engine):
-    server = LiveServer(create_app(tiny_engine, api_key=KEY, model_name="minicpm-tiny")).start()
+    server = LiveServer(create_app(tiny_engine, api_key=KEY, model_name="minicpm-tiny"), http=json_error_http()).start()
     yield server
     server.stop()
 
@@ -347,12 +350,13 @@ def problem(status: int, body: bytes, request: bytes) -> str | None:
     """Why this answer is not a proper refusal, or None."""
     if not 400 <= status < 500:
         return f"status {status or 'none'}: {body[:200]!r}"
-    if body.startswith(b"{"):  # the app's own refusals: OpenAI's error shape, with a message
-        error = json.loads(body).get("error") or {}
-        if not error.get("message"):
-            return f"no error message in {body[:200]!r}"
-        if request.split(b" ", 2)[1] == b"/" and json.loads(body).get("status") != status:
-            return "the seed endpoint's body lacks its status"
+    if not body.startswith(b"{"):  # uvicorn's own framing errors too (guard.json_error_http)
+        return f"not OpenAI's JSON error shape: {body[:200]!r}"
+    error = json.loads(body).get("error") or {}
+    if not error.get("message"):
+        return f"no error message in {body[:200]!r}"
+    if request.split(b" ", 2)[1:2] == [b"/"] and json.loads(body).get("status") not in (status, None):
+        return "the seed endpoint's body lacks its status"
     return None
 
 
@@ -484,19 +488,117 @@ def test_exposure_warning_only_for_an_open_server_on_a_reachable_address(host, k
     warning = exposure_warning(host, key)
     assert (warning is not None) == warned
     if warned:
-        assert warning.startswith(f"warning: the API listens on {host} without an API key") and "--api-key" in warning
+        assert warning.startswith(f"warning: the API listens on {host} without an API key") and "ALLOW_OPEN" in warning
 
 
-def test_cli_on_all_interfaces_without_a_key_warns_once(tiny_ckpt, capsys, monkeypatch):
+def serve_cli(args, monkeypatch, **env):
+    """api_main(args) with uvicorn.run caught (no socket opened): the app and uvicorn's arguments."""
     import uvicorn
 
     for name in [k for k in os.environ if k.startswith("MINICPM_")]:
         monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     served = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append(kwargs))  # no socket on 0.0.0.0
-    assert api_main(["--model", str(tiny_ckpt), "--device", "cpu", "--host", "0.0.0.0", "--port", "1"]) == 0
-    assert served == [{"host": "0.0.0.0", "port": 1, "log_level": "info"}]
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.append((app, kwargs)))
+    assert api_main(args) == 0
+    return served[0]
+
+
+def test_cli_on_all_interfaces_without_a_key_makes_one_prints_it_and_requires_it(tiny_ckpt, capsys, monkeypatch):
+    app, kwargs = serve_cli(["--model", str(tiny_ckpt), "--device", "cpu", "--host", "0.0.0.0", "--port", "1"],
+                            monkeypatch)
+    assert (kwargs["host"], kwargs["port"]) == ("0.0.0.0", 1)
+    printed = capsys.readouterr().out
+    key = printed.split("Authorization: Bearer ", 1)[1].split()[0]
+    assert len(key) >= 32
+    with TestClient(app) as client:
+        assert client.get("/v1/models").status_code == 401
+        assert client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_cli_opt_out_or_loopback_serves_without_a_key_and_the_opt_out_warns(tiny_ckpt, capsys, monkeypatch):
+    args = ["--model", str(tiny_ckpt), "--device", "cpu", "--port", "1"]
+    app, _ = serve_cli([*args, "--host", "0.0.0.0"], monkeypatch, MINICPM_ALLOW_OPEN="1")
     assert capsys.readouterr().err.count("warning: the API listens on 0.0.0.0 without an API key") == 1
+    with TestClient(app) as client:
+        assert client.get("/v1/models").status_code == 200
+    app, _ = serve_cli([*args, "--host", "127.0.0.1"], monkeypatch)
+    with TestClient(app) as client:
+        assert client.get("/v1/models").status_code == 200
+    assert "Bearer" not in capsys.readouterr().out
+
+
+def test_broken_http_framing_gets_a_json_error_and_the_cli_serves_with_that_protocol(hostile_server, tiny_ckpt,
+                                                                                    monkeypatch):
+    port = int(hostile_server.url.rsplit(":", 1)[1])
+    for garbage in (b"GARBAGE\r\n\r\n", b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        status, body = exchange(port, garbage, half_close=True)
+        assert status == 400 and json.loads(body)["error"]["code"] == "bad_http_framing", garbage
+    _, kwargs = serve_cli(["--model", str(tiny_ckpt), "--device", "cpu", "--host", "127.0.0.1", "--port", "1"],
+                          monkeypatch)
+    assert kwargs["http"].__name__.startswith("JsonError")
+
+
+@pytest.fixture
+def strict_server(tiny_engine):
+    """The API with a 1 s body deadline and 3 MB for all unfinished bodies at once."""
+    app = create_app(tiny_engine, api_key=KEY, body_timeout_s=1.0, bodies_budget_bytes=3 << 20)
+    server = LiveServer(app, http=json_error_http()).start()
+    yield server, app.state.bodies
+    server.stop()
+
+
+def stalled_body(port: int, size: int, sent: int) -> socket.socket:
+    """A connection that announced `size` bytes of body and sent `sent` of them, then went quiet."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=CASE_TIMEOUT)
+    sock.sendall(raw("POST", CHAT, [(b"Authorization", f"Bearer {KEY}".encode()),
+                                    (b"Content-Type", b"application/json"),
+                                    (b"Content-Length", str(size).encode())]) + b"x" * sent)
+    return sock
+
+
+def answer_of(sock: socket.socket) -> tuple[int, bytes]:
+    received = b""
+    while chunk := sock.recv(1 << 16):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_a_408(strict_server):
+    server, bodies = strict_server
+    with stalled_body(int(server.url.rsplit(":", 1)[1]), 1000, 10) as sock:
+        status, body = answer_of(sock)  # the deadline answers; the socket's own timeout is far longer
+    assert status == 408 and json.loads(body)["error"]["code"] == "request_timeout"
+    assert bodies.held == 0
+
+
+def test_unfinished_bodies_share_a_bounded_budget_given_back_when_they_close(strict_server):
+    server, bodies = strict_server
+    port = int(server.url.rsplit(":", 1)[1])
+    first = stalled_body(port, 2 << 20, 1 << 20)
+    second = stalled_body(port, 2 << 20, 1 << 20)
+    wait_until(lambda: bodies.held >= 2 << 20, what="both bodies to be counted")
+    third = stalled_body(port, 2 << 20, (1 << 20) + 1)  # its last byte passes the 3 MB: all of it read
+    status, body = answer_of(third)
+    assert status == 503 and json.loads(body)["error"]["code"] == "server_busy"
+    first.close()
+    second.close()
+    third.close()
+    wait_until(lambda: bodies.held == 0, what="the closed bodies' budget to come back")
+    with httpx.Client(base_url=server.url, timeout=CASE_TIMEOUT) as client:
+        assert healthy(client) is None
+
+
+def test_without_the_key_a_body_is_never_read(strict_server):
+    server, bodies = strict_server
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=CASE_TIMEOUT) as sock:
+        sock.sendall(raw("POST", CHAT, [(b"Content-Length", str(7 << 20).encode())]) + b"x" * 1000)
+        status, _ = answer_of(sock)
+    assert status == 401 and bodies.held == 0
 
 
 def test_a_client_hanging_up_stops_its_prompt_preparation(hostile_server, tiny_engine, monkeypatch):

@@ -17,14 +17,12 @@ from fastapi.testclient import TestClient
 
 from minicpm_core.api import create_app
 from minicpm_core.api.protocol import ChatCompletionRequest, SeedRequest
-from minicpm_core.engine import Engine
 from minicpm_core.families.minicpm2b import MINICPM_2B
 from minicpm_core.families.minicpm5 import MINICPM5
-from minicpm_core.loader import load_model
 from minicpm_core.params import GenerationParams
 from minicpm_core.reasoning import opens_reasoning, split_reasoning, tag_prefix_len
 from minicpm_core.remote import RemoteBackend
-from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa, write_checkpoint
+from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa
 
 from .support import LiveServer, ask, served
 
@@ -44,11 +42,6 @@ def seed_thinking(mode: bool | None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def m5_ckpt(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("m5_api_tiny"))
-
-
-@pytest.fixture(scope="module")
 def m5_client(m5_ckpt):
     engine, client = served(m5_ckpt, "m5-tiny")
     yield client
@@ -57,21 +50,14 @@ def m5_client(m5_ckpt):
 
 
 @pytest.fixture(scope="module")
-def think_engine():
-    engine = Engine(load_model(DEMO_MODEL_DIR, device="cpu", dtype="float32"))
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
-def think_client(think_engine):
-    with TestClient(create_app(think_engine, model_name="m5-demo")) as client:
+def think_client(m5_demo_engine):
+    with TestClient(create_app(m5_demo_engine, model_name="m5-demo")) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def think_server(think_engine):
-    server = LiveServer(create_app(think_engine, model_name="m5-demo")).start()
+def think_server(m5_demo_engine):
+    server = LiveServer(create_app(m5_demo_engine, model_name="m5-demo")).start()
     yield server
     server.stop()
 
