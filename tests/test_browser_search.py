@@ -25,7 +25,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 TIMEZONE = "Asia/Shanghai"  # the browser's; the results' dates are in it
-FILLER = 60  # messages around the one searched for: it starts far below the fold
+FILLER = 60  # messages around the one searched for: it is far from where the page opens
 MATH_REPLY = ("Inline dollars $e^{i\\pi}+1=0$ and parentheses \\(a^2+b^2=c^2\\).\n\n"
               "$$\n\\int_0^1 x\\,dx = \\frac{1}{2}\n$$\n\n"
               "\\[\n\\sum_{k=1}^{n} k = \\frac{n(n+1)}{2}\n\\]\n\n"
@@ -50,7 +50,7 @@ def stored(tmp_path_factory):
     physics = store.create("Physics notes")
     for i in range(FILLER):
         store.append(physics.id, "user" if i % 2 == 0 else "assistant", f"Filler message number {i}.")
-        if i == FILLER - 10:
+        if i == 10:  # older than the newest messages the chat page draws at first (ui.chat.RECENT_MESSAGES)
             found = store.append(physics.id, "assistant", "量子纠缠是两个粒子之间的一种关联，*不是*信号。")
             ids["zh"] = (physics.id, found.id, found.created_at)
     trip = store.create("Trip planning")

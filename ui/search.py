@@ -36,42 +36,49 @@ RESULTS_HEIGHT = 320  # px; more results scroll
 OWNER = ""  # the app has one shared list of conversations (ui/auth.py: one password, no users)
 
 # Runs in st.iframe's srcdoc frame (same origin): the message holding it is its frame's chat message.
-# A chat page opens with an animated scroll to its bottom (Streamlit's stick-to-bottom container). A
-# wheel-up event releases that lock, as a user's would; then the message is brought back into view
-# until the page has held still for STILL_MS (at most SCROLL_FOR_MS, and never after the user
-# scrolls), and marked "shown".
-SCROLL_FOR_MS, STILL_MS = 5000, 500
+# A chat page opens with an animated scroll to its bottom, and Streamlit's stick-to-bottom container
+# restarts that animation when it is scrolled elsewhere mid-way. A scroll made while it is at rest
+# unsticks it, as a user's does: so wait until the page has not scrolled for REST_MS, then bring the
+# message into view; again if it is carried away, until it has stayed in view for STILL_MS (at most
+# SCROLL_FOR_MS, and never once the user scrolls). Then the message is marked "shown".
+REST_MS, STILL_MS, SCROLL_FOR_MS = 200, 500, 8000
 _SCROLL_SCRIPT = """<script>
 const message = window.frameElement && window.frameElement.closest('[data-testid="stChatMessage"]');
 if (message) {
   message.setAttribute('data-search-target', 'scrolling');
   message.style.outline = '2px solid #f5a623';
   message.style.borderRadius = '0.5rem';
-  const started = Date.now();
-  let userScrolled = false, stillSince = Date.now(), lastTop = null;
-  const stop = (event) => { if (event.isTrusted) userScrolled = true; };
-  for (const kind of ['wheel', 'touchmove', 'keydown']) parent.addEventListener(kind, stop, {capture: true});
   const scroller = message.closest('[data-testid="stAppScrollToBottomContainer"]');
-  if (scroller) scroller.dispatchEvent(new WheelEvent('wheel', {deltaY: -1, bubbles: true}));
-  const show = () => {
-    if (!message.isConnected) return;
-    const box = message.getBoundingClientRect();
-    if (!userScrolled && (box.top < 0 || box.bottom > parent.innerHeight)) {
-      message.scrollIntoView({block: 'center'});
-    }
-    const top = Math.round(message.getBoundingClientRect().top);
-    if (top !== lastTop) { lastTop = top; stillSince = Date.now(); }
-    const now = Date.now();
-    if (userScrolled || now - stillSince >= STILL_MS || now - started >= SCROLL_FOR_MS) {
-      message.setAttribute('data-search-target', 'shown');
-      for (const kind of ['wheel', 'touchmove', 'keydown']) parent.removeEventListener(kind, stop, {capture: true});
-    } else {
-      setTimeout(show, 100);
-    }
+  const started = Date.now();
+  let userScrolled = false, lastTop = null, restingSince = started, inViewSince = null;
+  const kinds = ['wheel', 'touchmove', 'keydown', 'pointerdown'];
+  const stop = (event) => { if (event.isTrusted) userScrolled = true; };
+  kinds.forEach(kind => parent.addEventListener(kind, stop, {capture: true}));
+  const finish = () => {
+    kinds.forEach(kind => parent.removeEventListener(kind, stop, {capture: true}));
+    message.setAttribute('data-search-target', 'shown');
   };
-  show();
+  const tick = () => {
+    const now = Date.now();
+    if (!message.isConnected || userScrolled || now - started >= SCROLL_FOR_MS) return finish();
+    const top = scroller ? scroller.scrollTop : parent.scrollY;
+    if (top !== lastTop) { lastTop = top; restingSince = now; }
+    const box = message.getBoundingClientRect();
+    const inView = box.top >= 0 && (box.bottom <= parent.innerHeight || box.top < parent.innerHeight / 2);
+    if (inView) {
+      if (inViewSince === null) inViewSince = now;
+      if (now - inViewSince >= STILL_MS) return finish();
+    } else {
+      inViewSince = null;
+      if (now - restingSince >= REST_MS) message.scrollIntoView({block: 'center'});
+    }
+    setTimeout(tick, 50);
+  };
+  tick();
 }
-</script>""".replace("STILL_MS", str(STILL_MS)).replace("SCROLL_FOR_MS", str(SCROLL_FOR_MS))
+</script>"""
+for _name, _ms in (("REST_MS", REST_MS), ("STILL_MS", STILL_MS), ("SCROLL_FOR_MS", SCROLL_FOR_MS)):
+    _SCROLL_SCRIPT = _SCROLL_SCRIPT.replace(_name, str(_ms))
 
 
 def browser_timezone() -> tzinfo:
