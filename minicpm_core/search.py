@@ -7,7 +7,8 @@ no spaces, matches like one in English: any substring of three characters or mor
 - `ensure_index(conn)`: creates the table and the triggers that keep it in step with every insert,
   update and delete of a message (deleting a conversation cascades to its messages, and so through
   the triggers); rebuilds the index from `messages` when it or a trigger was missing, which indexes a
-  database written before search existed. Called by the store on every open, inside its migration
+  database written before search existed. An SQLite built without FTS5 or its trigram tokenizer
+  gets no index: every word is then looked for with the bounded LIKE scan below. Called by the store on every open, inside its migration
   transaction, after the schema migrations: a migration that rebuilds `messages` drops our triggers,
   and the next open puts them back and reindexes.
 - `search(conn, query, owner)`: the newest matching messages of one owner's conversations, each with
@@ -82,9 +83,17 @@ def ensure_index(conn: sqlite3.Connection) -> None:
     for name in TRIGGERS:
         conn.execute(f"DROP TRIGGER IF EXISTS {name}")
     conn.execute(f"DROP TABLE IF EXISTS {INDEX_TABLE}")
-    for statement in _SCHEMA:
+    try:
+        conn.execute(_SCHEMA[0])
+    except sqlite3.OperationalError:  # an SQLite without FTS5 or its trigram tokenizer (< 3.34): no index
+        return
+    for statement in _SCHEMA[1:]:
         conn.execute(statement)
     conn.execute(f"INSERT INTO {INDEX_TABLE} ({INDEX_TABLE}) VALUES ('rebuild')")  # index every stored message
+
+
+def has_index(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (INDEX_TABLE,)).fetchone() is not None
 
 
 def query_terms(query: str) -> list[str]:
@@ -120,8 +129,9 @@ def search(conn: sqlite3.Connection, query: str, owner: str = "", limit: int = D
     if not terms:
         return []
     limit = max(0, min(int(limit), MAX_RESULTS))
-    long_terms = [term for term in terms if len(term) >= TRIGRAM]
-    short_terms = [term for term in terms if len(term) < TRIGRAM]
+    indexed = has_index(conn)
+    long_terms = [term for term in terms if len(term) >= TRIGRAM and indexed]
+    short_terms = [term for term in terms if term not in long_terms]
     likes = "".join(" AND m.content LIKE ? ESCAPE '\\'" for _ in short_terms)
     patterns = [like_pattern(term) for term in short_terms]
     if long_terms:

@@ -182,6 +182,19 @@ def test_a_missing_trigger_is_restored_and_the_index_rebuilt_on_open(tmp_path):
     assert found(reopened, "came back") == [message.id]
 
 
+def test_an_sqlite_without_the_trigram_tokenizer_still_searches_the_newest_messages(tmp_path, monkeypatch):
+    # As on SQLite < 3.34 or one built without FTS5: no index, the store opens, search scans.
+    schema = list(search_module._SCHEMA)
+    schema[0] = schema[0].replace("trigram", "no_such_tokenizer")
+    monkeypatch.setattr(search_module, "_SCHEMA", schema)
+    store = ConversationStore(tmp_path / "chat.sqlite3")
+    conv = store.create()
+    message = store.append(conv.id, "user", "量子纠缠 without an index")
+    store.append(conv.id, "user", "something else")
+    assert found(store, "量子纠缠") == [message.id]
+    assert found(store, "without index") == [message.id]
+
+
 def test_reopening_does_not_rebuild_an_intact_index(tmp_path, monkeypatch):
     path = tmp_path / "chat.sqlite3"
     ConversationStore(path).close()
