@@ -7,10 +7,10 @@ no spaces, matches like one in English: any substring of three characters or mor
 - `ensure_index(conn)`: creates the table and the triggers that keep it in step with every insert,
   update and delete of a message (deleting a conversation cascades to its messages, and so through
   the triggers); rebuilds the index from `messages` when it or a trigger was missing, which indexes a
-  database written before search existed. An SQLite built without FTS5 or its trigram tokenizer
-  gets no index: every word is then looked for with the bounded LIKE scan below. Called by the store on every open, inside its migration
+  database written before search existed. Called by the store on every open, inside its migration
   transaction, after the schema migrations: a migration that rebuilds `messages` drops our triggers,
-  and the next open puts them back and reindexes.
+  and the next open puts them back and reindexes. An SQLite built without FTS5 or its trigram
+  tokenizer gets no index: every word is then looked for with the bounded LIKE scan below.
 - `search(conn, query, owner)`: the newest matching messages of one owner's conversations, each with
   its conversation's title and a snippet around the match.
 
