@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from . import search as message_search
 from .errors import InvalidRequest, MiniCPMError
 from .message_meta import MessageMeta, readable_meta  # noqa: F401  (MessageMeta: part of the store's API)
 from .paths import DATA_DIR_ENV, data_dir
@@ -254,6 +255,7 @@ class ConversationStore:
             for migration in _MIGRATIONS[version:]:
                 migration(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            message_search.ensure_index(conn)  # after the schema: indexes what a database holds already
 
     @staticmethod
     def _touch(conn: sqlite3.Connection, conv_id: str, now: str) -> None:
@@ -372,6 +374,12 @@ class ConversationStore:
         with self._transaction(write=True) as conn:
             cursor = conn.execute("DELETE FROM conversations WHERE id = ?", (conv_id,))
         return cursor.rowcount > 0
+
+    def search(self, query: str, owner: str = "", limit: int = message_search.DEFAULT_RESULTS
+               ) -> message_search.SearchHits:
+        """This owner's messages holding every word of `query`, newest first (see minicpm_core.search)."""
+        with self._transaction(write=False) as conn:
+            return message_search.search(conn, query, owner, limit)
 
     # -- messages ------------------------------------------------------------------------------
 

@@ -31,6 +31,13 @@ UNSAFE = {
     "data autolink": "<data:text/html,hi>",
     "reference to data": "[x][r]\n\n[r]: data:text/html,hi",
     "vbscript link": "[x](vbscript:msgbox)",
+    # LaTeX (ui/markdown_math runs first): links and images around and inside formulas
+    "link inside inline math": "$[x](javascript:alert(1))$",
+    "image inside \\( \\)": "\\(![x](http://host/a.png)\\)",
+    "image inside \\[ \\]": "\\[\n![x](http://host/a.png)\n\\]",
+    "link after a dollar and a code span": "$`$ [x](javascript:alert(1)) `",
+    "link between currency dollars": "$5 [x](javascript:alert(1)) $10",
+    "image in display math": "$$\n![x](http://host/a.png)\n$$",
 }
 
 
@@ -40,6 +47,13 @@ def test_no_image_and_no_unsafe_link_survives(text):
     assert "<img" not in html
     assert 'href="javascript:' not in html.lower() and 'href="data:' not in html and "vbscript:" not in html.split(
         "<a")[-1].split(">")[0]
+
+
+def test_katex_link_commands_are_left_to_streamlits_untrusted_katex():
+    # \\href and \\url are KaTeX commands, not Markdown: Streamlit's KaTeX runs untrusted and draws
+    # them as text (tests/test_browser_search.py checks that no javascript: link appears).
+    text = "$\\href{javascript:alert(1)}{x}$ \\(\\url{javascript:alert(2)}\\)"
+    assert safe_markdown(text) == "$\\href{javascript:alert(1)}{x}$ $\\url{javascript:alert(2)}$"
 
 
 def test_an_image_becomes_a_link_to_it():

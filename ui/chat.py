@@ -19,7 +19,7 @@ from minicpm_core.params import GenerationParams
 from minicpm_core.prompt import ChatOptions
 from minicpm_core.store import Conversation, ConversationStore, Message
 
-from ui import actions, markdown_safe, state
+from ui import actions, markdown_safe, search, state
 from ui.captions import reasoning_label, reply_caption
 from ui.history import prompt_messages
 from ui.i18n import t
@@ -51,6 +51,7 @@ def show_message(message: Message, store: ConversationStore, conversation: Conve
     """One stored message in its bubble: a reply's reasoning (collapsed) above it, its caption below,
     and ‹ n / m › when it has other versions."""
     with st.chat_message(message.role):
+        search.mark_target(message.id)  # a search result opened here: scroll to this message (ui/search.py)
         if message.role == "assistant" and message.meta.get("reasoning"):
             with st.status(reasoning_label(message.meta), state="complete", expanded=False):
                 st.markdown(markdown_safe.safe_markdown(message.meta["reasoning"]))

@@ -235,6 +235,15 @@ EN: dict[str, str] = {
     "col_prompt_tokens": "Prompt tokens",
     "col_cached_tokens": "Cached prompt tokens",
     "col_finish_reason": "Finish",
+    # sidebar: search and the conversation list by date (ui/search.py, ui/sidebar.py)
+    "search": "Search conversations",
+    "search_placeholder": "Search all conversations",
+    "search_no_results": "No message matches.",
+    "group_today": "Today",
+    "group_yesterday": "Yesterday",
+    "group_week": "Previous 7 days",
+    "group_older": "Older",
+    "show_more_conversations": "Show more",
 }
 
 ZH: dict[str, str] = {
@@ -432,6 +441,15 @@ ZH: dict[str, str] = {
     "col_prompt_tokens": "提示 token",
     "col_cached_tokens": "命中缓存的提示 token",
     "col_finish_reason": "结束原因",
+    # sidebar: search and the conversation list by date (ui/search.py, ui/sidebar.py)
+    "search": "搜索对话",
+    "search_placeholder": "在所有对话中搜索",
+    "search_no_results": "没有匹配的消息。",
+    "group_today": "今天",
+    "group_yesterday": "昨天",
+    "group_week": "过去 7 天",
+    "group_older": "更早",
+    "show_more_conversations": "显示更多",
 }
 
 STRINGS: dict[str, dict[str, str]] = {"en": EN, "zh": ZH}
@@ -501,6 +519,9 @@ ERRORS_ZH: dict[str, str] = {
     "import_message_duplicate_id": "第 {number} 条消息的 \"id\" {id!r} 与前面某条消息重复。" + _IMPORT_HINT_ZH,
     "import_message_bad_parent": "第 {number} 条消息的 \"parent\" {parent!r} 不是前面某条消息的 \"id\"。"
                                  + _IMPORT_HINT_ZH,
+    # search (minicpm_core/search.py)
+    "query_too_long": "搜索最多 {limit} 个字符，这次有 {length} 个。请搜索其中较短的一段。",
+    "query_too_many_terms": "搜索最多 {limit} 个词，这次有 {count} 个。",
 }
 
 

@@ -6,13 +6,18 @@ Streamlit already drops raw HTML and never runs scripts; what this module adds:
 
 - `safe_markdown(text)`: the same Markdown with every image turned into a link to it (the `!` is
   escaped) and every link whose target is not http(s)/mailto (`data:`, `javascript:`, ...) turned into
-  plain text. Code blocks and code spans are left exactly as they are. Where the positions are found
-  with markdown-it-py (CommonMark, the dialect Streamlit's renderer follows), not with regexes.
+  plain text (that part alone: `safe_links`). Code blocks and code spans are left exactly as they
+  are. Where the positions are found with markdown-it-py (CommonMark, the dialect Streamlit's
+  renderer follows), not with regexes.
 - `plain_text(text)`: any text shown where Streamlit would read Markdown (titles, button labels), with
   every Markdown character escaped, so a title is shown as typed and never loads anything. GFM's bare
   links (`http://…`, `www.…`, `a@b.c`) are found in the text after escapes are undone, so escaping
   cannot stop them: an invisible WORD JOINER (U+2060) breaks each one instead.
 - `write_stream(stream)`: `st.write_stream` for text deltas, with the text made safe as it grows.
+
+`safe_markdown` first puts a message's LaTeX in the delimiters Streamlit renders (`\\(x\\)` becomes
+`$x$`, a stray `$` is escaped: ui.markdown_math), also while it streams; the safety rules then apply
+to that text. `safe_links` does not: text already escaped by plain_text (`\\[x\\]`) stays as it is.
 
 It deliberately does not change how valid text looks: bold, lists, tables, code and LaTeX stay.
 """
@@ -26,6 +31,8 @@ from collections.abc import Iterable
 
 import streamlit as st
 from markdown_it import MarkdownIt
+
+from ui.markdown_math import math_for_streamlit
 
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
 SANITIZE_SHARE = 0.2  # while streaming, at most this share of the time goes to making the text safe
@@ -42,7 +49,14 @@ def plain_text(text: str) -> str:
 
 
 def safe_markdown(text: str) -> str:
-    """`text` with images shown as links and links to unsafe schemes shown as text; the rest unchanged."""
+    """A message as st.markdown should get it: its LaTeX in the delimiters Streamlit renders
+    (ui.markdown_math), then `safe_links`; the rest unchanged."""
+    return safe_links(math_for_streamlit(text))
+
+
+def safe_links(text: str) -> str:
+    """`text` with images shown as links and links to unsafe schemes shown as text; the rest unchanged.
+    Text this leaves unchanged loads and runs nothing (the check tests make on what a page shows)."""
     if "[" not in text and "<" not in text:  # no image, link or autolink possible: the streaming fast path
         return text
     for _ in range(MAX_PASSES):

@@ -1,6 +1,6 @@
-"""The sidebar every page shares: language, conversations (new, switch, rename, delete, export,
-import) and the generation settings (sliders from the GenerationParams schema, presets, seed,
-system prompt, reset).
+"""The sidebar every page shares: language, conversations (new, search, switch, rename, delete,
+export, import; listed under date headings) and the generation settings (sliders from the
+GenerationParams schema, presets, seed, system prompt, reset).
 
 It is drawn by the entrypoint on every run, before the page. Values the user picks are kept under
 our own session keys (`ui.state`), so they survive page switches and language changes.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import date, datetime
 
 import streamlit as st
 
@@ -17,14 +18,15 @@ from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import MODEL_CONTEXT, PRESETS, matching_preset
 from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 
-from ui import state
+from ui import search, state
 from ui.backend import active_backend, family_of, identity, kv_budget_of, thinking_default
 from ui.i18n import LANGUAGE_KEY, LANGUAGES, has, t
 from ui.markdown_safe import plain_text
 from ui.notices import error_text
 
-CONVERSATIONS_SHOWN = 50
+CONVERSATIONS_SHOWN = 50  # listed at first, and added by each "show more"
 CONVERSATION_LIST_HEIGHT = 280  # px; longer lists scroll
+SHOWN_KEY = "_conversations_shown"
 
 
 def language_switch() -> None:
@@ -52,20 +54,59 @@ def conversations(store: ConversationStore) -> None:
     st.subheader(t("conversations"))
     current = store.get(state.current_conversation_id() or "")
     st.button(t("new_conversation"), key="new_conversation", icon=":material/add:", width="stretch",
-              on_click=state.set_conversation, args=(None,))
-    listed = store.list(limit=CONVERSATIONS_SHOWN)
-    if listed:
-        with st.container(height=CONVERSATION_LIST_HEIGHT if len(listed) > 6 else "content",
-                          key="conversation_list", border=False):
-            for summary in listed:
-                is_current = current is not None and summary.id == current.id
-                st.button(plain_text(summary.title) or t("untitled"), key=f"conv_{summary.id}", width="stretch",
-                          type="secondary" if is_current else "tertiary", on_click=state.set_conversation,
-                          args=(summary.id,))
+              on_click=open_conversation, args=(None,))
+    search.search_box(store)
+    conversation_list(store, current.id if current is not None else None)
     if current is not None:
         manage_current(store, current)
     st.file_uploader(t("import_json"), type=["json"], key="import_file", help=t("import_help"),
                      max_upload_size=math.ceil(MAX_IMPORT_BYTES / 2**20), on_change=import_uploaded, args=(store,))
+
+
+def conversation_list(store: ConversationStore, current_id: str | None) -> None:
+    """The newest conversations under date headings, in a scrolling box of fixed height; "show more"
+    lists CONVERSATIONS_SHOWN more (older ones can also be found with the search box)."""
+    shown = state.get(SHOWN_KEY, CONVERSATIONS_SHOWN)
+    listed = store.list(search.OWNER, limit=shown + 1)  # one more: is there anything left to show?
+    more, listed = len(listed) > shown, listed[:shown]
+    if not listed:
+        return
+    zone = search.browser_timezone()
+    today = datetime.now(zone).date()
+    with st.container(height=CONVERSATION_LIST_HEIGHT if len(listed) > 6 else "content",
+                      key="conversation_list", border=False):
+        group = None
+        for summary in listed:
+            moment = search.local_time(summary.updated_at, zone)
+            if (group_now := date_group(moment.date() if moment else None, today)) != group:
+                group = group_now
+                st.caption(t(f"group_{group}"))
+            st.button(plain_text(summary.title) or t("untitled"), key=f"conv_{summary.id}", width="stretch",
+                      type="secondary" if summary.id == current_id else "tertiary", on_click=open_conversation,
+                      args=(summary.id,))
+        if more:
+            st.button(t("show_more_conversations"), key="show_more_conversations", type="tertiary",
+                      icon=":material/expand_more:", on_click=state.keep,
+                      args=(SHOWN_KEY, shown + CONVERSATIONS_SHOWN))
+
+
+def date_group(day: date | None, today: date) -> str:
+    """Which heading a conversation last updated on `day` goes under: today, yesterday, week (the
+    previous 7 days) or older (also a date that cannot be read)."""
+    if day is None:
+        return "older"
+    age = (today - day).days
+    if age <= 0:  # a clock ahead of this one: still the newest
+        return "today"
+    if age == 1:
+        return "yesterday"
+    return "week" if age <= 7 else "older"
+
+
+def open_conversation(conv_id: str | None) -> None:
+    """A list entry's (or "new conversation"'s) click: no jump to a found message there."""
+    search.forget_target()
+    state.set_conversation(conv_id)
 
 
 def manage_current(store: ConversationStore, conversation) -> None:
