@@ -17,7 +17,7 @@ import pytest
 from minicpm_core.store import DB_FILENAME, ConversationStore
 
 from browser_utils import (SHOTS, STEP_MS, VIEWPORT, StreamlitServer, app_env, needs_chromium, open_app,
-                           running_chromium, set_greedy, wait_idle)
+                           set_greedy, wait_idle)
 
 pytestmark = needs_chromium()
 
@@ -33,12 +33,6 @@ MATH_REPLY = ("Inline dollars $e^{i\\pi}+1=0$ and parentheses \\(a^2+b^2=c^2\\).
               "Hostile: $\\href{javascript:alert(1)}{click}$ \\(\\url{javascript:alert(2)}\\) "
               "$\\includegraphics{http://127.0.0.1:9/x.png}$ $[x](javascript:alert(3))$ "
               "$`$ [y](javascript:alert(4)) `")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with running_chromium(STEP_MS) as chromium:
-        yield chromium
 
 
 @pytest.fixture(scope="module")
