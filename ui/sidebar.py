@@ -19,7 +19,7 @@ from minicpm_core.params import MODEL_CONTEXT, PRESETS, matching_preset
 from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
 
 from ui import search, state
-from ui.backend import active_backend, family_of, identity, kv_budget_of, thinking_default
+from ui.backend import active_backend, identity, kv_budget_of, thinking_default
 from ui.i18n import LANGUAGE_KEY, LANGUAGES, has, t
 from ui.markdown_safe import plain_text
 from ui.notices import error_text
@@ -189,7 +189,7 @@ def thinking_switch() -> None:
     the checkpoint's default (on where the template leaves it to the model); until flipped, nothing is
     passed and the template decides."""
     backend = active_backend()
-    family = family_of(backend)
+    family = backend.family
     if family is None or not family.thinking or not backend.ready:
         return
     default = thinking_default(backend)
@@ -214,21 +214,14 @@ def thinking_now(backend, family) -> bool | None:
     return bool(state.initial(state.THINKING_KEY, switch_default(backend)))
 
 
-def loaded_model_id(backend, family) -> str | None:
-    """The published id of the loaded checkpoint (known by what --model was), else None."""
-    lm = getattr(backend, "lm", None)
-    model = family.known_model(lm.source) if lm is not None else None
-    return model.id if model is not None else None
-
-
 def model_presets() -> dict[str, dict[str, float]]:
     """The presets of the loaded checkpoint in the think switch's mode ("balanced" is its recommended
     values); the default family's while no model is known (a remote server)."""
     backend = active_backend()
-    family = family_of(backend)
+    family = backend.family
     if family is None:
         return PRESETS
-    presets = family.presets(loaded_model_id(backend, family), thinking_now(backend, family))
+    presets = family.presets(backend.model_id, thinking_now(backend, family))
     return {name: {f: v for f, v in values.items() if f in state.SLIDER_PARAMS} for name, values in presets.items()}
 
 
@@ -237,11 +230,11 @@ def take_model_defaults() -> None:
     temperature follows it) and its context become the sliders' defaults and max_length's range; a
     long context's default max_length is what its KV cache fits in memory."""
     backend = active_backend()
-    family = family_of(backend)
+    family = backend.family
     if family is None:
         return
     thinking = thinking_now(backend, family)
-    recommended = family.defaults_for(loaded_model_id(backend, family), thinking)
+    recommended = family.defaults_for(backend.model_id, thinking)
     values = {name: value for name, value in recommended.items() if name in state.SLIDER_PARAMS}
     high = {"max_length": family.context_length}
     budget = kv_budget_of(backend)
