@@ -77,6 +77,7 @@ if question and question.strip():
         st.markdown(safe_markdown(question))
     actions.await_reply(conv_id, question_id)
 
-if (question_id := actions.take_awaited_question(conv_id)) is not None:
-    if chat.answer_here(store, backend, conv_id, params, system_prompt, enable_thinking, question_id):
+# (a question awaits only in a stored conversation, so conv_id is set whenever one is taken)
+if (awaited_id := actions.take_awaited_question(conv_id)) is not None and conv_id is not None:
+    if chat.answer_here(store, backend, conv_id, params, system_prompt, enable_thinking, awaited_id):
         st.rerun()  # redraw from the store: stats caption, meter, actions under the new reply
