@@ -7,7 +7,7 @@ Order as in every Streamlit chat: title, history, actions on the last turn, inpu
 import streamlit as st
 
 from ui import actions, chat, examples, state
-from ui.backend import active_backend, family_of, get_store, model_label, thinking_default
+from ui.backend import active_backend, get_store, model_label, thinking_default
 from ui.context_meter import remembered_context_usage
 from ui.history import last_question
 from ui.i18n import t
@@ -21,7 +21,7 @@ backend = active_backend()
 settings = state.settings()
 params = state.params_from(settings)
 system_prompt = settings["system_prompt"]
-family = family_of(backend)
+family = backend.family
 thinks = bool(family and family.thinking and backend.ready)
 enable_thinking = state.enable_thinking(thinking_default(backend)) if thinks else None
 

@@ -140,13 +140,13 @@ def forget_backend() -> None:
 
 def model_label(backend: Backend) -> str:
     """What the pages call the model: its family's label, the default family's while unknown."""
-    return (family_of(backend) or DEFAULT_FAMILY).label
+    return (backend.family or DEFAULT_FAMILY).label
 
 
 def family_of(backend: Backend) -> ModelFamily | None:
     """The loaded model's family (families.ModelFamily); a demo still loading: its demo's family;
     None when unknown (a remote server, a model still loading). `Backend.family`, kept by this name
-    for the pages that ask it."""
+    only until ui/sidebar.py asks `backend.family` itself."""
     return backend.family
 
 
