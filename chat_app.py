@@ -23,7 +23,13 @@ import streamlit as st  # noqa: E402
 from minicpm_core.errors import MiniCPMError, ModelNotFound  # noqa: E402
 from ui import auth, notices, server_guard, setup, sidebar, widget_texts  # noqa: E402
 from ui.backend import (  # noqa: E402
-    activate, get_backend, get_slot, get_store, model_label, parse_app_options, script_argv,
+    activate,
+    get_backend,
+    get_slot,
+    get_store,
+    model_label,
+    parse_app_options,
+    script_argv,
 )
 from ui.i18n import t  # noqa: E402
 

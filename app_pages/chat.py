@@ -7,7 +7,7 @@ Order as in every Streamlit chat: title, history, actions on the last turn, inpu
 import streamlit as st
 
 from ui import actions, chat, examples, state
-from ui.backend import active_backend, family_of, get_store, model_label, thinking_default
+from ui.backend import active_backend, get_store, model_label, thinking_default
 from ui.context_meter import remembered_context_usage
 from ui.history import last_question
 from ui.i18n import t
@@ -21,7 +21,7 @@ backend = active_backend()
 settings = state.settings()
 params = state.params_from(settings)
 system_prompt = settings["system_prompt"]
-family = family_of(backend)
+family = backend.family
 thinks = bool(family and family.thinking and backend.ready)
 enable_thinking = state.enable_thinking(thinking_default(backend)) if thinks else None
 
@@ -77,6 +77,7 @@ if question and question.strip():
         st.markdown(safe_markdown(question))
     actions.await_reply(conv_id, question_id)
 
-if (question_id := actions.take_awaited_question(conv_id)) is not None:
-    if chat.answer_here(store, backend, conv_id, params, system_prompt, enable_thinking, question_id):
+# (a question awaits only in a stored conversation, so conv_id is set whenever one is taken)
+if (awaited_id := actions.take_awaited_question(conv_id)) is not None and conv_id is not None:
+    if chat.answer_here(store, backend, conv_id, params, system_prompt, enable_thinking, awaited_id):
         st.rerun()  # redraw from the store: stats caption, meter, actions under the new reply

@@ -4,12 +4,12 @@ on a model that thinks, both as the sidebar's think switch says."""
 import streamlit as st
 
 from ui import compare, sidebar, state
-from ui.backend import active_backend, family_of, thinking_default
+from ui.backend import active_backend, thinking_default
 from ui.i18n import t
 
 st.set_page_config(layout="wide")  # two replies side by side need the room
 backend = active_backend()
-family = family_of(backend)
+family = backend.family
 thinks = bool(family and family.thinking and backend.ready)  # both sides follow the sidebar's switch
 enable_thinking = state.enable_thinking(thinking_default(backend)) if thinks else None
 st.title(t("compare_title"))

@@ -29,7 +29,7 @@ def question_language(text: str) -> str:
     return "zh" if _CHINESE.search(text) else "en"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _known(family: str) -> tuple[dict[str, str], dict[str, str]]:
     """(normalized question -> the question as trained, language -> fallback question) of a family's demo."""
     rows = [json.loads(line) for line in paths.demo_questions_file(family).read_text(encoding="utf-8").splitlines()

@@ -108,7 +108,8 @@ class ReasoningSplitter:
         return out
 
     def _drain(self, final: bool) -> tuple[str, str]:
-        reasoning, content = [], []
+        reasoning: list[str] = []
+        content: list[str] = []
         while True:
             # 1. A part (reasoning, answer) never starts with newlines: the template's framing.
             if self._at_start:

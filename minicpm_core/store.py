@@ -28,20 +28,28 @@ import re
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from . import search as message_search
 from .errors import InvalidRequest, MiniCPMError
 from .message_meta import MessageMeta, readable_meta  # noqa: F401  (MessageMeta: part of the store's API)
 from .paths import DATA_DIR_ENV, data_dir
 from .prompt import MAX_MESSAGES  # noqa: F401  (the limit of a stored conversation, as before)
+
 # The import file's limits and errors, re-exported: callers keep importing them from the store.
 from .store_import import (  # noqa: F401
-    EXPORT_FORMAT, IMPORT_PROBLEMS, MAX_IMPORT_BYTES, MAX_MESSAGE_CHARS, ROLES, InvalidImport, parse_import,
+    EXPORT_FORMAT,
+    IMPORT_PROBLEMS,
+    MAX_IMPORT_BYTES,
+    MAX_MESSAGE_CHARS,
+    ROLES,
+    InvalidImport,
+    parse_import,
 )
 
 DB_FILENAME = "conversations.sqlite3"
@@ -307,7 +315,7 @@ class ConversationStore:
                        row["parent_id"])
 
     @staticmethod
-    def _tree(conn: sqlite3.Connection, conv_id: str, columns: str = "id, parent_id, chosen, seq") -> "_Tree":
+    def _tree(conn: sqlite3.Connection, conv_id: str, columns: str = "id, parent_id, chosen, seq") -> _Tree:
         rows = conn.execute(f"SELECT {columns} FROM messages WHERE conversation_id = ? ORDER BY seq",
                             (conv_id,)).fetchall()
         return _Tree(rows)

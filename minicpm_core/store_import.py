@@ -14,8 +14,9 @@ messages, each following the one before it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -93,7 +94,7 @@ def parse_import(text: str | bytes) -> tuple[str, list[ImportedMessage]]:
     return imported.title, _tree(imported.messages)
 
 
-def _tree(messages: list["ImportMessage"]) -> list[ImportedMessage]:
+def _tree(messages: list[ImportMessage]) -> list[ImportedMessage]:
     """A v2 file's messages with each parent's id resolved to its place in the file. A message without
     a "parent" follows the one before it, as in a v1 file."""
     places: dict[str, int] = {}
@@ -240,7 +241,7 @@ class ImportFile(BaseModel):
     messages: Annotated[list[ImportMessage], Field(max_length=MAX_MESSAGES)]
 
 
-def _invalid_import(error: dict[str, Any]) -> InvalidImport:
+def _invalid_import(error: Mapping[str, Any]) -> InvalidImport:
     """Pydantic's first complaint about an import file as the InvalidImport that says it in our words."""
     loc = error["loc"]
     path = ".".join("*" if isinstance(part, int) else str(part) for part in loc)

@@ -13,7 +13,6 @@ import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.store import ConversationStore, check_message
-
 from ui import state
 from ui.history import last_question
 from ui.i18n import t

@@ -140,14 +140,7 @@ def forget_backend() -> None:
 
 def model_label(backend: Backend) -> str:
     """What the pages call the model: its family's label, the default family's while unknown."""
-    return (family_of(backend) or DEFAULT_FAMILY).label
-
-
-def family_of(backend: Backend) -> ModelFamily | None:
-    """The loaded model's family (families.ModelFamily); a demo still loading: its demo's family;
-    None when unknown (a remote server, a model still loading). `Backend.family`, kept by this name
-    for the pages that ask it."""
-    return backend.family
+    return (backend.family or DEFAULT_FAMILY).label
 
 
 def identity(backend: Backend) -> int:

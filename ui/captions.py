@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from minicpm_core.stats import FINISH_REASONS
-
 from ui.i18n import t
 from ui.markdown_safe import plain_text
 

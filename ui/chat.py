@@ -18,14 +18,12 @@ from minicpm_core.errors import MiniCPMError, QueueFull
 from minicpm_core.params import GenerationParams
 from minicpm_core.prompt import ChatOptions
 from minicpm_core.store import Conversation, ConversationStore, Message
-
 from ui import actions, markdown_safe, search, state
 from ui.captions import reasoning_label, reply_caption
 from ui.history import prompt_messages
 from ui.i18n import t
 from ui.notices import error_text
 from ui.streaming import ReplyRecorder, StreamingReply, ThinkingBlock, queue_notice, reply_meta
-
 
 RECENT_MESSAGES = 20  # drawn at first, and added by each "show earlier"
 SHOWN_COUNTS = "_shown_counts"  # {conversation id: how many of its newest messages are drawn}

@@ -14,7 +14,6 @@ import streamlit as st
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
 from minicpm_core.store import Conversation
-
 from ui.history import prompt_messages
 
 MEASURED_KEPT = 256  # conversations whose last measurement is remembered

@@ -12,7 +12,6 @@ import json
 import streamlit as st
 
 from minicpm_core import paths
-
 from ui.i18n import current_language, t
 
 # The default demo's questions: these show streaming, code, LaTeX and lists.

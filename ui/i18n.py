@@ -18,7 +18,6 @@ import streamlit as st
 
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import GenerationParams
-
 from ui import state
 
 LANGUAGES = ("auto", "zh", "en")
@@ -270,7 +269,8 @@ ZH: dict[str, str] = {
                        "运行应用的终端里打印了它，还有一个能直接登录的链接。",
     "auth_wrong_token": "密码或访问令牌错误。",
     "setup_title": "还没有模型",
-    "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`（{size}，需要一段时间；中断后可以续传）：",
+    "setup_download_intro": "现在从 ModelScope 把 **{model}** 下载到 `{target}`"
+                            "（{size}，需要一段时间；中断后可以续传）：",
     "setup_size_known": "{gb:g} GB",
     "setup_size_unknown": "大小未知",
     "setup_download": "下载模型",
@@ -328,7 +328,8 @@ ZH: dict[str, str] = {
     "thinking": "思考中… {seconds:.1f} 秒",
     "thought": "思考了 {seconds:.1f} 秒",
     "thought_tokens": "思考了 {seconds:.1f} 秒 · {n} 个 token",
-    "cut_in_thinking": "回复在模型仍在思考、尚未回答时就达到了 max_length。请在侧边栏调高 max_length，或关闭思考，然后重新生成。",
+    "cut_in_thinking": "回复在模型仍在思考、尚未回答时就达到了 max_length。请在侧边栏调高 max_length，或关闭思考，"
+                       "然后重新生成。",
     "server_ignores": "此服务器忽略：{controls}",
     "help_temperature": "随机程度。0 总是选择最可能的 token；越高，回答越多样、越不集中。",
     "help_top_p": "核采样：只在累计概率达到 top_p 的最可能的 token 中采样。越低越集中。",
@@ -382,7 +383,8 @@ ZH: dict[str, str] = {
     "refresh": "刷新",
     "model_loaded": "已加载的模型",
     "models_header": "模型列表",
-    "models_intro": "本应用支持的所有模型。点 **使用这个模型** 会切换整个服务器：所有打开的会话都换用它，正在生成的回答会"
+    "models_intro": "本应用支持的所有模型。点 **使用这个模型** 会切换整个服务器：所有打开的会话都换用它，"
+                    "正在生成的回答会"
                     "完成或停止，之前模型占用的内存会释放。",
     "models_demo_header": "演示模型（随应用附带，无需下载）",
     "model_facts": "{size} · {dtype} · 上下文 {context:,} 个 token",
@@ -400,7 +402,8 @@ ZH: dict[str, str] = {
     "model_downloaded_now": "{model} 已下载，现在可以使用。",
     "models_remote": "本应用使用 {url} 上的模型服务器：模型在那里选择。",
     "models_login_to_switch": "登录后才能切换模型。",
-    "switching_banner": "服务器正在从 {source} 切换到 {target}（{time} 发起）。正在生成的回答会在 {drain:.0f} 秒内完成或"
+    "switching_banner": "服务器正在从 {source} 切换到 {target}（{time} 发起）。"
+                        "正在生成的回答会在 {drain:.0f} 秒内完成或"
                         "停止，然后加载 {target}。现在就可以提问：加载好后立即开始回答。",
     "switched_notice": "服务器现在运行 **{target}**（{time} 从 {source} 切换而来）。",
     "switch_failed_notice": "切换到 {target} 失败，已重新加载 {source}。",
@@ -474,15 +477,18 @@ ERRORS_ZH: dict[str, str] = {
     "message_too_long": "这条消息有 {length:,} 个字符，超过了 {limit:,} 的上限：请缩短或分成几次发送。",
     "context_overflow": "这个问题有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或模型的"
                         "上下文长度）。请缩短问题，或者拆成几部分来问。",
-    "context_overflow_at_least": "这个问题至少有 {tokens} 个 token，但问题和回答加起来最多 {limit} 个 token（max_length 或"
+    "context_overflow_at_least": "这个问题至少有 {tokens} 个 token，"
+                                 "但问题和回答加起来最多 {limit} 个 token（max_length 或"
                                  "模型的上下文长度）。请缩短问题，或者拆成几部分来问。",
     "queue_full": "服务器正忙：所有回答位都在生成，排队也已满。请大约 {retry_after} 秒后再试。",
     "out_of_memory": "生成时显存不足。请调小 max_length、清空或缩短对话，或者关闭其他占用显存的程序，然后重试。",
     "conversation_gone": "这个对话已经不存在了（可能在另一个标签页里被删除了）。",
     "model_not_downloaded": "{model} 还没有下载（查找位置：{target}）。\n下载命令：\n    {command}",
-    "model_incomplete": "{model} 下载不完整（位置：{target}）。缺少：\n{missing}重新运行下载命令会接着下载：\n    {command}",
+    "model_incomplete": "{model} 下载不完整（位置：{target}）。缺少：\n{missing}重新运行下载命令会接着下载："
+                        "\n    {command}",
     "model_dir_missing": "{path} 下没有 MiniCPM-2B 权重：目录不存在。\n下载命令：\n    {command}",
-    "model_dir_incomplete": "{path} 下的 MiniCPM-2B 权重不完整。缺少：\n{missing}如果下载中断过，重新运行下载命令会接着下载：\n"
+    "model_dir_incomplete": "{path} 下的 MiniCPM-2B 权重不完整。缺少：\n{missing}如果下载中断过，"
+                            "重新运行下载命令会接着下载：\n"
                             "    {command}",
     "download_failed": "无法从 ModelScope 下载 {model} 到 {target}：{reason}。\n请检查网络连接或代理（HTTPS_PROXY）后"
                        "重试（已下载的文件会保留）：\n    {command}\n也可以把已有的 {model} 复制到 {target}。",

@@ -65,7 +65,7 @@ def safe_links(text: str) -> str:
             return text
         if None in escapes:  # a position markdown-it could not map back: show the text as it is typed
             return plain_text_block(text)
-        for offset in sorted(escapes, reverse=True):
+        for offset in sorted((offset for offset in escapes if offset is not None), reverse=True):
             text = text[:offset] + "\\" + text[offset:]
     return plain_text_block(text)
 
@@ -105,7 +105,8 @@ def _parser() -> MarkdownIt:
     parse keeps its state in its own objects, so sessions' threads can share it.
     """
     md = MarkdownIt("commonmark").enable(["table", "strikethrough"])
-    md.validateLink = lambda url: True  # see every link the browser's renderer would see
+    # See every link the browser's renderer would see (the parser refuses javascript: links by default).
+    md.validateLink = lambda url: True  # type: ignore[method-assign]
 
     def recording(name: str, rule):
         def wrapped(state, silent: bool) -> bool:

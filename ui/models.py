@@ -9,6 +9,7 @@ switch is asked for only by a session that has passed the gate, and `may_switch`
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -20,6 +21,9 @@ from minicpm_core.families import FAMILIES
 from ui import auth, state
 from ui.i18n import model_note, t
 from ui.notices import error_text, show_error
+
+if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
 
 GB = 1e9  # KnownModel.size_gb is in decimal gigabytes, as ModelScope shows sizes
 
@@ -40,7 +44,7 @@ def model_list(slot, backend: Backend) -> None:
         st.caption(t("models_login_to_switch"))
     loaded_path = backend.loaded_path
     every = catalog.choices(slot.settings)
-    progress: dict[str, object] = {}  # a progress bar's place, by the name of the model it downloads
+    progress: dict[str, DeltaGenerator] = {}  # a progress bar's place, by the name of the model it downloads
     for family in FAMILIES:
         st.markdown(f"**{family.label}**")
         for choice in every:
@@ -61,7 +65,7 @@ def running(choice: ModelChoice):
     return job if job is not None and job.is_alive() else None
 
 
-def model_row(choice: ModelChoice, slot, loaded_path):
+def model_row(choice: ModelChoice, slot, loaded_path) -> DeltaGenerator:
     """One model: name, facts, state and its button; returns the place for its progress bar."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", choice.name).strip("_").lower()
     loaded = choice.is_loaded(slot.settings, loaded_path)
@@ -124,17 +128,18 @@ def switch_to(choice: ModelChoice, slot) -> None:
     st.rerun()
 
 
-def follow_downloads(asked: list[ModelChoice], progress: dict[str, object]) -> None:
+def follow_downloads(asked: list[ModelChoice], progress: dict[str, DeltaGenerator]) -> None:
     """Report the size on disk of the downloads this session started until they end; then say how each
     went (once) and redraw."""
-    jobs = [(choice, download.latest_download(choice.settings.model, choice.settings.cache_dir)) for choice in asked]
-    jobs = [(choice, job) for choice, job in jobs if job is not None]
+    jobs = [(choice, job) for choice in asked
+            if (job := download.latest_download(choice.settings.model, choice.settings.cache_dir)) is not None]
     if not jobs:
         return
     while alive := [job for _, job in jobs if job.is_alive()]:
         for choice, job in jobs:
             done = job.bytes_on_disk()
-            progress[choice.name].progress(min(1.0, done / (choice.size_gb * GB)), text=t(
+            size = (choice.size_gb or 0.0) * GB  # only a catalogued checkpoint (size known) is downloaded
+            progress[choice.name].progress(min(1.0, done / size) if size else 0.0, text=t(
                 "model_downloading", model=choice.name, done=done / GB, size=choice.size_gb))
         alive[0].join(download.PROGRESS_EVERY_S)  # each redraw above is also where a newer run can take over
     for choice, job in jobs:

@@ -9,10 +9,15 @@ import time
 import streamlit as st
 
 from minicpm_core.errors import (
-    ContextOverflow, GenerationFailed, InvalidRequest, MiniCPMError, ModelNotFound, ModelSwitching, QueueFull,
+    ContextOverflow,
+    GenerationFailed,
+    InvalidRequest,
+    MiniCPMError,
+    ModelNotFound,
+    ModelSwitching,
+    QueueFull,
 )
 from minicpm_core.store import InvalidImport, NotFound
-
 from ui import state
 from ui.i18n import error_message, t
 

@@ -24,7 +24,6 @@ import streamlit as st
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.search import MAX_QUERY_CHARS, SearchHit
 from minicpm_core.store import ConversationStore, NotFound
-
 from ui import state
 from ui.i18n import t
 from ui.markdown_safe import plain_text

@@ -15,11 +15,9 @@ import streamlit as st
 from minicpm_core import catalog, download
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.settings import AppSettings
-
 from ui.backend import forget_backend
 from ui.i18n import t
 from ui.notices import show_error
-
 
 
 def looks_like_model_id(model: str) -> bool:

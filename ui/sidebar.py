@@ -17,7 +17,6 @@ import streamlit as st
 from minicpm_core.errors import MiniCPMError
 from minicpm_core.params import MODEL_CONTEXT, PRESETS, matching_preset
 from minicpm_core.store import MAX_IMPORT_BYTES, ConversationStore
-
 from ui import search, state
 from ui.backend import active_backend, identity, kv_budget_of, thinking_default
 from ui.i18n import LANGUAGE_KEY, LANGUAGES, has, t

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import closing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -26,6 +26,10 @@ from minicpm_core.params import GenerationParams
 from minicpm_core.store import ConversationStore, NotFound
 from ui import markdown_safe, state
 from ui.i18n import t
+
+if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
+    from streamlit.elements.lib.mutable_status_container import StatusContainer
 
 SAVE_EVERY_S = 0.5  # how much of a streamed reply a crash or a killed session can lose at most
 QUEUE_POLL_S = 0.25  # how often the queue position is refreshed while waiting
@@ -92,19 +96,21 @@ class ThinkingBlock:
 
     def __init__(self, slot) -> None:
         self.slot = slot
-        self.status = None
-        self.body = None
+        self.status: StatusContainer | None = None
+        self.body: DeltaGenerator | None = None
         self.collapsed = False
 
     def show(self, thinking: Thinking) -> None:
-        if self.status is None:
+        status, body = self.status, self.body
+        if status is None or body is None:  # both are drawn together, on the first reasoning
             with self.slot.container():
-                self.status = st.status(t("thinking", seconds=thinking.seconds()), expanded=True, state="running")
-                with self.status:
-                    self.body = st.empty()
-        self.body.markdown(markdown_safe.safe_markdown(thinking.text))
+                status = st.status(t("thinking", seconds=thinking.seconds()), expanded=True, state="running")
+                with status:
+                    body = st.empty()
+            self.status, self.body = status, body
+        body.markdown(markdown_safe.safe_markdown(thinking.text))
         # expanded again: an update without it clears the field, which the browser draws collapsed
-        self.status.update(label=t("thinking", seconds=thinking.seconds()), expanded=True)
+        status.update(label=t("thinking", seconds=thinking.seconds()), expanded=True)
 
     def collapse(self, thinking: Thinking) -> None:
         if self.status is not None and not self.collapsed:
@@ -114,7 +120,7 @@ class ThinkingBlock:
 
 def follow_with_reasoning(generation, on_queue: Callable[[int | None], None], thinking: Thinking,
                           block: ThinkingBlock | None = None,
-                          on_progress: Callable[[], None] | None = None) -> Iterator[str]:
+                          on_progress: Callable[[], None] | None = None) -> Generator[str, None, None]:
     """The answer's deltas, queue position reported first; the reasoning goes into `thinking` and is
     drawn in `block`, which collapses at the answer's first delta. `on_progress` is called after every
     step (the recorder saves there). Leaving early cancels the generation."""
@@ -195,7 +201,7 @@ class ReplyRecorder:
         self.finished = False
         self._last_save = time.monotonic()
 
-    def stream(self) -> Iterator[str]:
+    def stream(self) -> Generator[str, None, None]:
         """Answer deltas (the reasoning goes to `block`). Closing this iterator early cancels the
         generation and keeps the partial text."""
         outcome: str | None = "cancelled"  # None: finished normally, the engine's reason stands

@@ -14,7 +14,6 @@ import math
 import streamlit as st
 
 from minicpm_core.store import MAX_IMPORT_BYTES
-
 from ui.i18n import current_language, t
 
 IMPORT_UPLOADER_KEY = "import_file"  # ui/sidebar.py's conversation import

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     api_key, generated = effective_api_key(server.host, server.api_key, allow_open)
     app = create_app(engine, api_key=api_key, log_prompts=server.log_prompts, model_name=server.served_model_name)
-    if generated:
+    if generated and api_key is not None:  # a generated key is never None
         print(key_notice(api_key, server.host, server.port), flush=True)
     elif warning := exposure_warning(server.host, api_key):
         print(warning, file=sys.stderr, flush=True)

@@ -75,11 +75,16 @@ def install_error_handlers(app: FastAPI, known_fields: Sequence[str]) -> None:
         log.info("%s %s -> %d %s", request.method, request.url.path, err.status, err.message)
         return error_response(err, request.url.path)
 
-    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # Starlette types every handler as taking any Exception; it calls each for its own class only
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, RequestValidationError):
+            return await on_error(request, exc)
         message, param = describe_validation_error(list(exc.errors()), known_fields)
         return await on_error(request, APIError(400, message, param))
 
-    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, StarletteHTTPException):
+            return await on_error(request, exc)
         messages = {404: f"No such endpoint: {request.method} {request.url.path}. Try POST / or POST "
                          "/v1/chat/completions.",
                     405: f"{request.method} is not allowed on {request.url.path}."}

@@ -178,7 +178,7 @@ def json_error_http() -> type:
 def json_400_protocol(base: type) -> type:
     """`base` (a uvicorn HTTP protocol class) answering broken framing with OpenAI's JSON error shape."""
 
-    class JsonErrorHTTP(base):  # type: ignore[misc, valid-type]
+    class JsonErrorHTTP(base):
         def send_400_response(self, msg: str) -> None:
             body = json.dumps({"error": {"message": f"{msg} The request's HTTP framing is broken (request line, "
                                                     "headers, Content-Length or chunks).",

@@ -42,8 +42,8 @@ import difflib
 import json
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any, Literal, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from openai.types import CompletionUsage, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
@@ -104,11 +104,19 @@ def parse_json_body(body: bytes) -> Any:
         raise json.JSONDecodeError(str(exc), "", UNKNOWN_POSITION) from None
 
 
+def _first_repeated_key(pairs: list[tuple[str, Any]]) -> str:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    raise ValueError("no key appears twice")
+
+
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        seen: set[str] = set()
-        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
+        duplicate = _first_repeated_key(pairs)
         raise ValueError(f"the key {_short(duplicate)} appears twice in one object")
     return obj
 
@@ -174,7 +182,14 @@ class ErrorResponse(BaseModel):
 
 # --- the sampling fields, derived from GenerationParams ------------------------------------------
 
-def _sampling_field(name: str, openai_names: bool) -> tuple[str, tuple[Any, Any]]:
+def _annotation(name: str) -> Any:
+    annotation = GenerationParams.model_fields[name].annotation
+    if annotation is None:  # pydantic's type allows it; every GenerationParams field is annotated
+        raise TypeError(f"GenerationParams.{name} has no type annotation")
+    return annotation
+
+
+def _sampling_field(name: str, openai_names: bool) -> tuple[str, Any]:
     """One GenerationParams field as an optional request field: its type and help, unset by default
     (so the server default applies), its range checked by GenerationParams alone."""
     field = GenerationParams.model_fields[name]
@@ -182,13 +197,13 @@ def _sampling_field(name: str, openai_names: bool) -> tuple[str, tuple[Any, Any]
     if field.default is not None:
         help_text += f" Unset: the loaded model family's recommended value, else {field.default}."
     return (openai_name(name) if openai_names else name,
-            (Optional[field.annotation], Field(None, description=help_text)))
+            (_annotation(name) | None, Field(None, description=help_text)))
 
 
 def with_sampling_fields(base: type[BaseModel], *, openai_names: bool) -> type[BaseModel]:
     """`base` plus every GenerationParams field: OpenAI's standard ones, then the extras (vLLM's order)."""
     names = (*GenerationParams.fields_where("wire", "standard"), *GenerationParams.fields_where("wire", "extra"))
-    fields = dict(_sampling_field(name, openai_names) for name in names)
+    fields: dict[str, Any] = dict(_sampling_field(name, openai_names) for name in names)
     return create_model(f"{base.__name__}WithSampling", __base__=base, __module__=__name__, **fields)
 
 
@@ -211,7 +226,8 @@ class _SeedFields(BaseModel):
         None, description=f"As on /v1: only {{\"enable_thinking\": true|false}}. {THINKING_HELP}")
 
 
-class SeedRequest(with_sampling_fields(_SeedFields, openai_names=False)):
+# mypy cannot follow a base class built at runtime (create_model); the fields are checked by the tests
+class SeedRequest(with_sampling_fields(_SeedFields, openai_names=False)):  # type: ignore[misc]
     """`POST /`: the seed's `{"prompt": ...}`; everything else is optional and ours (every
     GenerationParams field under its own name)."""
 
@@ -329,7 +345,8 @@ class _ChatCompletionFields(BaseModel):
         None, description=f"vLLM's extra: only {{\"enable_thinking\": true|false}}. {THINKING_HELP}")
 
 
-class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_names=True)):
+# mypy cannot follow a base class built at runtime (create_model), as for SeedRequest
+class ChatCompletionRequest(with_sampling_fields(_ChatCompletionFields, openai_names=True)):  # type: ignore[misc]
     """OpenAI's chat completions request. The sampling fields come from GenerationParams: the standard
     ones (temperature, top_p, max_tokens, seed) under OpenAI's names, then our extras (top_k,
     repetition_penalty, max_length, ...), which the official client sends with extra_body=."""
@@ -544,7 +561,7 @@ _KINDS = {
 
 
 def describe_validation_error(errors: list[dict],
-                              known_fields: list[str] | tuple[str, ...] = ()) -> tuple[str, str | None]:
+                              known_fields: Sequence[str] = ()) -> tuple[str, str | None]:
     """First pydantic/FastAPI error → (one sentence for a human, the offending parameter)."""
     err = errors[0]
     loc = [p for p in err.get("loc", ()) if p != "body"]

@@ -100,7 +100,7 @@ class ModelFamily:
         base = dict(self.defaults_for(model_id, thinking))
         changes = {name: dict(c) for name, c in self.preset_changes.items()}
         named = {**changes, "balanced": {}}
-        order = [name for name in ("precise", "balanced", "creative") if name in named]
+        order: list[str] = [name for name in ("precise", "balanced", "creative") if name in named]
         order += [name for name in named if name not in order]
         return {name: {**base, **named[name]} for name in order}
 
