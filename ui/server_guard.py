@@ -15,7 +15,8 @@ browser can send any of them. `install()`, called once per process by chat_app.p
 - A session's uploads and media (exports offered by st.download_button) are freed as soon as its
   websocket closes. Streamlit keeps a closed session 2 minutes for a reconnect and then drops it without
   freeing them (its storage's expiry never shuts the session down); a reconnecting page reruns and
-  offers its downloads again.
+  offers its downloads again. The socket can close while the session's script still runs (a slow run, a
+  loaded machine): media that run adds afterwards is freed as it is added, since its session is gone.
 
 Each patch names the Streamlit attribute it replaces; `missing_internals()` lists those that moved, and
 install() raises InternalsMoved rather than serve unguarded (tests/test_server_guard.py checks it on
@@ -58,10 +59,12 @@ def _targets() -> dict[str, tuple[Any, str]]:
         "MemoryUploadedFileManager.remove_session_files": (MemoryUploadedFileManager, "remove_session_files"),
         "WebsocketSessionManager.disconnect_session": (WebsocketSessionManager, "disconnect_session"),
         # used, not replaced
+        "MediaFileManager.add": (MediaFileManager, "add"),
         "MediaFileManager.clear_session_refs": (MediaFileManager, "clear_session_refs"),
         "MediaFileManager.remove_orphaned_files": (MediaFileManager, "remove_orphaned_files"),
         "Runtime.exists": (Runtime, "exists"),
         "Runtime.instance": (Runtime, "instance"),
+        "Runtime.is_active_session": (Runtime, "is_active_session"),
     }
 
 
@@ -89,6 +92,7 @@ def install() -> None:
         _wrap(*targets["AppSession._handle_clear_cache_request"], _ignore_clear_cache)
         _wrap(*targets["MemoryUploadedFileManager.add_file"], _only_logged_in_uploads)
         _wrap(*targets["WebsocketSessionManager.disconnect_session"], _free_on_disconnect)
+        _wrap(*targets["MediaFileManager.add"], _no_media_for_closed_sessions)
         _done.append(True)
 
 
@@ -140,6 +144,19 @@ def _free_on_disconnect(original: Callable[..., Any], manager: Any, session_id: 
     free_session(session_id)
 
 
+def _no_media_for_closed_sessions(original: Callable[..., Any], manager: Any, *args: Any, **kwargs: Any) -> str:
+    """Add the file; if its session's socket has closed meanwhile (the run went on after the disconnect
+    freed the session's files), free it again at once: the URL goes to a page that is gone."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    url = original(manager, *args, **kwargs)
+    ctx = get_script_run_ctx()
+    if ctx is not None and Runtime.exists() and not Runtime.instance().is_active_session(ctx.session_id):
+        free_session(ctx.session_id)
+    return url
+
+
 def free_session(session_id: str) -> None:
     """Give back what a closed session holds: its uploads and its media files (exports)."""
     from streamlit.runtime import Runtime
@@ -150,4 +167,8 @@ def free_session(session_id: str) -> None:
     runtime.uploaded_file_mgr.remove_session_files(session_id)
     media = runtime.media_file_mgr
     media.clear_session_refs(session_id)
+    # Twice: the first pass only marks an unreferenced download (st.download_button's file) for deletion,
+    # so that a click during its own session's rerun still finds it; the second deletes it. Without it an
+    # export stayed served until some other session's run ended.
+    media.remove_orphaned_files()
     media.remove_orphaned_files()
