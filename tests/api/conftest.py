@@ -2,8 +2,9 @@
 
 - `m2b_demo_engine`: the MiniCPM-2B demo model (answers DEMO_QA readably, stops at EOS), two replies at once.
 - `tiny_engine`: random tiny MiniCPM-2B weights; greedy replies never reach EOS, so they are long enough to cut.
-(The MiniCPM5 ones, `m5_ckpt` and `m5_demo_engine`, are in tests/conftest.py.)
-Each has a live server on 127.0.0.1 (a free port, uvicorn in a thread) and a TestClient.
+Each has a live server on 127.0.0.1 (a free port, uvicorn in a thread) and a TestClient, named after it:
+`m2b_demo_server`, `m2b_demo_client`, `tiny_server`, `tiny_client`; and so has tests/conftest.py's MiniCPM5
+demo engine: `m5_demo_server`, `m5_demo_client`.
 """
 
 from __future__ import annotations
@@ -37,10 +38,23 @@ def tiny_engine(tiny_ckpt):
 
 
 @pytest.fixture(scope="session")
-def demo_server(m2b_demo_engine):
+def m2b_demo_server(m2b_demo_engine):
     server = LiveServer(create_app(m2b_demo_engine, model_name="minicpm-demo")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def m5_demo_server(m5_demo_engine):
+    server = LiveServer(create_app(m5_demo_engine, model_name="m5-demo")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def m5_demo_client(m5_demo_engine):
+    with TestClient(create_app(m5_demo_engine, model_name="m5-demo")) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +65,7 @@ def tiny_server(tiny_engine):
 
 
 @pytest.fixture(scope="session")
-def demo_client(m2b_demo_engine):
+def m2b_demo_client(m2b_demo_engine):
     with TestClient(create_app(m2b_demo_engine, model_name="minicpm-demo")) as client:
         yield client
 

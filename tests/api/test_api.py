@@ -68,8 +68,8 @@ def sse_events(response) -> list:
 # --- the seed tutorial's clients ------------------------------------------------------------------
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_seed_curl_line_works_unchanged(demo_server):
-    command = SEED_CURL.replace("http://127.0.0.1:6006", demo_server.url)
+def test_seed_curl_line_works_unchanged(m2b_demo_server):
+    command = SEED_CURL.replace("http://127.0.0.1:6006", m2b_demo_server.url)
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     body = json.loads(done.stdout)
@@ -77,15 +77,15 @@ def test_seed_curl_line_works_unchanged(demo_server):
     assert TIME_FORMAT.match(body["time"])
 
 
-def test_seed_requests_example_works_unchanged(demo_server):
+def test_seed_requests_example_works_unchanged(m2b_demo_server):
     namespace = {"__name__": "seed_client"}
-    exec(SEED_REQUESTS.replace("http://127.0.0.1:6006", demo_server.url), namespace)
+    exec(SEED_REQUESTS.replace("http://127.0.0.1:6006", m2b_demo_server.url), namespace)
     answer = namespace["get_completion"]("What is the capital of France?")  # sampled: the seed's defaults
     assert isinstance(answer, str) and answer.strip()
 
 
-def test_seed_reply_carries_status_time_and_history(demo_client, m2b_demo_engine):
-    reply = demo_client.post("/", json={"prompt": "What is 2+3?", "temperature": 0})
+def test_seed_reply_carries_status_time_and_history(m2b_demo_client, m2b_demo_engine):
+    reply = m2b_demo_client.post("/", json={"prompt": "What is 2+3?", "temperature": 0})
     assert reply.status_code == 200
     body = reply.json()
     assert list(body) == ["response", "status", "time", "history"]
@@ -95,12 +95,12 @@ def test_seed_reply_carries_status_time_and_history(demo_client, m2b_demo_engine
                                {"role": "assistant", "content": body["response"]}]
 
 
-def test_seed_history_as_pairs_or_messages_is_the_same_conversation(demo_client, m2b_demo_engine):
+def test_seed_history_as_pairs_or_messages_is_the_same_conversation(m2b_demo_client, m2b_demo_engine):
     earlier = ["hello", QA["hello"]]
     messages = [{"role": "user", "content": earlier[0]}, {"role": "assistant", "content": earlier[1]}]
     expected, _ = m2b_demo_engine.chat(messages + ask("What is 2+3?"), GREEDY)
     for history in ([earlier], messages):
-        body = demo_client.post("/", json={"prompt": "What is 2+3?", "history": history, "temperature": 0}).json()
+        body = m2b_demo_client.post("/", json={"prompt": "What is 2+3?", "history": history, "temperature": 0}).json()
         assert body["response"] == expected
         assert body["history"] == messages + ask("What is 2+3?") + [{"role": "assistant", "content": expected}]
 
@@ -114,10 +114,10 @@ def test_seed_max_length_bounds_prompt_plus_reply(tiny_client, idle_tiny_engine)
 
 # --- OpenAI protocol --------------------------------------------------------------------------------
 
-def test_openai_client_non_streamed_matches_engine_greedy(demo_server, m2b_demo_engine):
+def test_openai_client_non_streamed_matches_engine_greedy(m2b_demo_server, m2b_demo_engine):
     question = "Who are you?"
     expected, stats = m2b_demo_engine.chat(ask(question), GREEDY)
-    completion = openai_client(demo_server).chat.completions.create(
+    completion = openai_client(m2b_demo_server).chat.completions.create(
         model="any-name", messages=ask(question), temperature=0)
     assert completion.choices[0].message.content == expected
     assert completion.choices[0].message.role == "assistant"
@@ -129,10 +129,10 @@ def test_openai_client_non_streamed_matches_engine_greedy(demo_server, m2b_demo_
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-def test_openai_client_streamed_matches_engine_greedy(demo_server, m2b_demo_engine):
+def test_openai_client_streamed_matches_engine_greedy(m2b_demo_server, m2b_demo_engine):
     question = "Tell me a story."
     expected, stats = m2b_demo_engine.chat(ask(question), GREEDY)
-    chunks = list(openai_client(demo_server).chat.completions.create(
+    chunks = list(openai_client(m2b_demo_server).chat.completions.create(
         model="minicpm-demo", messages=ask(question), temperature=0, stream=True,
         stream_options={"include_usage": True}))
     assert len({c.id for c in chunks}) == 1 and all(c.object == "chat.completion.chunk" for c in chunks)
@@ -143,9 +143,9 @@ def test_openai_client_streamed_matches_engine_greedy(demo_server, m2b_demo_engi
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == stats.completion_tokens
 
 
-def test_stream_is_server_sent_events_ending_in_done(demo_client, m2b_demo_engine):
+def test_stream_is_server_sent_events_ending_in_done(m2b_demo_client, m2b_demo_engine):
     body = {"messages": ask("谢谢"), "temperature": 0, "stream": True}
-    with demo_client.stream("POST", "/v1/chat/completions", json=body) as response:
+    with m2b_demo_client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = sse_events(response)
     assert events[-1] == "[DONE]"
@@ -157,30 +157,30 @@ def test_stream_is_server_sent_events_ending_in_done(demo_client, m2b_demo_engin
         ask("谢谢"), GREEDY)[0]
 
 
-def test_max_tokens_and_max_completion_tokens_cap_the_reply(demo_client, m2b_demo_engine):
+def test_max_tokens_and_max_completion_tokens_cap_the_reply(m2b_demo_client, m2b_demo_engine):
     full = m2b_demo_engine.chat(ask("Tell me a story."), GREEDY)[0]
     for field in ("max_tokens", "max_completion_tokens"):
-        body = demo_client.post("/v1/chat/completions", json={
+        body = m2b_demo_client.post("/v1/chat/completions", json={
             "messages": ask("Tell me a story."), "temperature": 0, field: 5}).json()
         assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 5
         assert full.startswith(body["choices"][0]["message"]["content"])
 
 
-def test_stop_strings_end_the_reply_streamed_and_not(demo_client, m2b_demo_engine):
+def test_stop_strings_end_the_reply_streamed_and_not(m2b_demo_client, m2b_demo_engine):
     answer = m2b_demo_engine.chat(ask("Tell me a story."), GREEDY)[0]
     stop = answer[20:24]
     expected = answer[:answer.index(stop)]
     request = {"messages": ask("Tell me a story."), "temperature": 0, "stop": [stop, "never appears"]}
-    body = demo_client.post("/v1/chat/completions", json=request).json()
+    body = m2b_demo_client.post("/v1/chat/completions", json=request).json()
     assert body["choices"][0]["message"]["content"] == expected
     assert body["choices"][0]["finish_reason"] == "stop"
-    with demo_client.stream("POST", "/v1/chat/completions", json=request | {"stream": True}) as response:
+    with m2b_demo_client.stream("POST", "/v1/chat/completions", json=request | {"stream": True}) as response:
         chunks = sse_events(response)[:-1]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == expected
 
 
-def test_extra_body_parameters_and_seed_are_honoured(demo_server):
-    client = openai_client(demo_server)
+def test_extra_body_parameters_and_seed_are_honoured(m2b_demo_server):
+    client = openai_client(m2b_demo_server)
 
     def sample(seed):
         return client.chat.completions.create(
@@ -190,8 +190,8 @@ def test_extra_body_parameters_and_seed_are_honoured(demo_server):
     assert sample(7) == sample(7)
 
 
-def test_models_lists_the_served_model(demo_server, m2b_demo_engine):
-    client = openai_client(demo_server)
+def test_models_lists_the_served_model(m2b_demo_server, m2b_demo_engine):
+    client = openai_client(m2b_demo_server)
     models = client.models.list().data
     assert [m.id for m in models] == ["minicpm-demo"]
     assert models[0].object == "model" and models[0].model_dump()["max_model_len"] == m2b_demo_engine.context_length
@@ -200,13 +200,13 @@ def test_models_lists_the_served_model(demo_server, m2b_demo_engine):
         client.models.retrieve("gpt-4o")
 
 
-def test_health_reports_model_and_queue(demo_client):
-    assert demo_client.get("/health").json() == {
+def test_health_reports_model_and_queue(m2b_demo_client):
+    assert m2b_demo_client.get("/health").json() == {
         "status": "ok", "model_loaded": True, "model": "minicpm-demo", "queue_depth": 0, "running": 0}
 
 
-def test_openapi_schema_documents_both_endpoints(demo_client):
-    paths = demo_client.get("/openapi.json").json()["paths"]
+def test_openapi_schema_documents_both_endpoints(m2b_demo_client):
+    paths = m2b_demo_client.get("/openapi.json").json()["paths"]
     assert {"/", "/v1/chat/completions", "/v1/models", "/health"} <= set(paths)
 
 
@@ -274,47 +274,47 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize("path, body, status, words", BAD_REQUESTS,
                          ids=[f"{i:02d}-{words}" for i, (_, _, _, words) in enumerate(BAD_REQUESTS)])
-def test_bad_request_gets_4xx_with_a_helpful_message(demo_client, path, body, status, words):
+def test_bad_request_gets_4xx_with_a_helpful_message(m2b_demo_client, path, body, status, words):
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    reply = demo_client.post(path, content=content, headers={"Content-Type": "application/json"})
+    reply = m2b_demo_client.post(path, content=content, headers={"Content-Type": "application/json"})
     assert reply.status_code == status, reply.text
     error = reply.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
     assert words in error["message"]
     if path == "/":
         assert reply.json()["status"] == status  # the seed's clients read `status`
-    assert demo_client.get("/health").json()["running"] == 0
+    assert m2b_demo_client.get("/health").json()["running"] == 0
 
 
-def test_context_overflow_has_openai_code(demo_client):
-    error = demo_client.post(CHAT, json={"messages": ask(LONG_PROMPT)}).json()["error"]
+def test_context_overflow_has_openai_code(m2b_demo_client):
+    error = m2b_demo_client.post(CHAT, json={"messages": ask(LONG_PROMPT)}).json()["error"]
     assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
 
 
-def test_non_json_content_type_is_refused_with_the_fix(demo_client):
-    reply = demo_client.post("/", content=b'{"prompt": "hi"}', headers={"Content-Type": "text/plain"})
+def test_non_json_content_type_is_refused_with_the_fix(m2b_demo_client):
+    reply = m2b_demo_client.post("/", content=b'{"prompt": "hi"}', headers={"Content-Type": "text/plain"})
     assert reply.status_code == 400 and "Content-Type: application/json" in reply.json()["error"]["message"]
 
 
-def test_chunked_bodies_are_read_and_capped(demo_client):
+def test_chunked_bodies_are_read_and_capped(m2b_demo_client):
     def chunks(body: bytes, size: int = 1 << 16):
         yield from (body[i:i + size] for i in range(0, len(body), size))
 
     small = json.dumps({"prompt": "谢谢", "max_new_tokens": 2}).encode()
-    reply = demo_client.post("/", content=chunks(small), headers={"Content-Type": "application/json"})
+    reply = m2b_demo_client.post("/", content=chunks(small), headers={"Content-Type": "application/json"})
     assert reply.status_code == 200 and reply.json()["status"] == 200
     big = json.dumps({"prompt": "x" * (9 << 20)}).encode()
-    reply = demo_client.post("/", content=chunks(big), headers={"Content-Type": "application/json"})
+    reply = m2b_demo_client.post("/", content=chunks(big), headers={"Content-Type": "application/json"})
     assert reply.status_code == 413 and "at most 8388608" in reply.json()["error"]["message"]
 
 
-def test_wrong_method_is_405_in_error_shape(demo_client):
-    reply = demo_client.get(CHAT)
+def test_wrong_method_is_405_in_error_shape(m2b_demo_client):
+    reply = m2b_demo_client.get(CHAT)
     assert reply.status_code == 405 and "GET is not allowed" in reply.json()["error"]["message"]
 
 
-def test_server_still_answers_after_bad_requests(demo_client, m2b_demo_engine):
-    body = demo_client.post("/", json={"prompt": "What is the capital of France?", "temperature": 0}).json()
+def test_server_still_answers_after_bad_requests(m2b_demo_client, m2b_demo_engine):
+    body = m2b_demo_client.post("/", json={"prompt": "What is the capital of France?", "temperature": 0}).json()
     assert body["response"] == m2b_demo_engine.chat(ask("What is the capital of France?"), GREEDY)[0]
 
 
@@ -348,9 +348,9 @@ def test_api_key_is_required_when_set(m2b_demo_engine):
 
 # --- logging ---------------------------------------------------------------------------------------------
 
-def test_log_line_has_counts_and_timings_but_no_text_by_default(demo_client, caplog):
+def test_log_line_has_counts_and_timings_but_no_text_by_default(m2b_demo_client, caplog):
     caplog.set_level(logging.INFO, logger="minicpm_core.api")
-    reply = demo_client.post("/", json={"prompt": "What is the capital of France?", "temperature": 0}).json()
+    reply = m2b_demo_client.post("/", json={"prompt": "What is the capital of France?", "temperature": 0}).json()
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("minicpm_core.api")]
     assert len(lines) == 1
     for field in ("POST /", "prompt_tokens=", "completion_tokens=", "ttft=", "tokens/s=", "finish=stop", "total="):
@@ -368,12 +368,12 @@ def test_log_prompts_adds_the_text(m2b_demo_engine, caplog):
 
 # --- concurrency and cancellation ------------------------------------------------------------------------
 
-def test_sixteen_concurrent_streams_each_get_their_own_reply(demo_server, m2b_demo_engine):
+def test_sixteen_concurrent_streams_each_get_their_own_reply(m2b_demo_server, m2b_demo_engine):
     questions = list(QA)[:16]
     params = {"temperature": 0, "max_new_tokens": 16}
     expected = {q: m2b_demo_engine.chat(ask(q), params)[0] for q in questions}
     assert len(set(expected.values())) == 16
-    client = openai_client(demo_server)
+    client = openai_client(m2b_demo_server)
     replies, start = {}, threading.Barrier(len(questions))
 
     def converse(question):

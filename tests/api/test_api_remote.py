@@ -17,8 +17,8 @@ from .support import GREEDY, ask, wait_until
 
 
 @pytest.fixture(scope="module")
-def remote(demo_server):
-    backend = RemoteBackend(f"{demo_server.url}/v1")
+def remote(m2b_demo_server):
+    backend = RemoteBackend(f"{m2b_demo_server.url}/v1")
     yield backend
     backend.close()
 
@@ -84,8 +84,8 @@ def test_unreachable_server_is_a_generation_failure_naming_the_url():
     assert backend.queue_depth == 0 and backend.running == 0
 
 
-def test_info_names_the_served_models_when_ours_is_not_there(demo_server):
-    info = RemoteBackend(f"{demo_server.url}/v1", model="gpt-4o").info()
+def test_info_names_the_served_models_when_ours_is_not_there(m2b_demo_server):
+    info = RemoteBackend(f"{m2b_demo_server.url}/v1", model="gpt-4o").info()
     assert info["reachable"] is True and "has no model 'gpt-4o'; it serves minicpm-demo" in info["error"]
 
 
@@ -130,11 +130,11 @@ def test_only_a_4xx_naming_fields_we_sent_is_a_refusal(status, body, refused):
     assert refused_fields(_refusal(status, body), sent) == refused
 
 
-def test_backend_flags_build_the_remote_backend(demo_server):
+def test_backend_flags_build_the_remote_backend(m2b_demo_server):
     def remote_settings(*argv: str):
         return AppSettings.parse(argv, environ={}, ignore_unknown=True).remote
 
-    settings = remote_settings("--backend", "openai", "--base-url", f"{demo_server.url}/v1", "--api-key", "k",
+    settings = remote_settings("--backend", "openai", "--base-url", f"{m2b_demo_server.url}/v1", "--api-key", "k",
                                "--remote-model", "minicpm-demo")
     backend = make_remote_backend(settings)
     assert isinstance(backend, RemoteBackend) and backend.model == "minicpm-demo"

@@ -35,8 +35,8 @@ def test_the_protocols_declare_what_the_pages_and_the_api_use():
 
 
 @pytest.fixture(scope="module")
-def remote(demo_server):
-    backend = RemoteBackend(f"{demo_server.url}/v1")
+def remote(m2b_demo_server):
+    backend = RemoteBackend(f"{m2b_demo_server.url}/v1")
     yield backend
     backend.close()
 

@@ -13,9 +13,7 @@ import logging
 import openai
 import pytest
 from bare_reference import bare_greedy, load_bare, reference_ids
-from fastapi.testclient import TestClient
 
-from minicpm_core.api import create_app
 from minicpm_core.api.protocol import ChatCompletionRequest, SeedRequest
 from minicpm_core.families.minicpm2b import MINICPM_2B
 from minicpm_core.families.minicpm5 import MINICPM5
@@ -25,7 +23,7 @@ from minicpm_core.reasoning import opens_reasoning, split_reasoning, tag_prefix_
 from minicpm_core.remote import RemoteBackend
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_qa
 
-from .support import LiveServer, ask, served
+from .support import ask, served
 
 MODES = (True, False, None)
 MODE_IDS = ("thinking-on", "thinking-off", "thinking-not-given")
@@ -48,19 +46,6 @@ def m5_client(m5_ckpt):
     yield client
     client.__exit__(None, None, None)
     engine.close()
-
-
-@pytest.fixture(scope="module")
-def think_client(m5_demo_engine):
-    with TestClient(create_app(m5_demo_engine, model_name="m5-demo")) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def think_server(m5_demo_engine):
-    server = LiveServer(create_app(m5_demo_engine, model_name="m5-demo")).start()
-    yield server
-    server.stop()
 
 
 def complete(client, messages, **body):
@@ -115,14 +100,14 @@ def test_greedy_reply_through_both_endpoints_equals_bare_generate(m5_client, m5_
 # --- reasoning separation on the thinking demo ------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
-def test_reasoning_and_answer_come_apart_streamed_and_not(think_client, mode):
+def test_reasoning_and_answer_come_apart_streamed_and_not(m5_demo_client, mode):
     model, tok = load_bare(DEMO_MODEL_DIR)
     for question, reasoning, answer in demo_qa():
         prompt, expected = bare_greedy(model, tok, ask(question), mode, 200)
         split = split_reasoning(tok.decode(expected, skip_special_tokens=True), opened=opens_reasoning(prompt))
         assert (split.content, split.reasoning) == (answer, "" if mode is False else reasoning)
 
-        reply = complete(think_client, ask(question), **thinking(mode))
+        reply = complete(m5_demo_client, ask(question), **thinking(mode))
         message = reply["choices"][0]["message"]
         assert message["content"] == split.content and reply["choices"][0]["finish_reason"] == "stop"
         if split.reasoning:
@@ -132,7 +117,7 @@ def test_reasoning_and_answer_come_apart_streamed_and_not(think_client, mode):
         else:
             assert "reasoning_content" not in message and "completion_tokens_details" not in reply["usage"]
 
-        chunks = stream(think_client, ask(question), stream_options={"include_usage": True}, **thinking(mode))
+        chunks = stream(m5_demo_client, ask(question), stream_options={"include_usage": True}, **thinking(mode))
         assert (joined(chunks, "content"), joined(chunks, "reasoning_content")) == (split.content, split.reasoning)
         deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
         assert all(not (d.get("content") and d.get("reasoning_content")) for d in deltas)
@@ -145,9 +130,9 @@ def test_reasoning_and_answer_come_apart_streamed_and_not(think_client, mode):
 
 
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
-def test_the_seed_endpoint_returns_the_answer_and_the_reasoning_beside_it(think_client, mode):
+def test_the_seed_endpoint_returns_the_answer_and_the_reasoning_beside_it(m5_demo_client, mode):
     question, reasoning, answer = demo_qa()[1]
-    reply = think_client.post("/", json={"prompt": question, "temperature": 0, **seed_thinking(mode)})
+    reply = m5_demo_client.post("/", json={"prompt": question, "temperature": 0, **seed_thinking(mode)})
     assert reply.status_code == 200
     body = reply.json()
     assert body["response"] == answer
@@ -158,27 +143,27 @@ def test_the_seed_endpoint_returns_the_answer_and_the_reasoning_beside_it(think_
         assert body["reasoning"] == reasoning
 
 
-def test_stop_strings_apply_to_the_answer_only(think_client):
+def test_stop_strings_apply_to_the_answer_only(m5_demo_client):
     question, reasoning, answer = demo_qa()[1]  # "demo" is in both
     stop = "demo"
     assert stop in reasoning and stop in answer
-    reply = complete(think_client, ask(question), stop=[stop], **thinking(True))
+    reply = complete(m5_demo_client, ask(question), stop=[stop], **thinking(True))
     message = reply["choices"][0]["message"]
     assert message["reasoning_content"] == reasoning
     assert message["content"] == answer[:answer.index(stop)] and reply["choices"][0]["finish_reason"] == "stop"
-    chunks = stream(think_client, ask(question), stop=[stop], **thinking(True))
+    chunks = stream(m5_demo_client, ask(question), stop=[stop], **thinking(True))
     assert (joined(chunks, "reasoning_content"), joined(chunks, "content")) == (reasoning, message["content"])
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
-def test_a_reply_cut_inside_the_reasoning_has_length_empty_content_and_reasoning(think_client, streamed):
+def test_a_reply_cut_inside_the_reasoning_has_length_empty_content_and_reasoning(m5_demo_client, streamed):
     question, reasoning, _ = demo_qa()[2]
     if streamed:
-        chunks = stream(think_client, ask(question), max_tokens=CUT_TOKENS, **thinking(True))
+        chunks = stream(m5_demo_client, ask(question), max_tokens=CUT_TOKENS, **thinking(True))
         content, thought = joined(chunks, "content"), joined(chunks, "reasoning_content")
         finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
     else:
-        reply = complete(think_client, ask(question), max_tokens=CUT_TOKENS, **thinking(True))
+        reply = complete(m5_demo_client, ask(question), max_tokens=CUT_TOKENS, **thinking(True))
         message, finish = reply["choices"][0]["message"], reply["choices"][0]["finish_reason"]
         content, thought = message["content"], message["reasoning_content"]
         details = reply["usage"]["completion_tokens_details"]
@@ -196,15 +181,15 @@ def test_a_reply_cut_inside_the_reasoning_has_length_empty_content_and_reasoning
     ({"enable_thinking": 1}, "chat_template_kwargs.enable_thinking must be true or false; got 1."),
     ([True], "chat_template_kwargs must be an object; got [True]."),
 ], ids=["other-key", "string", "number", "not-an-object"])
-def test_bad_chat_template_kwargs_are_a_400_naming_what_is_accepted(think_client, kwargs, message):
-    response = think_client.post("/v1/chat/completions", json={"messages": ask("hi"), "chat_template_kwargs": kwargs})
+def test_bad_chat_template_kwargs_are_a_400_naming_what_is_accepted(m5_demo_client, kwargs, message):
+    response = m5_demo_client.post("/v1/chat/completions", json={"messages": ask("hi"), "chat_template_kwargs": kwargs})
     assert response.status_code == 400
     assert response.json()["error"]["message"] == message
     assert response.json()["error"]["param"].startswith("chat_template_kwargs")
 
 
-def test_the_seed_enable_thinking_must_be_a_boolean(think_client):
-    response = think_client.post("/", json={"prompt": "hi", "enable_thinking": "true"})
+def test_the_seed_enable_thinking_must_be_a_boolean(m5_demo_client):
+    response = m5_demo_client.post("/", json={"prompt": "hi", "enable_thinking": "true"})
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "enable_thinking must be true or false; got 'true'."
 
@@ -229,9 +214,9 @@ def test_unset_sampling_fields_take_the_loaded_familys_defaults():
 
 # --- the official openai client and our RemoteBackend read it ----------------------------------------------
 
-def test_the_openai_client_reads_reasoning_content(think_server):
+def test_the_openai_client_reads_reasoning_content(m5_demo_server):
     question, reasoning, answer = demo_qa()[0]
-    client = openai.OpenAI(base_url=f"{think_server.url}/v1", api_key="EMPTY", max_retries=0)
+    client = openai.OpenAI(base_url=f"{m5_demo_server.url}/v1", api_key="EMPTY", max_retries=0)
     try:
         completion = client.chat.completions.create(
             model="m5-demo", messages=ask(question), temperature=0,
@@ -250,9 +235,9 @@ def test_the_openai_client_reads_reasoning_content(think_server):
 
 
 @pytest.mark.parametrize("mode", MODES, ids=MODE_IDS)
-def test_the_remote_backend_sends_enable_thinking_and_splits_the_reply(think_server, mode):
+def test_the_remote_backend_sends_enable_thinking_and_splits_the_reply(m5_demo_server, mode):
     question, reasoning, answer = demo_qa()[1]
-    backend = RemoteBackend(f"{think_server.url}/v1")
+    backend = RemoteBackend(f"{m5_demo_server.url}/v1")
     try:
         assert backend.takes_template_kwargs  # our own server (owned_by "openbmb")
         generation = backend.submit(ask(question), {"temperature": 0}, options=ChatOptions(enable_thinking=mode))
@@ -268,8 +253,8 @@ def test_the_remote_backend_sends_enable_thinking_and_splits_the_reply(think_ser
         backend.close()
 
 
-def test_the_remote_backend_sees_a_reply_cut_inside_the_reasoning(think_server):
-    backend = RemoteBackend(f"{think_server.url}/v1")
+def test_the_remote_backend_sees_a_reply_cut_inside_the_reasoning(m5_demo_server):
+    backend = RemoteBackend(f"{m5_demo_server.url}/v1")
     try:
         generation = backend.submit(ask(demo_qa()[0][0]), {"temperature": 0, "max_new_tokens": CUT_TOKENS},
                                     options=ChatOptions(enable_thinking=True))
@@ -279,8 +264,8 @@ def test_the_remote_backend_sees_a_reply_cut_inside_the_reasoning(think_server):
         backend.close()
 
 
-def test_a_server_not_known_to_take_template_kwargs_never_gets_them(think_server):
-    backend = RemoteBackend(f"{think_server.url}/v1")
+def test_a_server_not_known_to_take_template_kwargs_never_gets_them(m5_demo_server):
+    backend = RemoteBackend(f"{m5_demo_server.url}/v1")
     try:
         backend._card = {"id": "m5-demo", "owned_by": "some-strict-server"}
         assert not backend.takes_template_kwargs
@@ -294,23 +279,23 @@ def test_a_server_not_known_to_take_template_kwargs_never_gets_them(think_server
 
 # --- MiniCPM-2B: unchanged ----------------------------------------------------------------------------------
 
-def test_minicpm_2b_responses_carry_no_reasoning_fields(demo_client):
-    reply = complete(demo_client, ask("What is 2+3?"), chat_template_kwargs={"enable_thinking": True})
+def test_minicpm_2b_responses_carry_no_reasoning_fields(m2b_demo_client):
+    reply = complete(m2b_demo_client, ask("What is 2+3?"), chat_template_kwargs={"enable_thinking": True})
     assert set(reply["choices"][0]["message"]) == {"role", "content"}
     assert set(reply["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
-    chunks = stream(demo_client, ask("What is 2+3?"), **thinking(True))
+    chunks = stream(m2b_demo_client, ask("What is 2+3?"), **thinking(True))
     assert joined(chunks, "content") == reply["choices"][0]["message"]["content"]
     assert not any("reasoning_content" in c["choices"][0]["delta"] for c in chunks if c["choices"])
-    seed = demo_client.post("/", json={"prompt": "What is 2+3?", "temperature": 0, "enable_thinking": True}).json()
+    seed = m2b_demo_client.post("/", json={"prompt": "What is 2+3?", "temperature": 0, "enable_thinking": True}).json()
     assert set(seed) == {"response", "status", "time", "history"}
     assert seed["response"] == reply["choices"][0]["message"]["content"]
 
 
-def test_the_log_line_counts_the_reasoning_and_says_when_a_reply_was_cut_inside_it(think_client, caplog):
+def test_the_log_line_counts_the_reasoning_and_says_when_a_reply_was_cut_inside_it(m5_demo_client, caplog):
     caplog.set_level(logging.INFO, logger="minicpm_core.api")
     question = demo_qa()[2][0]
-    complete(think_client, ask(question), max_tokens=CUT_TOKENS, **thinking(True))
-    complete(think_client, ask(question), **thinking(False))
+    complete(m5_demo_client, ask(question), max_tokens=CUT_TOKENS, **thinking(True))
+    complete(m5_demo_client, ask(question), **thinking(False))
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("minicpm_core.api")]
     assert lines[-2].endswith(f" reasoning_tokens={CUT_TOKENS} (cut inside the reasoning)")
     assert "reasoning_tokens" not in lines[-1]  # thinking off: the line is MiniCPM-2B's

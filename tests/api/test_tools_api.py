@@ -15,14 +15,11 @@ import openai
 import pytest
 from bare_reference import bare_greedy, load_bare, reference_ids
 
-from minicpm_core.api import create_app
-from minicpm_core.engine import Engine
-from minicpm_core.loader import load_model
 from minicpm_core.prompt import ChatOptions
 from minicpm_core.tools import CALL_TAGS, format_call
 from testkit.minicpm5 import DEMO_MODEL_DIR, demo_tool
 
-from .support import LiveServer, ask
+from .support import ask
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DEMO = demo_tool()
@@ -32,20 +29,8 @@ TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
-def engine(m5_demo_engine):
-    return m5_demo_engine
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    server = LiveServer(create_app(engine, model_name="m5-demo")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", timeout=TIMEOUT_S, max_retries=0)
+def client(m5_demo_server):
+    client = openai.OpenAI(base_url=f"{m5_demo_server.url}/v1", api_key="x", timeout=TIMEOUT_S, max_retries=0)
     yield client
     client.close()
 
@@ -106,20 +91,20 @@ def test_the_agent_loop_streamed(client):
     assert (content, reasoning, calls, finish) == (DEMO["answer"], DEMO["answer_reasoning"], [], "stop")
 
 
-def test_the_prompt_with_tools_is_transformers_own_and_the_reply_bare_generates(engine):
+def test_the_prompt_with_tools_is_transformers_own_and_the_reply_bare_generates(m5_demo_engine):
     model, tok = load_bare(DEMO_MODEL_DIR)
     messages = ask(DEMO["question"])
-    prompt = engine.prepare(messages, options=ChatOptions(tools=tuple(TOOLS)))
+    prompt = m5_demo_engine.prepare(messages, options=ChatOptions(tools=tuple(TOOLS)))
     assert prompt.ids == reference_ids(tok, messages, None, tools=TOOLS)
     _, expected = bare_greedy(model, tok, messages, None, 80, tools=TOOLS)
-    generation = engine.submit(messages, {"temperature": 0}, options=ChatOptions(tools=tuple(TOOLS)))
+    generation = m5_demo_engine.submit(messages, {"temperature": 0}, options=ChatOptions(tools=tuple(TOOLS)))
     generation.result()
     assert generation._token_ids == expected
 
 
-def test_tool_choice_none_offers_no_tools_and_parses_no_calls(engine, client):
-    assert "<tools>" not in engine.tokenizer.decode(
-        engine.prepare(ask(DEMO["question"]), options=ChatOptions(tools=tuple(TOOLS), tool_choice="none")).ids)
+def test_tool_choice_none_offers_no_tools_and_parses_no_calls(m5_demo_engine, client):
+    assert "<tools>" not in m5_demo_engine.tokenizer.decode(
+        m5_demo_engine.prepare(ask(DEMO["question"]), options=ChatOptions(tools=tuple(TOOLS), tool_choice="none")).ids)
     reply = client.chat.completions.create(model="demo", messages=ask(DEMO["question"]), tools=TOOLS,
                                            tool_choice="none", temperature=0, max_tokens=40).choices[0]
     assert reply.message.tool_calls is None and reply.finish_reason != "tool_calls"
@@ -150,25 +135,19 @@ def test_a_tool_result_without_tools_is_a_400(client):
     assert "tool results need the tools" in caught.value.body["message"]
 
 
-def test_minicpm_2b_refuses_tools_with_a_clear_400(tiny_ckpt):
-    two_b = Engine(load_model(tiny_ckpt, device="cpu", dtype="float32"))
-    server = LiveServer(create_app(two_b, model_name="two-b")).start()
-    try:
-        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", timeout=TIMEOUT_S, max_retries=0) as client:
-            with pytest.raises(openai.BadRequestError) as caught:
-                client.chat.completions.create(model="x", messages=ask("hi"), tools=TOOLS)
-        assert caught.value.body["message"] == ("MiniCPM-2B was not trained for tool calls: send the request "
-                                                "without tools.")
-    finally:
-        server.stop()
-        two_b.close()
+def test_minicpm_2b_refuses_tools_with_a_clear_400(tiny_server):
+    with openai.OpenAI(base_url=f"{tiny_server.url}/v1", api_key="x", timeout=TIMEOUT_S, max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="x", messages=ask("hi"), tools=TOOLS)
+    assert caught.value.body["message"] == ("MiniCPM-2B was not trained for tool calls: send the request "
+                                            "without tools.")
 
 
-def test_the_seed_endpoint_takes_chat_template_kwargs(server):
+def test_the_seed_endpoint_takes_chat_template_kwargs(m5_demo_server):
     import httpx
 
     question = "What is 2 + 3?"
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as http:
+    with httpx.Client(base_url=m5_demo_server.url, timeout=TIMEOUT_S) as http:
         off = http.post("/", json={"prompt": question, "temperature": 0,
                                    "chat_template_kwargs": {"enable_thinking": False}}).json()
         on = http.post("/", json={"prompt": question, "temperature": 0, "enable_thinking": True,
@@ -184,18 +163,18 @@ def readme_python_block(marker: str) -> str:
     return block
 
 
-def test_the_readme_tool_example_runs_as_written(server):
+def test_the_readme_tool_example_runs_as_written(m5_demo_server):
     block = readme_python_block("tools=tools")
     shown = [line[2:] for line in block.splitlines() if line.startswith("# ")]
-    script = block.replace("127.0.0.1:6007", server.url.removeprefix("http://"))
+    script = block.replace("127.0.0.1:6007", m5_demo_server.url.removeprefix("http://"))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == shown == ['called get_weather {"city": "Paris"}', DEMO["answer"]]
 
 
-def test_the_readme_thinking_example_prints_the_reasoning_and_the_answer(server):
+def test_the_readme_thinking_example_prints_the_reasoning_and_the_answer(m5_demo_server):
     block = readme_python_block('"enable_thinking": True')
-    script = block.replace("127.0.0.1:6007", server.url.removeprefix("http://"))
+    script = block.replace("127.0.0.1:6007", m5_demo_server.url.removeprefix("http://"))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT_S)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["Start at 2 and count three more: 3, 4, 5. So 2 + 3 is 5.", "2 + 3 = 5."]
@@ -216,11 +195,11 @@ WEATHER_Q = [{"role": "user", "content": "What is the weather in Paris?"}]
     {"tools": TOOLS, "messages": [*WEATHER_Q, {"role": "tool", "content": "\\ud800"}]},  # raw JSON escape below
     {"tools": [TOOLS[0]] * 129},
 ], ids=lambda body: json.dumps(body)[:60])
-def test_hostile_tool_requests_are_4xx_never_500(server, body):
+def test_hostile_tool_requests_are_4xx_never_500(m5_demo_server, body):
     import httpx
 
     raw = json.dumps({"messages": WEATHER_Q, "max_tokens": 4, **body}).replace("\\\\ud800", "\\ud800")
-    with httpx.Client(base_url=server.url, timeout=TIMEOUT_S) as http:
+    with httpx.Client(base_url=m5_demo_server.url, timeout=TIMEOUT_S) as http:
         response = http.post("/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["error"]["message"]
