@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 from minicpm_core import download, loader, paths
 from minicpm_core.store import ConversationStore, default_db_path
 from testkit import checkpoint
-from ui import chat
+from ui import state
 from ui.markdown_safe import plain_text
 
 APP = Path(__file__).resolve().parent.parent / "chat_app.py"
@@ -239,10 +239,10 @@ def test_a_long_conversation_draws_its_newest_messages_and_shows_earlier_ones_on
     store.close()
     at = ok(start(query={"c": conv_id}))
     shown = bubbles(at)
-    assert len(shown) == chat.RECENT_MESSAGES and shown[-1] == ("assistant", "answer 24")
-    assert shown[0] == ("user", f"question {25 - chat.RECENT_MESSAGES // 2}")
+    assert len(shown) == state.RECENT_MESSAGES and shown[-1] == ("assistant", "answer 24")
+    assert shown[0] == ("user", f"question {25 - state.RECENT_MESSAGES // 2}")
     at.button(key="show_earlier").click().run()
-    assert len(bubbles(ok(at))) == 2 * chat.RECENT_MESSAGES
+    assert len(bubbles(ok(at))) == 2 * state.RECENT_MESSAGES
     at.button(key="show_earlier").click().run()
     assert bubbles(ok(at))[0] == ("user", "question 0") and len(bubbles(at)) == 50
     assert "show_earlier" not in [button.key for button in at.button]

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from minicpm_core.store import ConversationStore, default_db_path
-from ui.chat import RECENT_MESSAGES, SHOWN_COUNTS
+from ui.state import RECENT_MESSAGES, SHOWN_COUNTS
 from ui.search import SEARCH_TARGET
 from ui.sidebar import CONVERSATIONS_SHOWN, date_group
 

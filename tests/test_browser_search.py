@@ -44,7 +44,7 @@ def stored(tmp_path_factory):
     physics = store.create("Physics notes")
     for i in range(FILLER):
         store.append(physics.id, "user" if i % 2 == 0 else "assistant", f"Filler message number {i}.")
-        if i == 10:  # older than the newest messages the chat page draws at first (ui.chat.RECENT_MESSAGES)
+        if i == 10:  # older than the newest messages the chat page draws at first (ui.state.RECENT_MESSAGES)
             found = store.append(physics.id, "assistant", "量子纠缠是两个粒子之间的一种关联，*不是*信号。")
             ids["zh"] = (physics.id, found.id, found.created_at)
     trip = store.create("Trip planning")

@@ -1,7 +1,7 @@
 """The chat page's conversation: its messages drawn from the store, and a reply streamed into a new
 bubble and into the store at once (`answer_here`).
 
-A long conversation draws its newest RECENT_MESSAGES first, with "show earlier" above them, so a rerun
+A long conversation draws its newest state.RECENT_MESSAGES first, with "show earlier" above them, so a rerun
 costs the same however long the conversation is. A message with several versions (regenerated replies,
 edited questions) has ‹ n / m › under it to switch between them.
 
@@ -25,24 +25,18 @@ from ui.i18n import t
 from ui.notices import error_text
 from ui.streaming import ReplyRecorder, StreamingReply, ThinkingBlock, queue_notice, reply_meta
 
-RECENT_MESSAGES = 20  # drawn at first, and added by each "show earlier"
-SHOWN_COUNTS = "_shown_counts"  # {conversation id: how many of its newest messages are drawn}
-
 
 def show_conversation(store: ConversationStore, conversation: Conversation, messages: list[Message]) -> None:
-    """`messages` (the shown path, or part of it), newest RECENT_MESSAGES first: "show earlier" adds more."""
+    """`messages` (the shown path, or part of it), newest state.RECENT_MESSAGES first: "show earlier" adds
+    more."""
     messages = [message for message in messages if message.role != "system"]
-    count = st.session_state.get(SHOWN_COUNTS, {}).get(conversation.id, RECENT_MESSAGES)
+    count = state.shown_count(conversation.id)
     hidden = max(0, len(messages) - count)
     if hidden:
         st.button(t("show_earlier", n=hidden), key="show_earlier", icon=":material/expand_less:", type="tertiary",
-                  on_click=_show_earlier, args=(conversation.id, count))
+                  on_click=state.show_at_least, args=(conversation.id, count + state.RECENT_MESSAGES))
     for message in messages[hidden:]:
         show_message(message, store, conversation)
-
-
-def _show_earlier(conv_id: str, count: int) -> None:
-    st.session_state.setdefault(SHOWN_COUNTS, {})[conv_id] = count + RECENT_MESSAGES
 
 
 def show_message(message: Message, store: ConversationStore, conversation: Conversation) -> None:

@@ -118,8 +118,6 @@ def hit_caption(hit: SearchHit, zone: tzinfo) -> str:
 def open_hit(store: ConversationStore, conv_id: str, message_id: str) -> None:
     """A result's on_click: show its conversation at its message. A message on another branch (an
     older version) becomes the shown path; one older than the newest messages drawn gets drawn."""
-    from ui.chat import RECENT_MESSAGES, SHOWN_COUNTS  # here, not above: ui.chat calls mark_target
-
     try:
         store.select(conv_id, message_id)
     except NotFound:  # deleted in another tab since the search
@@ -128,8 +126,7 @@ def open_hit(store: ConversationStore, conv_id: str, message_id: str) -> None:
     conversation = store.get(conv_id)
     path = [message.id for message in conversation.messages if message.role != "system"] if conversation else []
     if message_id in path:
-        shown = st.session_state.setdefault(SHOWN_COUNTS, {})
-        shown[conv_id] = max(shown.get(conv_id, RECENT_MESSAGES), len(path) - path.index(message_id))
+        state.show_at_least(conv_id, len(path) - path.index(message_id))
     state.set_conversation(conv_id)
     st.session_state[SEARCH_TARGET] = message_id
 

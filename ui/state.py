@@ -202,6 +202,20 @@ def set_conversation(conv_id: str | None) -> None:
         st.session_state.pop(CURRENT_CONVERSATION, None)
 
 
+# A long conversation draws only its newest messages: RECENT_MESSAGES at first, as many more with each
+# "show earlier" (ui.chat), or enough to reach a search hit (ui.search).
+RECENT_MESSAGES = 20
+SHOWN_COUNTS = "_shown_counts"  # {conversation id: how many of its newest messages are drawn}
+
+
+def shown_count(conv_id: str) -> int:
+    return st.session_state.get(SHOWN_COUNTS, {}).get(conv_id, RECENT_MESSAGES)
+
+
+def show_at_least(conv_id: str, count: int) -> None:
+    st.session_state.setdefault(SHOWN_COUNTS, {})[conv_id] = max(shown_count(conv_id), count)
+
+
 # --- one-shot notices ------------------------------------------------------------------------------
 
 def flash(kind: str, text: str) -> None:
