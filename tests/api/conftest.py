@@ -37,43 +37,47 @@ def tiny_engine(tiny_ckpt):
     engine.close()
 
 
-@pytest.fixture(scope="session")
-def m2b_demo_server(m2b_demo_engine):
-    server = LiveServer(create_app(m2b_demo_engine, model_name="minicpm-demo")).start()
+def _live_server(engine, name: str):
+    """A live uvicorn server (a thread on a free port) over `engine`, for a fixture to yield from."""
+    server = LiveServer(create_app(engine, model_name=name)).start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def m5_demo_server(m5_demo_engine):
-    server = LiveServer(create_app(m5_demo_engine, model_name="m5-demo")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def m5_demo_client(m5_demo_engine):
-    with TestClient(create_app(m5_demo_engine, model_name="m5-demo")) as client:
+def _test_client(engine, name: str):
+    """An in-process TestClient over `engine`, for a fixture to yield from."""
+    with TestClient(create_app(engine, model_name=name)) as client:
         yield client
 
 
 @pytest.fixture(scope="session")
-def tiny_server(tiny_engine):
-    server = LiveServer(create_app(tiny_engine, model_name="minicpm-tiny")).start()
-    yield server
-    server.stop()
+def m2b_demo_server(m2b_demo_engine):
+    yield from _live_server(m2b_demo_engine, "minicpm-demo")
 
 
 @pytest.fixture(scope="session")
 def m2b_demo_client(m2b_demo_engine):
-    with TestClient(create_app(m2b_demo_engine, model_name="minicpm-demo")) as client:
-        yield client
+    yield from _test_client(m2b_demo_engine, "minicpm-demo")
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_engine):
+    yield from _live_server(tiny_engine, "minicpm-tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_client(tiny_engine):
-    with TestClient(create_app(tiny_engine, model_name="minicpm-tiny")) as client:
-        yield client
+    yield from _test_client(tiny_engine, "minicpm-tiny")
+
+
+@pytest.fixture(scope="session")
+def m5_demo_server(m5_demo_engine):
+    yield from _live_server(m5_demo_engine, "m5-demo")
+
+
+@pytest.fixture(scope="session")
+def m5_demo_client(m5_demo_engine):
+    yield from _test_client(m5_demo_engine, "m5-demo")
 
 
 @pytest.fixture()
